@@ -1,0 +1,54 @@
+# Sai Resource Manager.  Deno comes from PATH, else it is installed from npm
+# into .tools/ (ignored by git) so a fresh clone builds with nothing but npm.
+DENO_VERSION := 2.9.6
+TOOLS := $(CURDIR)/.tools
+LOCAL_DENO := $(TOOLS)/bin/deno
+DENO ?= $(shell command -v deno 2>/dev/null || echo $(LOCAL_DENO))
+
+# Passed through to `deno compile`, which otherwise downloads denort.
+export DENORT_BIN
+
+DIST := dist
+SOURCES := $(wildcard *.ts src/*.ts) deno.json
+
+.PHONY: all build test run ok check fmt lint clean deno
+
+all: build
+
+deno: $(DENO)
+
+$(LOCAL_DENO):
+	@echo "deno not on PATH: installing deno@$(DENO_VERSION) from npm into $(TOOLS)"
+	mkdir -p $(TOOLS)/bin
+	cd $(TOOLS) && npm install --no-save --no-audit --no-fund --prefix . deno@$(DENO_VERSION)
+	@bin=$$(ls $(TOOLS)/node_modules/@deno/*/deno 2>/dev/null | head -1); \
+	  [ -n "$$bin" ] || bin=$(TOOLS)/node_modules/deno/deno; \
+	  ln -sf "$$bin" $(LOCAL_DENO)
+	$(LOCAL_DENO) --version
+
+build: $(DIST)/sai-server $(DIST)/sai-builder $(DIST)/sai-resource
+
+# Each binary gets only the permissions it needs.
+$(DIST)/sai-server: $(SOURCES) | $(DENO)
+	$(DENO) compile --allow-net --allow-read --allow-env -o $@ server.ts
+
+$(DIST)/sai-builder: $(SOURCES) | $(DENO)
+	$(DENO) compile --allow-net --allow-read --allow-write --allow-env -o $@ builder.ts
+
+$(DIST)/sai-resource: $(SOURCES) | $(DENO)
+	$(DENO) compile --allow-read --allow-write --allow-env --allow-run --allow-net -o $@ client.ts
+
+test: | $(DENO)
+	$(DENO) task test
+
+ok: | $(DENO)
+	$(DENO) task ok
+
+check: | $(DENO)
+	$(DENO) task check
+
+run: | $(DENO)
+	$(DENO) run --allow-all scripts/run_local.ts
+
+clean:
+	rm -rf $(DIST)

@@ -1,0 +1,305 @@
+/**
+ * The Sai resource wire protocol: one type per message, one validator per
+ * direction, one encoder.  Everything that crosses a socket is validated here
+ * and nowhere else.
+ *
+ * Compatible with warmcat's Sai: the C `sai-resource` sends one request
+ * object (no newline) and reads back whatever the builder forwards; the C
+ * builder forwards the client's bytes to the server and the server's bytes
+ * back, matching on `"cookie"`.
+ *
+ * @module
+ */
+
+/** The `schema` member every message carries, first. */
+export const SCHEMA = "com-warmcat-sai-resource";
+
+/** Largest message accepted on either socket, in bytes. */
+export const MAX_MESSAGE_BYTES = 16 * 1024;
+
+/** Resource names: the characters a Sai config may use. */
+export const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * Cookies: 1 to 64 printable ASCII characters other than `"` and `\`.  The
+ * C builder keeps 64 bytes of cookie and finds it without JSON unescaping,
+ * so anything longer or escaped would not round-trip through real Sai.
+ */
+export const COOKIE_PATTERN = /^[!#-[\]-~]{1,64}$/;
+
+/** Largest amount or lease accepted: fits the C side's `unsigned int`. */
+export const MAX_UINT = 0xffff_ffff;
+
+/** A request for `amount` of `resname` for `lease` seconds. */
+export interface RequestMessage {
+  schema: typeof SCHEMA;
+  resname: string;
+  cookie: string;
+  amount: number;
+  lease: number;
+}
+
+/** Gives up a lease, or withdraws a queued request: no `resname`. */
+export interface YieldMessage {
+  schema: typeof SCHEMA;
+  cookie: string;
+}
+
+/** The server granted the request; `amount` present means success. */
+export interface GrantMessage {
+  schema: typeof SCHEMA;
+  cookie: string;
+  amount: number;
+  resname: string;
+  lease: number;
+  /** When the lease ends, in Unix epoch milliseconds (server clock). */
+  expires: number;
+}
+
+/** The request was refused; no `amount`, as in real Sai. */
+export interface RefusalMessage {
+  schema: typeof SCHEMA;
+  cookie: string;
+  error: string;
+}
+
+/** The lease ran out; the builder closes the holder's connection. */
+export interface ExpiredMessage {
+  schema: typeof SCHEMA;
+  cookie: string;
+  expired: true;
+}
+
+/** Where a queued request stands; sent when it changes. */
+export interface QueuedMessage {
+  schema: typeof SCHEMA;
+  cookie: string;
+  queued: { position: number; eta: number };
+}
+
+/** A release by cookie (`sai-resource --release`) succeeded. */
+export interface ReleasedMessage {
+  schema: typeof SCHEMA;
+  cookie: string;
+  released: true;
+}
+
+/** The builder's first frame on the WebSocket. */
+export interface HelloMessage {
+  schema: typeof SCHEMA;
+  hello: { name: string; token?: string };
+}
+
+/** What a `sai-resource` (ours or the C one) may send to a builder. */
+export type ClientMessage = RequestMessage | YieldMessage;
+
+/** What a builder may send to the server. */
+export type BuilderMessage = HelloMessage | RequestMessage | YieldMessage;
+
+/** What the server may send to a builder, and the builder to a client. */
+export type ServerMessage =
+  | GrantMessage
+  | RefusalMessage
+  | ExpiredMessage
+  | QueuedMessage
+  | ReleasedMessage;
+
+/**
+ * Thrown for a message that does not follow the protocol.  `cookie` is set
+ * when the message named one we could read, so the refusal can carry it.
+ */
+export class ProtocolError extends Error {
+  override name = "ProtocolError";
+  cookie: string | undefined;
+  constructor(message: string, options?: { cookie?: string | undefined }) {
+    super(message);
+    this.cookie = options?.cookie;
+  }
+}
+
+type Json = Record<string, unknown>;
+
+function parseObject(text: string): Json {
+  if (text.length > MAX_MESSAGE_BYTES) {
+    throw new ProtocolError(
+      `Cannot parse message: longer than ${MAX_MESSAGE_BYTES} bytes`,
+    );
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new ProtocolError("Cannot parse message: not valid JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ProtocolError("Cannot parse message: not a JSON object");
+  }
+  const obj = value as Json;
+  if (obj.schema !== SCHEMA) {
+    throw new ProtocolError(
+      `Cannot parse message: "schema" must be "${SCHEMA}", got ${
+        describe(obj.schema)
+      }`,
+      { cookie: readableCookie(obj) },
+    );
+  }
+  return obj;
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return "nothing";
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+}
+
+function readableCookie(obj: Json): string | undefined {
+  return typeof obj.cookie === "string" && COOKIE_PATTERN.test(obj.cookie)
+    ? obj.cookie
+    : undefined;
+}
+
+function cookieOf(obj: Json): string {
+  if (typeof obj.cookie !== "string" || !COOKIE_PATTERN.test(obj.cookie)) {
+    throw new ProtocolError(
+      `Cannot parse message: "cookie" must be 1 to 64 printable ASCII characters other than '"' and '\\', got ${
+        describe(obj.cookie)
+      }`,
+    );
+  }
+  return obj.cookie;
+}
+
+function positiveInt(obj: Json, key: string, cookie: string): number {
+  const value = obj[key];
+  if (
+    typeof value !== "number" || !Number.isInteger(value) || value < 1 ||
+    value > MAX_UINT
+  ) {
+    throw new ProtocolError(
+      `Cannot parse request: "${key}" must be a positive integer, got ${
+        describe(value)
+      }`,
+      { cookie },
+    );
+  }
+  return value;
+}
+
+function requestOrYield(obj: Json): RequestMessage | YieldMessage {
+  const cookie = cookieOf(obj);
+  if (obj.resname === undefined) return { schema: SCHEMA, cookie };
+  if (typeof obj.resname !== "string" || !NAME_PATTERN.test(obj.resname)) {
+    throw new ProtocolError(
+      `Cannot parse request: "resname" must match ${NAME_PATTERN.source}, got ${
+        describe(obj.resname)
+      }`,
+      { cookie },
+    );
+  }
+  return {
+    schema: SCHEMA,
+    resname: obj.resname,
+    cookie,
+    amount: positiveInt(obj, "amount", cookie),
+    lease: positiveInt(obj, "lease", cookie),
+  };
+}
+
+/** Validates one message from a `sai-resource` client. */
+export function parseClientMessage(text: string): ClientMessage {
+  return requestOrYield(parseObject(text));
+}
+
+/** Validates one message from a builder, on the server. */
+export function parseBuilderMessage(text: string): BuilderMessage {
+  const obj = parseObject(text);
+  if (obj.hello !== undefined) {
+    const hello = obj.hello as Json;
+    if (
+      typeof hello !== "object" || hello === null ||
+      typeof hello.name !== "string" || !NAME_PATTERN.test(hello.name)
+    ) {
+      throw new ProtocolError(
+        `Cannot parse hello: "name" must match ${NAME_PATTERN.source}`,
+      );
+    }
+    if (hello.token !== undefined && typeof hello.token !== "string") {
+      throw new ProtocolError('Cannot parse hello: "token" must be a string');
+    }
+    return {
+      schema: SCHEMA,
+      hello: hello.token === undefined
+        ? { name: hello.name }
+        : { name: hello.name, token: hello.token },
+    };
+  }
+  return requestOrYield(obj);
+}
+
+/** Validates one message from the server, on a builder or a client. */
+export function parseServerMessage(text: string): ServerMessage {
+  const obj = parseObject(text);
+  if (obj.cookie === "" && typeof obj.error === "string") {
+    // An error about a message whose cookie could not be read.
+    return { schema: SCHEMA, cookie: "", error: obj.error };
+  }
+  const cookie = cookieOf(obj);
+  if (obj.expired === true) return { schema: SCHEMA, cookie, expired: true };
+  if (obj.released === true) return { schema: SCHEMA, cookie, released: true };
+  if (typeof obj.amount === "number") {
+    return {
+      schema: SCHEMA,
+      cookie,
+      amount: positiveInt(obj, "amount", cookie),
+      resname: typeof obj.resname === "string" ? obj.resname : "",
+      lease: typeof obj.lease === "number" ? obj.lease : 0,
+      expires: typeof obj.expires === "number" ? obj.expires : 0,
+    };
+  }
+  if (typeof obj.queued === "object" && obj.queued !== null) {
+    const q = obj.queued as Json;
+    if (typeof q.position === "number" && typeof q.eta === "number") {
+      return {
+        schema: SCHEMA,
+        cookie,
+        queued: { position: q.position, eta: q.eta },
+      };
+    }
+  }
+  // Real Sai: no amount means refused, with or without a reason.
+  return {
+    schema: SCHEMA,
+    cookie,
+    error: typeof obj.error === "string" ? obj.error : "refused",
+  };
+}
+
+/** Whether a server message is a grant (real Sai: it has an `amount`). */
+export function isGrant(msg: ServerMessage): msg is GrantMessage {
+  return "amount" in msg;
+}
+
+/** Whether a server message is a refusal. */
+export function isRefusal(msg: ServerMessage): msg is RefusalMessage {
+  return "error" in msg;
+}
+
+/** Whether a client or builder message is a request (it names a resource). */
+export function isRequest(
+  msg: ClientMessage | BuilderMessage,
+): msg is RequestMessage {
+  return "resname" in msg;
+}
+
+/** Whether a builder message is the hello. */
+export function isHello(msg: BuilderMessage): msg is HelloMessage {
+  return "hello" in msg;
+}
+
+/** Serialises a message with `schema` first, as real Sai writes it. */
+export function encode(
+  msg: ServerMessage | BuilderMessage | Omit<RequestMessage, "schema">,
+): string {
+  const { schema: _schema, ...rest } = msg as { schema?: string };
+  return JSON.stringify({ schema: SCHEMA, ...rest });
+}

@@ -1,0 +1,81 @@
+// deno-lint-ignore-file no-console -- an entry point: printing is its job
+/**
+ * `sai-builder`: keeps one connection to the server and proxies
+ * `sai-resource` requests to it from a Unix socket.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { defaultSocketPath, startBuilder } from "./src/builder_app.ts";
+import { Logger, parseLevel } from "./src/log.ts";
+import { NAME_PATTERN } from "./src/protocol.ts";
+
+const USAGE =
+  `usage: sai-builder --server ws://HOST:PORT [--socket PATH] [--name NAME]
+                   [--log-level error|warn|info|debug] [--log-format text|json]`;
+
+/** Runs `sai-builder` until SIGINT or SIGTERM. */
+export async function main(args: string[]): Promise<void> {
+  let options;
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: true,
+      options: {
+        server: { type: "string" },
+        socket: { type: "string" },
+        name: { type: "string" },
+        "log-level": { type: "string", default: "info" },
+        "log-format": { type: "string", default: "text" },
+      },
+    });
+    if (positionals.length > 0) {
+      throw new TypeError(`unexpected argument "${positionals[0]}"`);
+    }
+    if (!values.server || !/^wss?:\/\/[^/]+/.test(values.server)) {
+      throw new TypeError(
+        `--server must be ws://HOST:PORT, got ${
+          values.server ? `"${values.server}"` : "nothing"
+        }`,
+      );
+    }
+    const name = values.name ?? Deno.hostname().split(".")[0]!.slice(0, 64);
+    if (!NAME_PATTERN.test(name)) {
+      throw new TypeError(
+        `--name must match ${NAME_PATTERN.source}, got "${name}"`,
+      );
+    }
+    const format = values["log-format"];
+    if (format !== "text" && format !== "json") {
+      throw new TypeError(`--log-format must be text or json, got "${format}"`);
+    }
+    options = {
+      server: values.server,
+      name,
+      socketPath: values.socket ?? defaultSocketPath(name),
+      logger: new Logger(parseLevel(values["log-level"]), { format }),
+    };
+  } catch (err) {
+    console.error(`sai-builder: ${(err as Error).message}\n${USAGE}`);
+    Deno.exit(2);
+  }
+  let builder;
+  try {
+    builder = await startBuilder(options);
+  } catch (err) {
+    console.error(`sai-builder: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+
+  console.log(`SAI_BUILDER_RESOURCE_PROXY=${builder.socketPath}`);
+  const { promise: stopped, resolve } = Promise.withResolvers<void>();
+  Deno.addSignalListener("SIGINT", resolve);
+  Deno.addSignalListener("SIGTERM", resolve);
+  await stopped;
+  await builder.shutdown();
+  Deno.exit(0);
+}
+
+if (import.meta.main) await main(Deno.args);

@@ -1,0 +1,59 @@
+/**
+ * Sai Resource Manager: lease named, budgeted resources across builders.
+ *
+ * The allocator is pure and can be driven directly; the server, builder and
+ * client shells are exported for embedding and tests.
+ *
+ * @module
+ */
+
+export {
+  Allocator,
+  type AllocatorOptions,
+  type ExpiryOutcome,
+  type GrantOutcome,
+  type LeaseRequest,
+  type LeaseStatus,
+  type Outcome,
+  type QueuedStatus,
+  type RefusalOutcome,
+  type RefusalReason,
+  type ResourceStatus,
+} from "./src/allocator.ts";
+export {
+  fifo,
+  type LeaseView,
+  type Policy,
+  type QueuedView,
+  type ResourceView,
+} from "./src/policy.ts";
+export {
+  MAX_BUDGET,
+  parseBudgets,
+  resourcesFromConfig,
+} from "./src/budgets.ts";
+export * from "./src/protocol.ts";
+export { JsonObjectSplitter } from "./src/json_splitter.ts";
+export {
+  acquire,
+  AcquireError,
+  type AcquireOptions,
+  type FailureKind,
+  HeldLease,
+  type LeaseEnd,
+  type LeaseSpec,
+} from "./src/lease_client.ts";
+export {
+  type SaiServer,
+  type ServerOptions,
+  type ServerStats,
+  startServer,
+  type StatusDocument,
+} from "./src/server_app.ts";
+export {
+  type BuilderOptions,
+  defaultSocketPath,
+  type SaiBuilder,
+  startBuilder,
+} from "./src/builder_app.ts";
+export { type Fields, type Level, type LogFormat, Logger } from "./src/log.ts";

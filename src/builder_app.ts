@@ -1,0 +1,450 @@
+/**
+ * The builder shell: one WebSocket to the server, and a Unix socket that
+ * `sai-resource` clients (ours or the C one) connect to.  It forwards each
+ * client's request, routes answers back by cookie, and yields a client's
+ * lease or queued request the moment its connection closes.
+ *
+ * @module
+ */
+
+import { JsonObjectSplitter } from "./json_splitter.ts";
+import { Logger } from "./log.ts";
+import {
+  encode,
+  isRequest,
+  parseClientMessage,
+  parseServerMessage,
+  ProtocolError,
+  type RequestMessage,
+  SCHEMA,
+  type ServerMessage,
+} from "./protocol.ts";
+import { writeAll } from "./lease_client.ts";
+
+/** Options for {@linkcode startBuilder}. */
+export interface BuilderOptions {
+  /** `ws://HOST:PORT` of the server. */
+  server: string;
+  /** Where to listen. */
+  socketPath: string;
+  /** How the server shows this builder. */
+  name: string;
+  logger?: Logger;
+  /** How long a client may take to send its request, in ms (default 10000). */
+  requestTimeoutMs?: number;
+  /** Longest pause between reconnect attempts, in ms (default 5000). */
+  maxBackoffMs?: number;
+}
+
+/** A running builder. */
+export interface SaiBuilder {
+  readonly socketPath: string;
+  /** Resolves when the first connection to the server is up. */
+  readonly connected: Promise<void>;
+  /** Stops listening, drops the clients and the server link. */
+  shutdown(): Promise<void>;
+}
+
+type ClientState = "pending" | "sent" | "granted";
+
+interface Client {
+  conn: Deno.UnixConn;
+  cookie: string;
+  request: RequestMessage;
+  state: ClientState;
+  writes: Promise<void>;
+}
+
+/** Picks the default socket path for a builder name. */
+export function defaultSocketPath(name: string): string {
+  const runtime = Deno.env.get("XDG_RUNTIME_DIR");
+  const dir = runtime ? `${runtime}/sai` : `/tmp/sai-${Deno.uid() ?? "user"}`;
+  return `${dir}/${name}.sock`;
+}
+
+/**
+ * Makes the socket's directory (mode 0700 if we create it) and clears a
+ * stale socket file; throws if another process answers on it.
+ */
+async function prepareSocketPath(path: string): Promise<void> {
+  const dir = path.slice(0, Math.max(1, path.lastIndexOf("/")));
+  let made = false;
+  try {
+    await Deno.stat(dir);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    made = true;
+  }
+  if (made) await Deno.chmod(dir, 0o700);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return;
+    throw err;
+  }
+  if (!info.isSocket) {
+    throw new Error(
+      `Cannot listen on "${path}": it exists and is not a socket`,
+    );
+  }
+  try {
+    const probe = await Deno.connect({ transport: "unix", path });
+    probe.close();
+  } catch {
+    await Deno.remove(path);
+    return;
+  }
+  throw new Error(
+    `Cannot listen on "${path}": another builder is already listening there`,
+  );
+}
+
+/** Starts a builder; resolves once its Unix socket is listening. */
+export async function startBuilder(
+  options: BuilderOptions,
+): Promise<SaiBuilder> {
+  await prepareSocketPath(options.socketPath);
+  const listener = Deno.listen({ transport: "unix", path: options.socketPath });
+  await Deno.chmod(options.socketPath, 0o600);
+  const app = new BuilderApp(options, listener);
+  app.start();
+  return {
+    socketPath: options.socketPath,
+    connected: app.connected,
+    shutdown: () => app.shutdown(),
+  };
+}
+
+const encoder = new TextEncoder();
+
+class BuilderApp {
+  #opts: BuilderOptions;
+  #log: Logger;
+  #listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
+  #clients = new Map<string, Client>();
+  #open = new Set<Deno.UnixConn>();
+  #ws: WebSocket | undefined;
+  #up = false;
+  #stopping = false;
+  #attempt = 0;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #connected = Promise.withResolvers<void>();
+  #accepting: Promise<void> | undefined;
+
+  constructor(
+    opts: BuilderOptions,
+    listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>,
+  ) {
+    this.#opts = opts;
+    this.#log = opts.logger ?? new Logger("info");
+    this.#listener = listener;
+  }
+
+  get connected(): Promise<void> {
+    return this.#connected.promise;
+  }
+
+  start(): void {
+    this.#connect();
+    this.#accepting = this.#acceptLoop();
+  }
+
+  async shutdown(): Promise<void> {
+    this.#stopping = true;
+    clearTimeout(this.#retryTimer);
+    this.#listener.close();
+    await this.#accepting;
+    for (const conn of this.#open) closeQuietly(conn);
+    this.#ws?.close(1000, "builder shutting down");
+    try {
+      await Deno.remove(this.#opts.socketPath);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  // --- the server link -------------------------------------------------
+
+  #connect(): void {
+    if (this.#stopping) return;
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(this.#opts.server);
+    } catch (err) {
+      this.#log.error("cannot connect to server", {
+        server: this.#opts.server,
+        error: (err as Error).message,
+      });
+      this.#scheduleReconnect();
+      return;
+    }
+    this.#ws = ws;
+    ws.onopen = () => {
+      this.#up = true;
+      this.#attempt = 0;
+      ws.send(encode({ schema: SCHEMA, hello: { name: this.#opts.name } }));
+      this.#log.info("connected to server", { server: this.#opts.server });
+      this.#connected.resolve();
+      for (const client of this.#clients.values()) {
+        if (client.state === "pending") this.#forward(client);
+      }
+    };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === "string") this.#fromServer(ev.data);
+    };
+    ws.onerror = () => {};
+    ws.onclose = (ev) => {
+      const wasUp = this.#up;
+      this.#up = false;
+      if (this.#ws === ws) this.#ws = undefined;
+      if (this.#stopping) return;
+      if (wasUp) {
+        this.#log.warn("lost the server", {
+          code: ev.code,
+          reason: ev.reason,
+        });
+      }
+      this.#dropForwarded();
+      this.#scheduleReconnect();
+    };
+  }
+
+  #scheduleReconnect(): void {
+    if (this.#stopping) return;
+    const cap = this.#opts.maxBackoffMs ?? 5000;
+    const base = Math.min(cap, 100 * 2 ** this.#attempt++);
+    const delay = base / 2 + Math.random() * base / 2;
+    this.#retryTimer = setTimeout(() => this.#connect(), delay);
+  }
+
+  /**
+   * The server forgot this builder's requests when the link dropped, so
+   * the clients that reached it no longer hold or wait for anything: close
+   * them rather than let them believe otherwise.
+   */
+  #dropForwarded(): void {
+    for (const client of [...this.#clients.values()]) {
+      if (client.state === "pending") continue;
+      this.#clients.delete(client.cookie);
+      this.#reply(client, {
+        schema: SCHEMA,
+        cookie: client.cookie,
+        error: "Lost the lease: the builder lost its link to the server",
+      }, true);
+    }
+  }
+
+  #toServer(text: string): void {
+    if (this.#up && this.#ws?.readyState === WebSocket.OPEN) {
+      this.#ws.send(text);
+    }
+  }
+
+  #forward(client: Client): void {
+    client.state = "sent";
+    this.#toServer(encode(client.request));
+  }
+
+  #yield(cookie: string): void {
+    this.#toServer(encode({ schema: SCHEMA, cookie }));
+  }
+
+  #fromServer(text: string): void {
+    let msg;
+    try {
+      msg = parseServerMessage(text);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.#log.warn("bad message from server", { error: err.message });
+      return;
+    }
+    const client = this.#clients.get(msg.cookie);
+    if (!client) {
+      if ("amount" in msg) {
+        // The client left before the grant arrived: give it straight back.
+        this.#yield(msg.cookie);
+      } else if (msg.cookie === "" && "error" in msg) {
+        this.#log.warn("server reported an error", { error: msg.error });
+      }
+      return;
+    }
+    if ("amount" in msg) {
+      client.state = "granted";
+      this.#log.info("granted", { cookie: msg.cookie, amount: msg.amount });
+      this.#reply(client, msg, false);
+    } else if ("error" in msg || "expired" in msg) {
+      this.#clients.delete(client.cookie);
+      this.#log.info("error" in msg ? "refused" : "expired", {
+        cookie: msg.cookie,
+        ...("error" in msg && { error: msg.error }),
+      });
+      this.#reply(client, msg, true);
+    } else {
+      this.#reply(client, msg, false);
+    }
+  }
+
+  // --- the Unix socket ------------------------------------------------
+
+  async #acceptLoop(): Promise<void> {
+    for (;;) {
+      let conn: Deno.UnixConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (err) {
+        if (this.#stopping) return;
+        this.#log.warn("accept failed", { error: (err as Error).message });
+        continue;
+      }
+      this.#open.add(conn);
+      this.#serveClient(conn).finally(() => this.#open.delete(conn));
+    }
+  }
+
+  async #serveClient(conn: Deno.UnixConn): Promise<void> {
+    const splitter = new JsonObjectSplitter();
+    const buf = new Uint8Array(4096);
+    let mine: Client | undefined;
+    const timer = setTimeout(() => {
+      this.#refuseAndClose(conn, "", "No request within the time limit");
+    }, this.#opts.requestTimeoutMs ?? 10_000);
+    try {
+      for (;;) {
+        let n: number | null;
+        try {
+          n = await conn.read(buf);
+        } catch {
+          break;
+        }
+        if (n === null) break;
+        let texts: string[];
+        try {
+          texts = splitter.push(buf.subarray(0, n));
+        } catch (err) {
+          if (!(err instanceof ProtocolError)) throw err;
+          this.#refuseAndClose(conn, mine?.cookie ?? "", err.message);
+          break;
+        }
+        for (const text of texts) {
+          clearTimeout(timer);
+          const done = this.#clientMessage(conn, text, mine);
+          if (done === "close") return;
+          mine = done;
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      if (mine && this.#clients.get(mine.cookie) === mine) {
+        this.#clients.delete(mine.cookie);
+        if (mine.state !== "pending") this.#yield(mine.cookie);
+        this.#log.info(mine.state === "granted" ? "released" : "withdrawn", {
+          cookie: mine.cookie,
+        });
+      }
+      closeQuietly(conn);
+    }
+  }
+
+  /** Handles one message on a client connection. */
+  #clientMessage(
+    conn: Deno.UnixConn,
+    text: string,
+    mine: Client | undefined,
+  ): Client | "close" {
+    let msg;
+    try {
+      msg = parseClientMessage(text);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.#refuseAndClose(conn, err.cookie ?? mine?.cookie ?? "", err.message);
+      return "close";
+    }
+    if (mine) {
+      // The one thing a client may say after its request: give it back.
+      if (!isRequest(msg) && msg.cookie === mine.cookie) return "close";
+      this.#refuseAndClose(
+        conn,
+        mine.cookie,
+        "Cannot handle message: only one request per connection",
+      );
+      return "close";
+    }
+    if (!isRequest(msg)) {
+      this.#releaseOther(conn, msg.cookie);
+      return "close";
+    }
+    if (this.#clients.has(msg.cookie)) {
+      this.#refuseAndClose(
+        conn,
+        "",
+        `Cannot lease "${msg.resname}": cookie "${msg.cookie}" is already in use on this builder`,
+      );
+      return "close";
+    }
+    const client: Client = {
+      conn,
+      cookie: msg.cookie,
+      request: msg,
+      state: "pending",
+      writes: Promise.resolve(),
+    };
+    this.#clients.set(msg.cookie, client);
+    this.#log.debug("request", { ...msg });
+    if (this.#up) this.#forward(client);
+    return client;
+  }
+
+  /** A release by cookie from another connection (`sai-resource --release`). */
+  #releaseOther(conn: Deno.UnixConn, cookie: string): void {
+    const held = this.#clients.get(cookie);
+    if (!held) {
+      this.#refuseAndClose(
+        conn,
+        cookie,
+        `Cannot release: no lease with cookie "${cookie}" on this builder`,
+      );
+      return;
+    }
+    this.#clients.delete(cookie);
+    if (held.state !== "pending") this.#yield(cookie);
+    this.#log.info("released by cookie", { cookie });
+    closeQuietly(held.conn);
+    writeAll(
+      conn,
+      encoder.encode(encode({ schema: SCHEMA, cookie, released: true })),
+    )
+      .catch(() => {})
+      .finally(() => closeQuietly(conn));
+  }
+
+  #refuseAndClose(conn: Deno.UnixConn, cookie: string, error: string): void {
+    this.#log.warn("bad request from client", { error });
+    writeAll(
+      conn,
+      encoder.encode(encode({ schema: SCHEMA, cookie, error }) + "\n"),
+    )
+      .catch(() => {})
+      .finally(() => closeQuietly(conn));
+  }
+
+  /** Writes to a client in order; optionally closes it afterwards. */
+  #reply(client: Client, msg: ServerMessage, close: boolean): void {
+    const bytes = encoder.encode(encode(msg) + "\n");
+    client.writes = client.writes
+      .then(() => writeAll(client.conn, bytes))
+      .catch(() => {})
+      .finally(() => {
+        if (close) closeQuietly(client.conn);
+      });
+  }
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
+  }
+}

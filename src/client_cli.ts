@@ -1,0 +1,397 @@
+/**
+ * `sai-resource`: ask the builder for a lease and block until it is granted
+ * (exit 0) or refused / timed out (exit 1).
+ *
+ * Deno cannot fork, so the process that ctest runs (the parent) re-spawns
+ * itself as a detached holder.  The holder connects and makes the request
+ * itself, reports to the parent over its stdout pipe, and keeps the
+ * connection (so the lease) open after the parent exits.  Its stdio is never
+ * the caller's: ctest waits for every process that holds its pipes.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { acquire, AcquireError, type LeaseSpec } from "./lease_client.ts";
+import {
+  COOKIE_PATTERN,
+  MAX_UINT,
+  NAME_PATTERN,
+  parseServerMessage,
+} from "./protocol.ts";
+import { JsonObjectSplitter } from "./json_splitter.ts";
+
+/** Exit codes. */
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+export const USAGE =
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE] [--wait SECONDS] [--socket PATH] [--quiet]
+       sai-resource --release COOKIE [--socket PATH]`;
+
+const DEFAULT_WAIT_SECONDS = 600;
+
+/** A parsed command line. */
+export type Command =
+  | { kind: "help" }
+  | { kind: "release"; cookie: string; socket: string }
+  | {
+    kind: "acquire";
+    spec: LeaseSpec;
+    socket: string;
+    waitSeconds: number;
+    quiet: boolean;
+    holder: boolean;
+  };
+
+function positiveInt(name: string, value: string): number {
+  if (!/^[1-9][0-9]*$/.test(value) || Number(value) > MAX_UINT) {
+    throw new TypeError(
+      `${name} must be a positive integer, got "${value}"`,
+    );
+  }
+  return Number(value);
+}
+
+/** Parses the command line; throws `TypeError` for usage errors. */
+export function parseCommand(
+  args: string[],
+  env: { get(key: string): string | undefined },
+): Command {
+  const { values, positionals } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      wait: { type: "string" },
+      socket: { type: "string" },
+      quiet: { type: "boolean", short: "q" },
+      release: { type: "string" },
+      help: { type: "boolean", short: "h" },
+      holder: { type: "boolean" },
+    },
+  });
+  if (values.help) return { kind: "help" };
+  const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
+  if (!socket) {
+    throw new TypeError(
+      "no builder socket: pass --socket PATH or set SAI_BUILDER_RESOURCE_PROXY",
+    );
+  }
+  if (values.release !== undefined) {
+    if (positionals.length > 0) {
+      throw new TypeError("--release takes no other arguments");
+    }
+    if (!COOKIE_PATTERN.test(values.release)) {
+      throw new TypeError(`COOKIE is not valid, got "${values.release}"`);
+    }
+    return { kind: "release", cookie: values.release, socket };
+  }
+  if (positionals.length < 3 || positionals.length > 4) {
+    throw new TypeError(
+      `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`,
+    );
+  }
+  const [resname, amount, lease, cookie = crypto.randomUUID()] =
+    positionals as [
+      string,
+      string,
+      string,
+      string?,
+    ];
+  if (!NAME_PATTERN.test(resname)) {
+    throw new TypeError(
+      `NAME must match ${NAME_PATTERN.source}, got "${resname}"`,
+    );
+  }
+  if (!COOKIE_PATTERN.test(cookie)) {
+    throw new TypeError(
+      `COOKIE must be 1 to 64 printable ASCII characters other than '"' and '\\', got "${cookie}"`,
+    );
+  }
+  let waitSeconds = DEFAULT_WAIT_SECONDS;
+  if (values.wait !== undefined) {
+    waitSeconds = Number(values.wait);
+    if (!/^[0-9]+(\.[0-9]+)?$/.test(values.wait) || !(waitSeconds > 0)) {
+      throw new TypeError(
+        `--wait must be a positive number of seconds, got "${values.wait}"`,
+      );
+    }
+  }
+  return {
+    kind: "acquire",
+    spec: {
+      resname,
+      amount: positiveInt("AMOUNT", amount),
+      lease: positiveInt("LEASE_SECONDS", lease),
+      cookie,
+    },
+    socket,
+    waitSeconds,
+    quiet: values.quiet ?? false,
+    holder: values.holder ?? false,
+  };
+}
+
+/** What the holder tells the parent, one JSON line each. */
+type HolderReport =
+  | { event: "queued"; position: number; eta: number }
+  | { event: "granted"; amount: number; expires: number }
+  | { event: "failed"; kind: string; message: string };
+
+const encoder = new TextEncoder();
+
+function printErr(line: string): void {
+  Deno.stderr.writeSync(encoder.encode(`sai-resource: ${line}\n`));
+}
+
+/** Runs `sai-resource`; returns the exit code. */
+export async function runClient(args: string[]): Promise<number> {
+  let command: Command;
+  try {
+    command = parseCommand(args, Deno.env);
+  } catch (err) {
+    printErr((err as Error).message);
+    Deno.stderr.writeSync(encoder.encode(USAGE + "\n"));
+    return EXIT_USAGE;
+  }
+  switch (command.kind) {
+    case "help":
+      Deno.stdout.writeSync(encoder.encode(USAGE + "\n"));
+      return EXIT_OK;
+    case "release":
+      return await release(command.socket, command.cookie);
+    case "acquire":
+      return command.holder
+        ? await runHolder(command)
+        : await runParent(command, args);
+  }
+}
+
+async function release(socket: string, cookie: string): Promise<number> {
+  let conn: Deno.UnixConn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path: socket });
+  } catch (err) {
+    printErr(
+      `cannot reach the builder at "${socket}": ${(err as Error).message}`,
+    );
+    return EXIT_FAILED;
+  }
+  try {
+    await conn.write(
+      encoder.encode(
+        JSON.stringify({ schema: "com-warmcat-sai-resource", cookie }),
+      ),
+    );
+    const splitter = new JsonObjectSplitter();
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      for (const text of splitter.push(buf.subarray(0, n))) {
+        const msg = parseServerMessage(text);
+        if ("released" in msg) return EXIT_OK;
+        if ("error" in msg) {
+          printErr(msg.error);
+          return EXIT_FAILED;
+        }
+      }
+    }
+    printErr("the builder closed the connection without answering");
+    return EXIT_FAILED;
+  } catch (err) {
+    printErr(`cannot release: ${(err as Error).message}`);
+    return EXIT_FAILED;
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }
+}
+
+/** The command that re-runs this program as a holder. */
+function holderCommand(args: string[]): { exe: string; args: string[] } {
+  const exe = Deno.execPath();
+  if (Deno.build.standalone) return { exe, args: ["--holder", ...args] };
+  const script = new URL("../client.ts", import.meta.url);
+  return {
+    exe,
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-net",
+      "--no-config",
+      "--quiet",
+      script.href,
+      "--holder",
+      ...args,
+    ],
+  };
+}
+
+async function runParent(
+  command: Extract<Command, { kind: "acquire" }>,
+  args: string[],
+): Promise<number> {
+  const { spec, quiet } = command;
+  // The holder must use the same cookie and socket we settled on.
+  const holderArgs = [
+    spec.resname,
+    String(spec.amount),
+    String(spec.lease),
+    spec.cookie,
+    "--socket",
+    command.socket,
+    "--wait",
+    String(command.waitSeconds),
+  ];
+  void args;
+  const { exe, args: argv } = holderCommand(holderArgs);
+  const child = new Deno.Command(exe, {
+    args: argv,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+    detached: true,
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  // Backstop: a holder that never reports is killed, which withdraws it.
+  const backstop = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, command.waitSeconds * 1000 + 10_000);
+  let lastProgress = "";
+  try {
+    for await (const report of readReports(child.stdout)) {
+      if (report.event === "queued") {
+        const line = `queued for ${spec.resname}: position ${report.position}` +
+          (report.eta >= 0 ? `, about ${report.eta} s` : "");
+        if (!quiet && line !== lastProgress) printErr(line);
+        lastProgress = line;
+        continue;
+      }
+      if (report.event === "granted") {
+        await writer.write(encoder.encode("ok\n"));
+        await writer.close();
+        child.unref();
+        if (!quiet) {
+          printErr(
+            `granted ${spec.amount} of ${spec.resname} for ${spec.lease} s (cookie ${spec.cookie})`,
+          );
+        }
+        Deno.stdout.writeSync(encoder.encode(spec.cookie + "\n"));
+        return EXIT_OK;
+      }
+      printErr(report.message);
+      return EXIT_FAILED;
+    }
+    const status = await child.status;
+    printErr(
+      `the holder exited (code ${status.code}) before the lease was granted`,
+    );
+    return EXIT_FAILED;
+  } finally {
+    clearTimeout(backstop);
+  }
+}
+
+async function* readReports(
+  stream: ReadableStream<Uint8Array>,
+): AsyncGenerator<HolderReport> {
+  let pending = "";
+  const decoder = new TextDecoder();
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      pending += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        if (line.trim()) yield JSON.parse(line) as HolderReport;
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+function report(r: HolderReport): void {
+  try {
+    Deno.stdout.writeSync(encoder.encode(JSON.stringify(r) + "\n"));
+  } catch {
+    // The parent is gone; stdin's end tells us too.
+  }
+}
+
+/**
+ * Resolves true when the parent acknowledges the grant, false when it is
+ * gone (its end of our stdin closed).
+ */
+async function parentAck(): Promise<boolean> {
+  const buf = new Uint8Array(16);
+  let seen = "";
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await Deno.stdin.read(buf);
+    } catch {
+      return false;
+    }
+    if (n === null) return false;
+    seen += new TextDecoder().decode(buf.subarray(0, n));
+    if (seen.includes("ok\n")) return true;
+  }
+}
+
+async function runHolder(
+  command: Extract<Command, { kind: "acquire" }>,
+): Promise<number> {
+  const { spec } = command;
+  const parentGone = new AbortController();
+  const ack = parentAck();
+  // Before the grant, the parent's end of our stdin closing means it died
+  // (ctest's timeout killed it): withdraw instead of holding for nobody.
+  ack.then((ok) => {
+    if (!ok) parentGone.abort(new Error("the caller exited"));
+  });
+  let lease;
+  try {
+    lease = await acquire(command.socket, spec, {
+      signal: AbortSignal.any([
+        AbortSignal.timeout(command.waitSeconds * 1000),
+        parentGone.signal,
+      ]),
+      onQueued: (q) => report({ event: "queued", ...q }),
+    });
+  } catch (err) {
+    const kind = err instanceof AcquireError ? err.kind : "failed";
+    report({ event: "failed", kind, message: (err as Error).message });
+    return EXIT_FAILED;
+  }
+  report({
+    event: "granted",
+    amount: lease.grant.amount,
+    expires: lease.grant.expires,
+  });
+  if (!(await ack)) {
+    lease.release();
+    return EXIT_FAILED;
+  }
+  try {
+    Deno.stdout.close();
+  } catch { /* closed */ }
+  // A real Sai builder never says the lease expired: stop holding at the
+  // declared end ourselves.
+  const localEnd = setTimeout(() => lease.release(), spec.lease * 1000 + 1000);
+  await lease.ended;
+  clearTimeout(localEnd);
+  return EXIT_OK;
+}

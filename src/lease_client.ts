@@ -1,0 +1,210 @@
+/**
+ * Talks to a builder's Unix socket the way `sai-resource` does: one request,
+ * then wait for the grant or refusal; the lease lasts as long as the
+ * connection stays open.
+ *
+ * @module
+ */
+
+import { JsonObjectSplitter } from "./json_splitter.ts";
+import {
+  encode,
+  type GrantMessage,
+  isGrant,
+  isRefusal,
+  parseServerMessage,
+  ProtocolError,
+  type ServerMessage,
+} from "./protocol.ts";
+
+/** What to ask for. */
+export interface LeaseSpec {
+  resname: string;
+  amount: number;
+  /** Seconds. */
+  lease: number;
+  cookie: string;
+}
+
+/** Why acquiring failed. */
+export type FailureKind = "refused" | "timeout" | "unreachable" | "closed";
+
+/** Acquiring failed; `kind` says how. */
+export class AcquireError extends Error {
+  override name = "AcquireError";
+  kind: FailureKind;
+  constructor(kind: FailureKind, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.kind = kind;
+  }
+}
+
+/** Options for {@linkcode acquire}. */
+export interface AcquireOptions {
+  /** Aborting withdraws the request (timeouts: `AbortSignal.timeout`). */
+  signal?: AbortSignal;
+  /** Called when the queue position or estimate changes. */
+  onQueued?: (queued: { position: number; eta: number }) => void;
+}
+
+/** How a held lease ended. */
+export type LeaseEnd = "expired" | "released" | "closed";
+
+/** A granted lease; held while its connection stays open. */
+export class HeldLease {
+  readonly grant: GrantMessage;
+  /** Resolves when the lease ends, saying how. */
+  readonly ended: Promise<LeaseEnd>;
+  #conn: Deno.UnixConn;
+  #released = false;
+
+  constructor(
+    grant: GrantMessage,
+    conn: Deno.UnixConn,
+    ended: Promise<LeaseEnd>,
+  ) {
+    this.grant = grant;
+    this.#conn = conn;
+    this.ended = ended.then((how) => this.#released ? "released" : how);
+  }
+
+  /** Gives the lease back by closing the connection. */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the builder.
+    }
+  }
+}
+
+/**
+ * Requests a lease and resolves once it is granted.  Rejects with
+ * {@linkcode AcquireError} if it is refused, the signal aborts (the request
+ * is withdrawn by closing), or the builder cannot be reached.
+ */
+export async function acquire(
+  socketPath: string,
+  spec: LeaseSpec,
+  options: AcquireOptions = {},
+): Promise<HeldLease> {
+  const { signal, onQueued } = options;
+  signal?.throwIfAborted();
+  let conn: Deno.UnixConn;
+  try {
+    conn = await Deno.connect({ transport: "unix", path: socketPath });
+  } catch (err) {
+    throw new AcquireError(
+      "unreachable",
+      `Cannot reach the builder at "${socketPath}": ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  const messages = readMessages(conn);
+  const onAbort = () => {
+    try {
+      conn.close();
+    } catch { /* closed already */ }
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    await writeAll(conn, new TextEncoder().encode(encode({ ...spec })));
+    for (;;) {
+      const next = await messages.next();
+      if (signal?.aborted) break;
+      if (next.done) {
+        throw new AcquireError(
+          "closed",
+          "Cannot get a lease: the builder closed the connection before answering",
+        );
+      }
+      const msg = next.value;
+      if (msg.cookie !== spec.cookie && msg.cookie !== "") continue;
+      if (isGrant(msg)) {
+        signal?.removeEventListener("abort", onAbort);
+        return new HeldLease(msg, conn, waitForEnd(messages));
+      }
+      if (isRefusal(msg)) {
+        throw new AcquireError("refused", msg.error);
+      }
+      if ("queued" in msg) onQueued?.(msg.queued);
+    }
+  } catch (err) {
+    onAbort();
+    if (signal?.aborted) throw abortError(signal);
+    if (err instanceof AcquireError) throw err;
+    throw new AcquireError(
+      "closed",
+      `Cannot get a lease: ${(err as Error).message}`,
+      { cause: err },
+    );
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+  onAbort();
+  throw abortError(signal!);
+}
+
+function abortError(signal: AbortSignal): AcquireError {
+  const reason = signal.reason;
+  const timedOut = reason instanceof DOMException &&
+    reason.name === "TimeoutError";
+  return new AcquireError(
+    "timeout",
+    timedOut
+      ? "Cannot get a lease: timed out waiting; the request was withdrawn"
+      : "Cannot get a lease: cancelled; the request was withdrawn",
+    { cause: reason },
+  );
+}
+
+async function waitForEnd(
+  messages: AsyncGenerator<ServerMessage>,
+): Promise<LeaseEnd> {
+  try {
+    for await (const msg of messages) {
+      if ("expired" in msg) return "expired";
+    }
+  } catch {
+    // A reset connection ends the lease all the same.
+  }
+  return "closed";
+}
+
+/** Yields validated messages until the connection closes. */
+export async function* readMessages(
+  conn: Deno.Conn,
+): AsyncGenerator<ServerMessage> {
+  const splitter = new JsonObjectSplitter();
+  const buf = new Uint8Array(4096);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buf);
+    } catch (err) {
+      if (err instanceof Deno.errors.BadResource) return;
+      if (err instanceof Deno.errors.ConnectionReset) return;
+      throw err;
+    }
+    if (n === null) return;
+    for (const text of splitter.push(buf.subarray(0, n))) {
+      try {
+        yield parseServerMessage(text);
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+        // Skip what we cannot read; the next message may still be ours.
+      }
+    }
+  }
+}
+
+/** Writes all of `data`. */
+export async function writeAll(
+  conn: Deno.Conn,
+  data: Uint8Array,
+): Promise<void> {
+  let at = 0;
+  while (at < data.length) at += await conn.write(data.subarray(at));
+}

@@ -5,8 +5,11 @@ TOOLS := $(CURDIR)/.tools
 LOCAL_DENO := $(TOOLS)/bin/deno
 DENO ?= $(shell command -v deno 2>/dev/null || echo $(LOCAL_DENO))
 
-# Passed through to `deno compile`, which otherwise downloads denort.
+# Passed through to `deno compile`, which otherwise downloads denort.  An
+# empty DENORT_BIN would make deno look for denort at '', so only when set.
+ifneq ($(strip $(DENORT_BIN)),)
 export DENORT_BIN
+endif
 
 DIST := dist
 SOURCES := $(wildcard *.ts src/*.ts) deno.json
@@ -33,7 +36,7 @@ $(DIST)/sai-server: $(SOURCES) | $(DENO)
 	$(DENO) compile --allow-net --allow-read --allow-env -o $@ server.ts
 
 $(DIST)/sai-builder: $(SOURCES) | $(DENO)
-	$(DENO) compile --allow-net --allow-read --allow-write --allow-env -o $@ builder.ts
+	$(DENO) compile --allow-net --allow-read --allow-write --allow-env --allow-sys=uid,hostname -o $@ builder.ts
 
 $(DIST)/sai-resource: $(SOURCES) | $(DENO)
 	$(DENO) compile --allow-read --allow-write --allow-env --allow-run --allow-net -o $@ client.ts

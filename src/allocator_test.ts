@@ -1,0 +1,164 @@
+import assert from "node:assert/strict";
+import { Allocator, type Outcome } from "./allocator.ts";
+
+function setup(budgets: Record<string, number>, maxLease?: number) {
+  let now = 1_000_000;
+  const alloc = new Allocator(Object.entries(budgets), {
+    now: () => now,
+    ...(maxLease !== undefined && { maxLease }),
+  });
+  return {
+    alloc,
+    advance(ms: number) {
+      now += ms;
+    },
+    get now() {
+      return now;
+    },
+  };
+}
+
+const req = (cookie: string, amount: number, lease = 10, resname = "r") => ({
+  cookie,
+  resname,
+  amount,
+  lease,
+});
+
+const summary = (outs: Outcome[]) =>
+  outs.map((o) => `${o.type}:${o.owner}/${o.cookie}`);
+
+Deno.test("Allocator.request() grants at once while the budget allows", () => {
+  const { alloc } = setup({ r: 3 });
+  assert.deepEqual(summary(alloc.request("b", req("a", 2))), ["grant:b/a"]);
+  assert.deepEqual(summary(alloc.request("b", req("c", 1))), ["grant:b/c"]);
+  assert.deepEqual(alloc.request("b", req("d", 1)), []);
+  const [r] = alloc.status();
+  assert.equal(r!.allocated, 3);
+  assert.equal(r!.queuedRequests, 1);
+  assert.equal(r!.peak, 3);
+});
+
+Deno.test("Allocator.request() refuses unknown names, oversize amounts, long leases and duplicate cookies", () => {
+  const { alloc } = setup({ r: 2 }, 100);
+  const reasons = [
+    alloc.request("b", req("a", 1, 10, "nope")),
+    alloc.request("b", req("b", 3)),
+    alloc.request("b", req("c", 1, 101)),
+  ].map((o) => o[0]?.type === "refuse" ? o[0].reason : "none");
+  assert.deepEqual(reasons, [
+    "unknown-resource",
+    "exceeds-budget",
+    "lease-too-long",
+  ]);
+  alloc.request("b", req("d", 1));
+  const dup = alloc.request("b", req("d", 1));
+  assert.equal(dup[0]?.type === "refuse" && dup[0].reason, "duplicate-cookie");
+  // The same cookie from another builder is a different request.
+  assert.deepEqual(summary(alloc.request("other", req("d", 1))), [
+    "grant:other/d",
+  ]);
+});
+
+Deno.test("Allocator grants in FIFO order and never lets a later request overtake the head", () => {
+  const { alloc } = setup({ r: 4 });
+  alloc.request("b", req("hold", 3));
+  assert.deepEqual(alloc.request("b", req("big", 4)), []);
+  assert.deepEqual(
+    alloc.request("b", req("small", 1)),
+    [],
+    "1 is free but the head waits",
+  );
+  const { found, outcomes } = alloc.release("b", "hold");
+  assert.equal(found, "lease");
+  assert.deepEqual(summary(outcomes), ["grant:b/big"]);
+  assert.deepEqual(summary(alloc.release("b", "big").outcomes), [
+    "grant:b/small",
+  ]);
+});
+
+Deno.test("Allocator.release() withdraws a queued request and the queue moves up", () => {
+  const { alloc } = setup({ r: 1 });
+  alloc.request("b", req("a", 1));
+  alloc.request("b", req("q1", 1));
+  alloc.request("b", req("q2", 1));
+  const w = alloc.release("b", "q1");
+  assert.equal(w.found, "queued");
+  assert.deepEqual(w.outcomes, []);
+  assert.deepEqual(
+    alloc.status()[0]!.queue.map((q) => [q.cookie, q.position]),
+    [["q2", 1]],
+  );
+  assert.deepEqual(summary(alloc.release("b", "a").outcomes), ["grant:b/q2"]);
+  assert.equal(alloc.release("b", "gone").found, null);
+});
+
+Deno.test("Allocator.release() cannot touch another owner's cookie", () => {
+  const { alloc } = setup({ r: 1 });
+  alloc.request("b1", req("a", 1));
+  assert.equal(alloc.release("b2", "a").found, null);
+  assert.equal(alloc.status()[0]!.allocated, 1);
+});
+
+Deno.test("Allocator.expire() frees due leases only, then grants the queue", () => {
+  const t = setup({ r: 2 });
+  t.alloc.request("b", req("a", 1, 5));
+  t.alloc.request("b", req("b", 1, 10));
+  t.alloc.request("b", req("c", 2, 10));
+  assert.equal(t.alloc.nextExpiry(), t.now + 5000);
+  t.advance(4999);
+  assert.deepEqual(t.alloc.expire(), []);
+  t.advance(1);
+  assert.deepEqual(summary(t.alloc.expire()), ["expire:b/a"]);
+  t.advance(5000);
+  assert.deepEqual(summary(t.alloc.expire()), ["expire:b/b", "grant:b/c"]);
+  assert.equal(t.alloc.nextExpiry(), t.now + 10_000);
+});
+
+Deno.test("Allocator.nextExpiry() skips leases released early", () => {
+  const t = setup({ r: 2 });
+  t.alloc.request("b", req("a", 1, 5));
+  t.alloc.request("b", req("b", 1, 10));
+  t.alloc.release("b", "a");
+  assert.equal(t.alloc.nextExpiry(), t.now + 10_000);
+  t.alloc.release("b", "b");
+  assert.equal(t.alloc.nextExpiry(), undefined);
+});
+
+Deno.test("Allocator.dropOwner() frees leases and queued requests of that owner only", () => {
+  const { alloc } = setup({ r: 2, s: 1 });
+  alloc.request("gone", req("a", 2));
+  alloc.request("gone", req("b", 1, 10, "s"));
+  alloc.request("stay", req("c", 1));
+  alloc.request("gone", req("d", 1));
+  assert.deepEqual(summary(alloc.dropOwner("gone")), ["grant:stay/c"]);
+  const [r, s] = alloc.status();
+  assert.equal(r!.allocated, 1);
+  assert.equal(r!.queuedRequests, 0);
+  assert.equal(s!.allocated, 0);
+  assert.deepEqual(alloc.dropOwner("nobody"), []);
+});
+
+Deno.test("Allocator.status() estimates queued starts from declared lease ends", () => {
+  const t = setup({ r: 2 });
+  t.alloc.request("b", req("a", 1, 10));
+  t.alloc.request("b", req("b", 1, 20));
+  t.alloc.request("b", req("q1", 1, 5));
+  t.alloc.request("b", req("q2", 2, 5));
+  const queue = t.alloc.status()[0]!.queue;
+  assert.deepEqual(queue.map((q) => q.estimatedStart! - t.now), [
+    10_000,
+    20_000,
+  ]);
+  assert.equal(queue[1]!.position, 2);
+});
+
+Deno.test("Allocator grant reports how long the request waited", () => {
+  const t = setup({ r: 1 });
+  t.alloc.request("b", req("a", 1, 1));
+  t.alloc.request("b", req("w", 1, 1));
+  t.advance(1000);
+  const out = t.alloc.expire();
+  const grant = out.find((o) => o.type === "grant");
+  assert.equal(grant?.type === "grant" && grant.waited, 1000);
+});

@@ -1,0 +1,111 @@
+import assert from "node:assert/strict";
+import {
+  encode,
+  parseBuilderMessage,
+  parseClientMessage,
+  parseServerMessage,
+  ProtocolError,
+  SCHEMA,
+} from "./protocol.ts";
+
+Deno.test("parseClientMessage() reads the C client's request", () => {
+  const msg = parseClientMessage(
+    '{"schema":"com-warmcat-sai-resource","resname":"warmcat_conns","cookie":"abc","amount":8,"lease":20}',
+  );
+  assert.deepEqual(msg, {
+    schema: SCHEMA,
+    resname: "warmcat_conns",
+    cookie: "abc",
+    amount: 8,
+    lease: 20,
+  });
+});
+
+Deno.test("parseClientMessage() reads a yield: a cookie and no resname", () => {
+  assert.deepEqual(
+    parseClientMessage(`{"schema":"${SCHEMA}","cookie":"abc"}`),
+    {
+      schema: SCHEMA,
+      cookie: "abc",
+    },
+  );
+});
+
+Deno.test("parseClientMessage() rejects bad fields with the cookie when it is readable", () => {
+  const cases: [unknown, RegExp, string | undefined][] = [
+    [
+      { cookie: "c", resname: "r", amount: "1", lease: 1 },
+      /"amount" must be a positive integer, got "1"/,
+      "c",
+    ],
+    [
+      { cookie: "c", resname: "r", amount: 1 },
+      /"lease" must be a positive integer, got nothing/,
+      "c",
+    ],
+    [{ cookie: "c", resname: "r", amount: 2 ** 32, lease: 1 }, /"amount"/, "c"],
+    [
+      { cookie: "c", resname: "", amount: 1, lease: 1 },
+      /"resname" must match/,
+      "c",
+    ],
+    [
+      { cookie: "a\nb", resname: "r", amount: 1, lease: 1 },
+      /"cookie" must be/,
+      undefined,
+    ],
+    [{ cookie: 5 }, /"cookie" must be/, undefined],
+  ];
+  for (const [body, re, cookie] of cases) {
+    const text = JSON.stringify({ schema: SCHEMA, ...(body as object) });
+    assert.throws(() => parseClientMessage(text), (e) => {
+      assert.ok(e instanceof ProtocolError);
+      assert.match(e.message, re);
+      assert.equal(e.cookie, cookie);
+      return true;
+    });
+  }
+  assert.throws(() => parseClientMessage("null"), /not a JSON object/);
+  assert.throws(() => parseClientMessage('{"schema":"x"}'), /"schema" must be/);
+});
+
+Deno.test("parseServerMessage() tells grant, refusal, expiry and queue position apart", () => {
+  const grant = parseServerMessage(
+    `{"schema":"${SCHEMA}","cookie":"c","amount":2}`,
+  );
+  assert.ok("amount" in grant && grant.amount === 2);
+  const refused = parseServerMessage(`{"schema":"${SCHEMA}","cookie":"c"}`);
+  assert.ok("error" in refused, "real Sai: no amount means refused");
+  const expired = parseServerMessage(
+    `{"schema":"${SCHEMA}","cookie":"c","expired":true}`,
+  );
+  assert.ok("expired" in expired);
+  const queued = parseServerMessage(
+    `{"schema":"${SCHEMA}","cookie":"c","queued":{"position":3,"eta":12}}`,
+  );
+  assert.deepEqual("queued" in queued && queued.queued, {
+    position: 3,
+    eta: 12,
+  });
+});
+
+Deno.test("parseBuilderMessage() reads the hello", () => {
+  assert.deepEqual(
+    parseBuilderMessage(`{"schema":"${SCHEMA}","hello":{"name":"b1"}}`),
+    {
+      schema: SCHEMA,
+      hello: { name: "b1" },
+    },
+  );
+  assert.throws(
+    () => parseBuilderMessage(`{"schema":"${SCHEMA}","hello":{"name":"a b"}}`),
+    /hello/,
+  );
+});
+
+Deno.test("encode() writes schema first", () => {
+  assert.equal(
+    encode({ cookie: "c", schema: SCHEMA, error: "no" } as never),
+    `{"schema":"${SCHEMA}","cookie":"c","error":"no"}`,
+  );
+});

@@ -1,0 +1,374 @@
+import assert from "node:assert/strict";
+import {
+  BuilderProc,
+  cRequest,
+  holderPids,
+  Proc,
+  RawClient,
+  runClient,
+  ServerProc,
+  waitFor,
+} from "./_harness.ts";
+import { acquire } from "../src/lease_client.ts";
+
+Deno.test("sai-resource exits 0 on a grant and the holder keeps the lease until released", async () => {
+  await using server = await ServerProc.start([
+    "--resources",
+    "warmcat_conns=4",
+  ]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+
+  const got = await runClient(["warmcat_conns", "3", "60", "cookie-a"], env);
+  assert.equal(got.code, 0, got.stderr);
+  assert.equal(got.stdout, "cookie-a\n");
+  assert.match(got.stderr, /granted 3 of warmcat_conns for 60 s/);
+
+  // The caller has exited; the detached holder still holds the lease.
+  const res = await server.resource("warmcat_conns");
+  assert.equal(res.allocated, 3);
+  assert.deepEqual(res.leases.map((l) => l.cookie), ["cookie-a"]);
+  assert.equal((await holderPids("cookie-a")).length, 1);
+
+  const rel = await runClient(["--release", "cookie-a"], env);
+  assert.equal(rel.code, 0, rel.stderr);
+  await waitFor(
+    "the lease to be freed",
+    async () => (await server.resource("warmcat_conns")).allocated === 0,
+  );
+  await waitFor(
+    "the holder to exit",
+    async () => (await holderPids("cookie-a")).length === 0,
+  );
+
+  const again = await runClient(["--release", "cookie-a"], env);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /no lease with cookie "cookie-a"/);
+});
+
+Deno.test("budget is never exceeded with 20 concurrent clients on budget 3", async () => {
+  await using server = await ServerProc.start(["--resources", "r=3"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  const results = await Promise.all(
+    Array.from(
+      { length: 20 },
+      (_, i) =>
+        runClient(["r", "1", "1", `c${i}`, "--wait", "120", "--quiet"], env),
+    ),
+  );
+  for (const r of results) assert.equal(r.code, 0, r.stderr);
+  await waitFor(
+    "every lease to expire",
+    async () => (await server.resource("r")).allocated === 0,
+    30_000,
+  );
+  const res = await server.resource("r");
+  assert.equal(res.peak, 3, "the peak must reach but never pass the budget");
+  assert.equal((await server.status()).stats.grants, 20);
+  assert.equal(res.queuedRequests, 0);
+});
+
+Deno.test("grants follow FIFO order, and a big head is not overtaken", async () => {
+  await using server = await ServerProc.start(["--resources", "r=3"]);
+  await using builder = await BuilderProc.start(server);
+  const first = await acquire(builder.socket, {
+    resname: "r",
+    amount: 3,
+    lease: 60,
+    cookie: "first",
+  });
+  const order: string[] = [];
+  const leases = [];
+  // Queue them one after another: big (3) at the head, then three of 1.
+  for (
+    const [cookie, amount] of [["big", 3], ["s1", 1], ["s2", 1], [
+      "s3",
+      1,
+    ]] as const
+  ) {
+    const { promise: queued, resolve } = Promise.withResolvers<void>();
+    leases.push(
+      acquire(builder.socket, { resname: "r", amount, lease: 60, cookie }, {
+        onQueued: () => resolve(),
+      }).then((l) => {
+        order.push(cookie);
+        return l;
+      }),
+    );
+    await queued;
+  }
+  const res = await server.resource("r");
+  assert.deepEqual(res.queue.map((q) => [q.cookie, q.position]), [
+    ["big", 1],
+    ["s1", 2],
+    ["s2", 3],
+    ["s3", 4],
+  ]);
+  first.release();
+  const big = await leases[0]!;
+  assert.deepEqual(order, ["big"]);
+  big.release();
+  const rest = await Promise.all(leases.slice(1));
+  assert.deepEqual(order, ["big", "s1", "s2", "s3"]);
+  for (const l of rest) l.release();
+  await waitFor(
+    "all freed",
+    async () => (await server.resource("r")).allocated === 0,
+  );
+});
+
+Deno.test("sai-resource refuses what can never be granted, with exit 1 and the reason", async () => {
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=2",
+    "--max-lease",
+    "100",
+  ]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  const cases: [string[], RegExp][] = [
+    [["nosuch", "1", "10"], /"nosuch": no such resource/],
+    [["r", "3", "10"], /amount 3 exceeds the budget of 2/],
+    [["r", "1", "101"], /lease 101 s exceeds the limit of 100 s/],
+  ];
+  for (const [args, reason] of cases) {
+    const got = await runClient([...args, "--wait", "30"], env);
+    assert.equal(got.code, 1, `${args}: ${got.stderr}`);
+    assert.match(got.stderr, reason);
+    assert.equal(got.stdout, "");
+  }
+  // A duplicate live cookie is refused; the original keeps its lease.
+  assert.equal((await runClient(["r", "1", "60", "dup"], env)).code, 0);
+  const dup = await runClient(["r", "1", "60", "dup"], env);
+  assert.equal(dup.code, 1);
+  assert.match(dup.stderr, /cookie "dup" is already in use/);
+  const res = await server.resource("r");
+  assert.equal(res.allocated, 1);
+  assert.deepEqual(res.leases.map((l) => l.cookie), ["dup"]);
+});
+
+Deno.test("sai-resource times out waiting with exit 1 and withdraws its request", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "1", "60", "holder"], env)).code, 0);
+  const got = await runClient(["r", "1", "60", "waiter", "--wait", "1"], env);
+  assert.equal(got.code, 1);
+  assert.match(got.stderr, /queued for r: position 1/);
+  assert.match(got.stderr, /timed out waiting; the request was withdrawn/);
+  await waitFor(
+    "the queue to empty",
+    async () => (await server.resource("r")).queuedRequests === 0,
+  );
+  assert.equal((await holderPids("waiter")).length, 0);
+});
+
+Deno.test("sai-resource exits 1 when the builder is unreachable", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const got = await runClient([
+      "r",
+      "1",
+      "10",
+      "--socket",
+      `${dir}/none.sock`,
+    ]);
+    assert.equal(got.code, 1);
+    assert.match(got.stderr, /Cannot reach the builder at ".*none\.sock"/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sai-resource usage errors exit 2 with a usage line", async () => {
+  const env = { SAI_BUILDER_RESOURCE_PROXY: "/nonexistent.sock" };
+  const cases: [string[], RegExp][] = [
+    [[], /expected NAME AMOUNT LEASE_SECONDS/],
+    [["r", "1"], /got 2 argument/],
+    [["r", "1", "10", "c", "extra"], /got 5 argument/],
+    [["r", "0", "10"], /AMOUNT must be a positive integer, got "0"/],
+    [["r", "-1", "10"], /AMOUNT must be a positive integer|Unknown option/],
+    [["r", "1.5", "10"], /AMOUNT must be a positive integer, got "1.5"/],
+    [["r", "1", "abc"], /LEASE_SECONDS must be a positive integer, got "abc"/],
+    [["r", "1", "99999999999"], /LEASE_SECONDS must be a positive integer/],
+    [["bad name", "1", "10"], /NAME must match/],
+    [["r", "1", "10", 'bad"cookie'], /COOKIE must be/],
+    [["r", "1", "10", "--wait", "soon"], /--wait must be a positive number/],
+    [["r", "1", "10", "--bogus"], /Unknown option '--bogus'/],
+  ];
+  for (const [args, reason] of cases) {
+    const got = await runClient(args, env);
+    assert.equal(got.code, 2, `${JSON.stringify(args)}: ${got.stderr}`);
+    assert.match(got.stderr, reason, JSON.stringify(args));
+    assert.match(got.stderr, /^usage: sai-resource NAME AMOUNT LEASE_SECONDS/m);
+  }
+  const noSocket = await runClient(["r", "1", "10"], {});
+  assert.equal(noSocket.code, 2);
+  assert.match(noSocket.stderr, /set SAI_BUILDER_RESOURCE_PROXY/);
+});
+
+Deno.test("kill -9 of a holder frees its lease promptly", async () => {
+  await using server = await ServerProc.start(["--resources", "r=2"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "2", "600", "victim"], env)).code, 0);
+  const [pid] = await holderPids("victim");
+  assert.ok(pid, "a holder process holds the lease");
+  Deno.kill(pid, "SIGKILL");
+  // Far sooner than the 600 s lease: the closed socket is the signal.
+  await waitFor(
+    "the lease to be freed",
+    async () => (await server.resource("r")).allocated === 0,
+    5_000,
+  );
+  assert.equal((await server.status()).stats.releases, 1);
+});
+
+Deno.test("an expired lease is freed, the holder exits and the queue advances", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "1", "1", "short"], env)).code, 0);
+  const next = await runClient(["r", "1", "60", "next", "--wait", "30"], env);
+  assert.equal(next.code, 0, next.stderr);
+  const doc = await server.status();
+  assert.equal(doc.stats.expiries, 1);
+  assert.deepEqual(doc.resources[0]!.leases.map((l) => l.cookie), ["next"]);
+  await waitFor(
+    "the expired holder to exit",
+    async () => (await holderPids("short")).length === 0,
+  );
+});
+
+Deno.test("a client killed while queued leaves no trace", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "1", "60", "owner"], env)).code, 0);
+  const waiting = new Proc(["client.ts", "r", "1", "60", "doomed"], { env });
+  await waiting.stderr.wait(/queued for r: position 1/);
+  assert.equal((await server.resource("r")).queuedRequests, 1);
+  waiting.kill("SIGKILL");
+  assert.equal((await waiting.finished()).code, 137);
+  await waitFor(
+    "the request to leave the queue",
+    async () => (await server.resource("r")).queuedRequests === 0,
+  );
+  await waitFor(
+    "its holder to exit",
+    async () => (await holderPids("doomed")).length === 0,
+  );
+  const res = await server.resource("r");
+  assert.deepEqual(res.leases.map((l) => l.cookie), ["owner"]);
+});
+
+Deno.test("a killed builder's leases are freed by the server", async () => {
+  await using server = await ServerProc.start(["--resources", "r=3"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "2", "600", "orphan"], env)).code, 0);
+  assert.equal((await server.resource("r")).allocated, 2);
+  builder.kill("SIGKILL");
+  await builder.finished();
+  await waitFor("the server to free the builder's lease", async () => {
+    const doc = await server.status();
+    return doc.builders.length === 0 && doc.resources[0]!.allocated === 0;
+  });
+  await waitFor(
+    "the orphaned holder to exit",
+    async () => (await holderPids("orphan")).length === 0,
+  );
+});
+
+Deno.test("a raw client speaking the C client's bytes gets a grant", async () => {
+  await using server = await ServerProc.start([
+    "--resources",
+    "warmcat_conns=32",
+  ]);
+  await using builder = await BuilderProc.start(server);
+  await using c = await RawClient.connect(builder.socket);
+  await c.send(cRequest("warmcat_conns", "c-client-1", 8, 20));
+  const text = await c.until((t) => t.includes("}"));
+  const reply = JSON.parse(text);
+  assert.equal(reply.schema, "com-warmcat-sai-resource");
+  assert.equal(reply.cookie, "c-client-1");
+  assert.equal(reply.amount, 8);
+  assert.equal((await server.resource("warmcat_conns")).allocated, 8);
+  c.close();
+  await waitFor(
+    "the lease to be yielded on close",
+    async () => (await server.resource("warmcat_conns")).allocated === 0,
+  );
+});
+
+Deno.test("the builder reads a request split byte by byte, and answers a refusal without amount", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  await using c = await RawClient.connect(builder.socket);
+  for (const ch of cRequest("nosuch", "split-1", 1, 20)) await c.send(ch);
+  const reply = JSON.parse(await c.closedByPeer());
+  assert.equal(reply.cookie, "split-1");
+  assert.equal(reply.amount, undefined, "real Sai: no amount means refused");
+  assert.match(reply.error, /no such resource/);
+});
+
+Deno.test("bad input on the Unix socket gets an error and disturbs no other client", async () => {
+  await using server = await ServerProc.start(["--resources", "r=2"]);
+  await using builder = await BuilderProc.start(server);
+  await using good = await RawClient.connect(builder.socket);
+  await good.send(cRequest("r", "good", 1, 60) + "\n");
+  await good.until((t) => t.includes('"amount":1'));
+
+  const bad: [string | Uint8Array, RegExp][] = [
+    ["{not json}", /not valid JSON/],
+    ["[1,2]", /expected a JSON object/],
+    ['{"schema":"other","cookie":"x"}', /"schema" must be/],
+    ['{"schema":"com-warmcat-sai-resource"}', /"cookie" must be/],
+    [
+      cRequest("r", "neg", -1, 10),
+      /"amount" must be a positive integer, got -1/,
+    ],
+    [
+      cRequest("r", "float", 1.5, 10),
+      /"amount" must be a positive integer, got 1.5/,
+    ],
+    [cRequest("r", "zero", 1, 0), /"lease" must be a positive integer, got 0/],
+    [cRequest("r", "huge", 1e12, 10), /"amount" must be a positive integer/],
+    [cRequest("r\\u0001", "ctl", 1, 10), /"resname" must match/],
+    ["{" + " ".repeat(17 * 1024), /longer than 16384 bytes/],
+    [cRequest("r", "x".repeat(65), 1, 10), /"cookie" must be 1 to 64/],
+  ];
+  for (const [bytes, reason] of bad) {
+    await using c = await RawClient.connect(builder.socket);
+    await c.send(bytes);
+    const text = await c.closedByPeer();
+    const reply = JSON.parse(text);
+    assert.equal(reply.amount, undefined);
+    assert.match(reply.error, reason, String(bytes).slice(0, 60));
+  }
+  // The good client still holds its lease and nothing leaked.
+  assert.equal(good.closed, false);
+  const res = await server.resource("r");
+  assert.equal(res.allocated, 1);
+  assert.equal(res.queuedRequests, 0);
+  assert.deepEqual(res.leases.map((l) => l.cookie), ["good"]);
+});
+
+Deno.test("two requests in one read are both handled in order", async () => {
+  await using server = await ServerProc.start(["--resources", "r=2"]);
+  await using builder = await BuilderProc.start(server);
+  await using c = await RawClient.connect(builder.socket);
+  // A request then a yield of the same cookie, in one write: granted, then
+  // released when the yield is read.
+  await c.send(
+    cRequest("r", "both", 1, 60) +
+      '{"schema":"com-warmcat-sai-resource","cookie":"both"}',
+  );
+  await c.closedByPeer();
+  await waitFor("the lease to be released", async () => {
+    const doc = await server.status();
+    return doc.resources[0]!.allocated === 0 &&
+      doc.stats.grants + doc.stats.withdrawals === 1;
+  });
+});

@@ -1,0 +1,174 @@
+import assert from "node:assert/strict";
+import { BuilderProc, Proc, ServerProc, waitFor } from "./_harness.ts";
+
+Deno.test("sai-server reads its budgets from a Sai vhost config", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = `${dir}/libwebsockets.org`;
+    await Deno.writeTextFile(
+      config,
+      JSON.stringify({
+        vhosts: [{
+          name: "libwebsockets.org",
+          "ws-protocols": [{
+            "com-warmcat-sai": { resources: "warmcat_conns=32,db=2" },
+          }],
+        }],
+      }),
+    );
+    await using server = await ServerProc.start(["--config", config]);
+    const doc = await server.status();
+    assert.deepEqual(doc.resources.map((r) => [r.name, r.budget]), [[
+      "warmcat_conns",
+      32,
+    ], ["db", 2]]);
+    assert.equal(doc.version, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sai-server flags override the config file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = `${dir}/conf`;
+    await Deno.writeTextFile(
+      config,
+      JSON.stringify({
+        "ws-protocols": [{ "com-warmcat-sai": { resources: "a=1" } }],
+      }),
+    );
+    await using server = await ServerProc.start([
+      "--config",
+      config,
+      "--resources",
+      "b=5",
+    ]);
+    assert.deepEqual((await server.status()).resources.map((r) => r.name), [
+      "b",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sai-server start-up errors exit 2 with a clear message", async () => {
+  const cases: [string[], RegExp][] = [
+    [[], /--resources or --config is required/],
+    [["--resources", ""], /the list is empty/],
+    [["--resources", "a=1,a=2"], /"a" is given twice/],
+    [["--resources", "a=-3"], /budget of "a" must be an integer/],
+    [["--resources", "a=x"], /budget of "a" must be an integer/],
+    [
+      ["--resources", "a=1", "--listen", "nohost"],
+      /--listen must be HOST:PORT/,
+    ],
+    [
+      ["--resources", "a=1", "--max-lease", "0"],
+      /--max-lease must be a positive integer/,
+    ],
+    [
+      ["--resources", "a=1", "--log-level", "loud"],
+      /--log-level: expected one of/,
+    ],
+    [["--resources", "a=1", "--frobnicate"], /Unknown option '--frobnicate'/],
+    [["--config", "/nonexistent/conf"], /cannot read --config/],
+  ];
+  for (const [args, re] of cases) {
+    const got = await new Proc(["server.ts", ...args]).finished();
+    assert.equal(got.code, 2, `${args}: ${got.stderr}`);
+    assert.match(got.stderr, re);
+    assert.match(got.stderr, /usage: sai-server/);
+    assert.equal(got.stdout, "");
+  }
+});
+
+Deno.test("sai-builder makes its socket 0600 in a 0700 directory", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  const parent = await Deno.makeTempDir();
+  try {
+    const dir = `${parent}/nested/sai`;
+    await using builder = await BuilderProc.start(server, { dir });
+    assert.equal(builder.socket, `${dir}/b1.sock`);
+    assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
+    assert.equal((await Deno.stat(builder.socket)).mode! & 0o777, 0o600);
+  } finally {
+    await Deno.remove(parent, { recursive: true });
+  }
+});
+
+Deno.test("sai-builder replaces a stale socket but not a live one", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/b1.sock`;
+    // A socket file nobody listens on: what a crashed builder leaves.
+    const crashed = await BuilderProc.start(server, { dir });
+    crashed.kill("SIGKILL");
+    await crashed.finished();
+    assert.ok((await Deno.lstat(path)).isSocket);
+    await waitFor(
+      "the server to drop the crashed builder",
+      async () => (await server.status()).builders.length === 0,
+    );
+    await using first = await BuilderProc.start(server, { dir });
+    assert.equal(first.socket, path);
+
+    const second = new Proc([
+      "builder.ts",
+      "--server",
+      server.url,
+      "--socket",
+      path,
+      "--name",
+      "b2",
+    ]);
+    const got = await second.finished();
+    assert.equal(got.code, 1);
+    assert.match(got.stderr, /another builder is already listening there/);
+    // The first builder is untouched.
+    await waitFor(
+      "the first builder to still be listed",
+      async () =>
+        (await server.status()).builders.map((b) => b.name).join() === "b1",
+    );
+    const probe = await Deno.connect({ transport: "unix", path });
+    probe.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("sai-builder usage errors exit 2", async () => {
+  for (
+    const [args, re] of [
+      [[], /--server must be ws:\/\/HOST:PORT, got nothing/],
+      [["--server", "http://x"], /--server must be ws/],
+      [["--server", "ws://127.0.0.1:1", "--name", "a b"], /--name must match/],
+    ] as [string[], RegExp][]
+  ) {
+    const got = await new Proc(["builder.ts", ...args]).finished();
+    assert.equal(got.code, 2, got.stderr);
+    assert.match(got.stderr, re);
+  }
+});
+
+Deno.test("sai-server refuses a WebSocket peer that never says hello", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  const ws = new WebSocket(server.url);
+  const closed = new Promise<CloseEvent>((resolve) => ws.onclose = resolve);
+  await new Promise((resolve) => ws.onopen = resolve);
+  ws.send(
+    JSON.stringify({
+      schema: "com-warmcat-sai-resource",
+      resname: "r",
+      cookie: "c",
+      amount: 1,
+      lease: 1,
+    }),
+  );
+  const ev = await closed;
+  assert.equal(ev.code, 1008);
+  assert.match(ev.reason, /first message must be a hello/);
+  assert.equal((await server.resource("r")).allocated, 0);
+});

@@ -12,8 +12,30 @@ import { Logger, parseLevel } from "./src/log.ts";
 import { NAME_PATTERN } from "./src/protocol.ts";
 
 const USAGE =
-  `usage: sai-builder --server ws://HOST:PORT [--socket PATH] [--name NAME]
+  `usage: sai-builder --server ws[s]://HOST:PORT [--socket PATH] [--name NAME]
+                   [--token-file FILE] [--ca FILE] [--socket-group GROUP]
+                   [--heartbeat SECONDS] [--request-timeout SECONDS]
                    [--log-level error|warn|info|debug] [--log-format text|json]`;
+
+function positiveNumber(flag: string, value: string): number {
+  const n = Number(value);
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || !(n > 0)) {
+    throw new TypeError(
+      `${flag} must be a positive number of seconds, got "${value}"`,
+    );
+  }
+  return n;
+}
+
+async function readFlagFile(flag: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    throw new TypeError(
+      `cannot read ${flag} "${path}": ${(err as Error).message}`,
+    );
+  }
+}
 
 /** Runs `sai-builder` until SIGINT or SIGTERM. */
 export async function main(args: string[]): Promise<void> {
@@ -29,6 +51,11 @@ export async function main(args: string[]): Promise<void> {
         name: { type: "string" },
         "log-level": { type: "string", default: "info" },
         "log-format": { type: "string", default: "text" },
+        "token-file": { type: "string" },
+        ca: { type: "string" },
+        "socket-group": { type: "string" },
+        heartbeat: { type: "string", default: "10" },
+        "request-timeout": { type: "string", default: "10" },
       },
     });
     if (positionals.length > 0) {
@@ -51,7 +78,22 @@ export async function main(args: string[]): Promise<void> {
     if (format !== "text" && format !== "json") {
       throw new TypeError(`--log-format must be text or json, got "${format}"`);
     }
+    let token: string | undefined;
+    if (values["token-file"] !== undefined) {
+      token = (await readFlagFile("--token-file", values["token-file"])).trim();
+      if (token === "") {
+        throw new TypeError(`--token-file "${values["token-file"]}" is empty`);
+      }
+    }
     options = {
+      ...(token !== undefined && { token }),
+      ...(values.ca !== undefined &&
+        { ca: await readFlagFile("--ca", values.ca) }),
+      ...(values["socket-group"] !== undefined &&
+        { socketGroup: values["socket-group"] }),
+      heartbeat: positiveNumber("--heartbeat", values.heartbeat),
+      requestTimeoutMs:
+        positiveNumber("--request-timeout", values["request-timeout"]) * 1000,
       server: values.server,
       name,
       socketPath: values.socket ?? defaultSocketPath(name),
@@ -66,7 +108,7 @@ export async function main(args: string[]): Promise<void> {
     builder = await startBuilder(options);
   } catch (err) {
     console.error(`sai-builder: ${(err as Error).message}`);
-    Deno.exit(1);
+    Deno.exit(err instanceof TypeError ? 2 : 1);
   }
 
   console.log(`SAI_BUILDER_RESOURCE_PROXY=${builder.socketPath}`);

@@ -8,11 +8,14 @@
 import { parseArgs } from "node:util";
 import { parseBudgets, resourcesFromConfig } from "./src/budgets.ts";
 import { type LogFormat, Logger, parseLevel } from "./src/log.ts";
+import { parseTokenFile, type TokenEntry } from "./src/auth.ts";
 import { startServer } from "./src/server_app.ts";
 
 const USAGE =
   `usage: sai-server --resources NAME=BUDGET[,NAME=BUDGET...] [--config FILE]
                   [--listen HOST:PORT] [--max-lease SECONDS]
+                  [--builder-tokens FILE] [--cert FILE --key FILE]
+                  [--heartbeat SECONDS] [--max-queued-per-builder N]
                   [--log-level error|warn|info|debug] [--log-format text|json]`;
 
 /** Server settings from the command line. */
@@ -22,6 +25,20 @@ export interface ServerArgs {
   port: number;
   maxLease: number;
   logger: Logger;
+  heartbeat: number;
+  maxQueuedPerBuilder: number;
+  builderTokens?: TokenEntry[];
+  tls?: { cert: string; key: string };
+}
+
+async function readFlagFile(flag: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    throw new TypeError(
+      `cannot read ${flag} "${path}": ${(err as Error).message}`,
+    );
+  }
 }
 
 /** Splits `HOST:PORT` (or `[V6]:PORT`); throws `TypeError` if malformed. */
@@ -54,6 +71,11 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       "max-lease": { type: "string", default: "86400" },
       "log-level": { type: "string", default: "info" },
       "log-format": { type: "string", default: "text" },
+      heartbeat: { type: "string", default: "10" },
+      "max-queued-per-builder": { type: "string", default: "10000" },
+      "builder-tokens": { type: "string" },
+      cert: { type: "string" },
+      key: { type: "string" },
     },
   });
   if (positionals.length > 0) {
@@ -83,7 +105,35 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
   if (format !== "text" && format !== "json") {
     throw new TypeError(`--log-format must be text or json, got "${format}"`);
   }
+  if ((values.cert === undefined) !== (values.key === undefined)) {
+    throw new TypeError("--cert and --key must be given together");
+  }
+  const tokensFile = values["builder-tokens"];
+  let builderTokens: TokenEntry[] | undefined;
+  if (tokensFile !== undefined) {
+    try {
+      builderTokens = await parseTokenFile(
+        await readFlagFile("--builder-tokens", tokensFile),
+      );
+    } catch (err) {
+      throw new TypeError(
+        `--builder-tokens "${tokensFile}": ${(err as Error).message}`,
+      );
+    }
+  }
   return {
+    ...(builderTokens && { builderTokens }),
+    ...(values.cert !== undefined && values.key !== undefined && {
+      tls: {
+        cert: await readFlagFile("--cert", values.cert),
+        key: await readFlagFile("--key", values.key),
+      },
+    }),
+    heartbeat: positiveInt("--heartbeat", values.heartbeat),
+    maxQueuedPerBuilder: positiveInt(
+      "--max-queued-per-builder",
+      values["max-queued-per-builder"],
+    ),
     budgets: parseBudgets(resources),
     ...parseListen(values.listen),
     maxLease: positiveInt("--max-lease", values["max-lease"]),
@@ -106,8 +156,13 @@ export async function main(args: string[]): Promise<void> {
   try {
     server = await startServer(parsed);
   } catch (err) {
-    console.error(`sai-server: cannot listen: ${(err as Error).message}`);
-    Deno.exit(1);
+    console.error(`sai-server: ${(err as Error).message}`);
+    Deno.exit(err instanceof TypeError ? 2 : 1);
+  }
+  if (!parsed.builderTokens) {
+    parsed.logger.warn(
+      "no builder authentication (--builder-tokens): listening on loopback only",
+    );
   }
   const budgets = [...parsed.budgets].map(([n, b]) => `${n}=${b}`).join(",");
 

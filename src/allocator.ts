@@ -19,6 +19,7 @@ export type RefusalReason =
   | "exceeds-budget"
   | "lease-too-long"
   | "duplicate-cookie"
+  | "queue-limit"
   | "invalid";
 
 /** A request was granted. */
@@ -33,6 +34,8 @@ export interface GrantOutcome {
   expires: number;
   /** Milliseconds spent queued. */
   waited: number;
+  /** Re-admitted after a reconnect, not newly granted. */
+  restored?: boolean;
 }
 
 /** A request was refused. */
@@ -73,6 +76,8 @@ export interface AllocatorOptions {
   maxLease?: number;
   /** Scheduling policy (default {@linkcode fifo}). */
   policy?: Policy;
+  /** Most requests one owner may have queued at once (default 10,000). */
+  maxQueuedPerOwner?: number;
 }
 
 /** A live lease in a status snapshot. */
@@ -103,8 +108,13 @@ export interface ResourceStatus {
   name: string;
   budget: number;
   allocated: number;
-  /** The most ever allocated at once: an audit of the budget. */
+  /** The most ever allocated at once, restored leases included. */
   peak: number;
+  /**
+   * New grants that left more allocated than the budget: an audit that must
+   * stay 0 (only restored leases may exceed the budget).
+   */
+  overBudgetGrants: number;
   queuedRequests: number;
   queuedAmount: number;
   leases: LeaseStatus[];
@@ -132,6 +142,7 @@ class Resource implements ResourceView<Entry> {
   budget: number;
   allocated = 0;
   peak = 0;
+  overBudgetGrants = 0;
   queuedAmount = 0;
   queuedRequests = 0;
   head: Entry | null = null;
@@ -184,12 +195,15 @@ export class Allocator {
   #resources = new Map<string, Resource>();
   #entries = new Map<string, Entry>();
   #byOwner = new Map<string, Set<Entry>>();
+  #queuedByOwner = new Map<string, number>();
+  #maxQueuedPerOwner: number;
   #expiries = new MinHeap<Entry>();
 
   constructor(budgets: Iterable<[string, number]>, options: AllocatorOptions) {
     this.#now = options.now;
     this.#maxLease = options.maxLease ?? 86_400;
     this.#policy = options.policy ?? fifo;
+    this.#maxQueuedPerOwner = options.maxQueuedPerOwner ?? 10_000;
     for (const [name, budget] of budgets) {
       this.#resources.set(name, new Resource(name, budget));
     }
@@ -209,12 +223,7 @@ export class Allocator {
       { type: "refuse", owner, cookie: req.cookie, reason, message },
     ];
     const res = this.#resources.get(req.resname);
-    if (!res) {
-      return refuse(
-        "unknown-resource",
-        `Cannot lease "${req.resname}": no such resource`,
-      );
-    }
+    if (!res) return this.#refuseUnknown(owner, req);
     if (req.amount > res.budget) {
       return refuse(
         "exceeds-budget",
@@ -227,17 +236,71 @@ export class Allocator {
         `Cannot lease "${req.resname}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
       );
     }
-    const key = keyOf(owner, req.cookie);
-    if (this.#entries.has(key)) {
+    if (this.#entries.has(keyOf(owner, req.cookie))) {
       return refuse(
         "duplicate-cookie",
         `Cannot lease "${req.resname}": cookie "${req.cookie}" is already in use`,
       );
     }
+    const entry = this.#add(owner, req, res);
+    this.#enqueue(entry);
+    const out = this.#schedule(res, []);
+    if (
+      entry.state === "queued" &&
+      (this.#queuedByOwner.get(owner) ?? 0) > this.#maxQueuedPerOwner
+    ) {
+      this.#remove(entry);
+      out.push({
+        type: "refuse",
+        owner,
+        cookie: req.cookie,
+        reason: "queue-limit",
+        message:
+          `Cannot queue "${req.resname}": this builder already has ${this.#maxQueuedPerOwner} requests queued (the per-builder limit)`,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Re-admits what a builder had before its link to the server broke.  A
+   * `"lease"` is a real holding: it is admitted even beyond the budget (and
+   * nothing new is granted until back under it).  A `"queued"` request
+   * keeps its place if it still has one, else queues at the tail.  Known
+   * cookies are never counted twice: their current state is re-sent.
+   */
+  restore(
+    owner: string,
+    req: LeaseRequest,
+    kind: "lease" | "queued",
+  ): Outcome[] {
+    const existing = this.#entries.get(keyOf(owner, req.cookie));
+    if (existing?.state === "leased") return [grantOf(existing, true)];
+    if (existing && kind === "queued") return [];
+    const res = this.#resources.get(req.resname);
+    if (!res) return this.#refuseUnknown(owner, req);
+    if (kind === "queued") return this.request(owner, req);
+    const entry = existing ?? this.#add(owner, req, res);
+    if (existing) this.#unqueue(existing);
+    this.#lease(entry, this.#now());
+    return [grantOf(entry, true)];
+  }
+
+  #refuseUnknown(owner: string, req: LeaseRequest): Outcome[] {
+    return [{
+      type: "refuse",
+      owner,
+      cookie: req.cookie,
+      reason: "unknown-resource",
+      message: `Cannot lease "${req.resname}": no such resource`,
+    }];
+  }
+
+  #add(owner: string, req: LeaseRequest, res: Resource): Entry {
     const entry: Entry = {
       owner,
       cookie: req.cookie,
-      key,
+      key: keyOf(owner, req.cookie),
       res,
       amount: req.amount,
       lease: req.lease,
@@ -249,12 +312,38 @@ export class Allocator {
       prev: null,
       next: null,
     };
-    this.#entries.set(key, entry);
+    this.#entries.set(entry.key, entry);
     let owned = this.#byOwner.get(owner);
     if (!owned) this.#byOwner.set(owner, owned = new Set());
     owned.add(entry);
-    res.enqueue(entry);
-    return this.#schedule(res, []);
+    return entry;
+  }
+
+  #enqueue(entry: Entry): void {
+    entry.res.enqueue(entry);
+    this.#queuedByOwner.set(
+      entry.owner,
+      (this.#queuedByOwner.get(entry.owner) ?? 0) + 1,
+    );
+  }
+
+  #unqueue(entry: Entry): void {
+    entry.res.unlink(entry);
+    const n = (this.#queuedByOwner.get(entry.owner) ?? 1) - 1;
+    if (n === 0) this.#queuedByOwner.delete(entry.owner);
+    else this.#queuedByOwner.set(entry.owner, n);
+  }
+
+  /** Turns an entry into a live lease from `now`. */
+  #lease(entry: Entry, now: number): void {
+    const res = entry.res;
+    entry.state = "leased";
+    entry.grantedAt = now;
+    entry.expires = now + entry.leaseMs;
+    res.allocated += entry.amount;
+    if (res.allocated > res.peak) res.peak = res.allocated;
+    res.leased.add(entry);
+    this.#expiries.push(entry.expires, entry);
   }
 
   /**
@@ -347,6 +436,7 @@ export class Allocator {
         budget: res.budget,
         allocated: res.allocated,
         peak: res.peak,
+        overBudgetGrants: res.overBudgetGrants,
         queuedRequests: res.queuedRequests,
         queuedAmount: res.queuedAmount,
         leases: [...res.leased].map((e) => ({
@@ -383,7 +473,7 @@ export class Allocator {
       entry.res.allocated -= entry.amount;
       entry.res.leased.delete(entry);
     } else {
-      entry.res.unlink(entry);
+      this.#unqueue(entry);
     }
   }
 
@@ -391,27 +481,28 @@ export class Allocator {
     if (res.head === null) return out;
     const now = this.#now();
     for (const entry of this.#policy.pick(res, now)) {
-      res.unlink(entry);
-      entry.state = "leased";
-      entry.grantedAt = now;
-      entry.expires = now + entry.leaseMs;
-      res.allocated += entry.amount;
-      if (res.allocated > res.peak) res.peak = res.allocated;
-      res.leased.add(entry);
-      this.#expiries.push(entry.expires, entry);
-      out.push({
-        type: "grant",
-        owner: entry.owner,
-        cookie: entry.cookie,
-        resname: res.name,
-        amount: entry.amount,
-        lease: entry.lease,
-        expires: entry.expires,
-        waited: now - entry.enqueuedAt,
-      });
+      this.#unqueue(entry);
+      this.#lease(entry, now);
+      if (res.allocated > res.budget) res.overBudgetGrants++;
+      out.push(grantOf(entry, false));
     }
     return out;
   }
+}
+
+function grantOf(entry: Entry, restored: boolean): GrantOutcome {
+  const grant: GrantOutcome = {
+    type: "grant",
+    owner: entry.owner,
+    cookie: entry.cookie,
+    resname: entry.res.name,
+    amount: entry.amount,
+    lease: entry.lease,
+    expires: entry.expires,
+    waited: entry.grantedAt - entry.enqueuedAt,
+  };
+  if (restored) grant.restored = true;
+  return grant;
 }
 
 /**

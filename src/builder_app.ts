@@ -34,6 +34,25 @@ export interface BuilderOptions {
   requestTimeoutMs?: number;
   /** Longest pause between reconnect attempts, in ms (default 5000). */
   maxBackoffMs?: number;
+  /** Seconds without a word from the server before the link counts as dead (default 10). */
+  heartbeat?: number;
+  /** Sent in the hello when the server requires builder authentication. */
+  token?: string;
+  /** PEM CA certificate(s) to trust for a wss:// server. */
+  ca?: string;
+  /** Open the socket to this group (name or gid): modes 0770 and 0660. */
+  socketGroup?: string;
+}
+
+/** Finds a group's id in /etc/group; accepts a numeric id as is. */
+async function groupId(group: string): Promise<number> {
+  if (/^[0-9]+$/.test(group)) return Number(group);
+  const text = await Deno.readTextFile("/etc/group");
+  for (const line of text.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === group && gid !== undefined) return Number(gid);
+  }
+  throw new TypeError(`Cannot use --socket-group: no group named "${group}"`);
 }
 
 /** A running builder. */
@@ -52,6 +71,10 @@ interface Client {
   cookie: string;
   request: RequestMessage;
   state: ClientState;
+  /** Whether the request ever reached a server. */
+  sent: boolean;
+  /** When the lease ends by this builder's clock, once granted. */
+  expires: number;
   writes: Promise<void>;
 }
 
@@ -66,7 +89,10 @@ export function defaultSocketPath(name: string): string {
  * Makes the socket's directory (mode 0700 if we create it) and clears a
  * stale socket file; throws if another process answers on it.
  */
-async function prepareSocketPath(path: string): Promise<void> {
+async function prepareSocketPath(
+  path: string,
+  gid: number | undefined,
+): Promise<void> {
   const dir = path.slice(0, Math.max(1, path.lastIndexOf("/")));
   let made = false;
   try {
@@ -76,7 +102,12 @@ async function prepareSocketPath(path: string): Promise<void> {
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     made = true;
   }
-  if (made) await Deno.chmod(dir, 0o700);
+  // Only a directory we made is ours to change; an existing one (say a
+  // shared /tmp/x) keeps the modes its owner gave it.
+  if (made) {
+    if (gid !== undefined) await Deno.chown(dir, null, gid);
+    await Deno.chmod(dir, gid === undefined ? 0o700 : 0o770);
+  }
   let info: Deno.FileInfo;
   try {
     info = await Deno.lstat(path);
@@ -105,9 +136,13 @@ async function prepareSocketPath(path: string): Promise<void> {
 export async function startBuilder(
   options: BuilderOptions,
 ): Promise<SaiBuilder> {
-  await prepareSocketPath(options.socketPath);
+  const gid = options.socketGroup === undefined
+    ? undefined
+    : await groupId(options.socketGroup);
+  await prepareSocketPath(options.socketPath, gid);
   const listener = Deno.listen({ transport: "unix", path: options.socketPath });
-  await Deno.chmod(options.socketPath, 0o600);
+  if (gid !== undefined) await Deno.chown(options.socketPath, null, gid);
+  await Deno.chmod(options.socketPath, gid === undefined ? 0o600 : 0o660);
   const app = new BuilderApp(options, listener);
   app.start();
   return {
@@ -132,6 +167,12 @@ class BuilderApp {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #connected = Promise.withResolvers<void>();
   #accepting: Promise<void> | undefined;
+  #session = crypto.randomUUID();
+  #lastHeard = 0;
+  #pings = 0;
+  #heartbeatMs: number;
+  #beatTimer: ReturnType<typeof setInterval> | undefined;
+  #httpClient: Deno.HttpClient | undefined;
 
   constructor(
     opts: BuilderOptions,
@@ -140,6 +181,7 @@ class BuilderApp {
     this.#opts = opts;
     this.#log = opts.logger ?? new Logger("info");
     this.#listener = listener;
+    this.#heartbeatMs = (opts.heartbeat ?? 10) * 1000;
   }
 
   get connected(): Promise<void> {
@@ -148,16 +190,19 @@ class BuilderApp {
 
   start(): void {
     this.#connect();
+    this.#beatTimer = setInterval(() => this.#beat(), this.#heartbeatMs / 3);
     this.#accepting = this.#acceptLoop();
   }
 
   async shutdown(): Promise<void> {
     this.#stopping = true;
     clearTimeout(this.#retryTimer);
+    clearInterval(this.#beatTimer);
     this.#listener.close();
     await this.#accepting;
     for (const conn of this.#open) closeQuietly(conn);
     this.#ws?.close(1000, "builder shutting down");
+    this.#httpClient?.close();
     try {
       await Deno.remove(this.#opts.socketPath);
     } catch {
@@ -171,7 +216,7 @@ class BuilderApp {
     if (this.#stopping) return;
     let ws: WebSocket;
     try {
-      ws = new WebSocket(this.#opts.server);
+      ws = new WebSocket(this.#opts.server, this.#wsOptions());
     } catch (err) {
       this.#log.error("cannot connect to server", {
         server: this.#opts.server,
@@ -182,33 +227,66 @@ class BuilderApp {
     }
     this.#ws = ws;
     ws.onopen = () => {
+      if (this.#ws !== ws) return;
       this.#up = true;
       this.#attempt = 0;
-      ws.send(encode({ schema: SCHEMA, hello: { name: this.#opts.name } }));
+      this.#lastHeard = Date.now();
+      ws.send(encode({
+        schema: SCHEMA,
+        hello: {
+          name: this.#opts.name,
+          session: this.#session,
+          ...(this.#opts.token !== undefined && { token: this.#opts.token }),
+        },
+      }));
       this.#log.info("connected to server", { server: this.#opts.server });
       this.#connected.resolve();
-      for (const client of this.#clients.values()) {
-        if (client.state === "pending") this.#forward(client);
-      }
+      this.#restore();
     };
     ws.onmessage = (ev) => {
+      if (this.#ws !== ws) return;
+      this.#lastHeard = Date.now();
       if (typeof ev.data === "string") this.#fromServer(ev.data);
     };
     ws.onerror = () => {};
     ws.onclose = (ev) => {
-      const wasUp = this.#up;
-      this.#up = false;
-      if (this.#ws === ws) this.#ws = undefined;
-      if (this.#stopping) return;
-      if (wasUp) {
-        this.#log.warn("lost the server", {
-          code: ev.code,
-          reason: ev.reason,
-        });
-      }
-      this.#dropForwarded();
-      this.#scheduleReconnect();
+      const why = ev.code === 1008
+        ? `refused by the server: ${ev.reason}`
+        : `closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ""})`;
+      this.#linkLost(ws, why);
     };
+  }
+
+  #wsOptions(): { client: Deno.HttpClient } | undefined {
+    if (this.#opts.ca === undefined) return undefined;
+    this.#httpClient ??= Deno.createHttpClient({ caCerts: [this.#opts.ca] });
+    return { client: this.#httpClient };
+  }
+
+  /**
+   * The link is gone (closed, or silent past the heartbeat).  Clients stay:
+   * their leases and requests are restored when the link returns.
+   */
+  #linkLost(ws: WebSocket, why: string): void {
+    if (this.#ws !== ws) return;
+    const wasUp = this.#up;
+    this.#ws = undefined;
+    this.#up = false;
+    try {
+      ws.close();
+    } catch {
+      // Closing already.
+    }
+    if (this.#stopping) return;
+    if (wasUp) this.#log.warn("lost the server", { reason: why });
+    else {this.#log.error("cannot connect to server", {
+        server: this.#opts.server,
+        reason: why,
+      });}
+    for (const client of this.#clients.values()) {
+      if (client.state === "sent") client.state = "pending";
+    }
+    this.#scheduleReconnect();
   }
 
   #scheduleReconnect(): void {
@@ -219,20 +297,49 @@ class BuilderApp {
     this.#retryTimer = setTimeout(() => this.#connect(), delay);
   }
 
+  /** Pings the server, and declares the link dead when it stays silent. */
+  #beat(): void {
+    const ws = this.#ws;
+    if (!ws || !this.#up) return;
+    const silentMs = Date.now() - this.#lastHeard;
+    if (silentMs > this.#heartbeatMs) {
+      this.#linkLost(ws, `no answer for ${Math.round(silentMs / 1000)} s`);
+      return;
+    }
+    this.#toServer(encode({ schema: SCHEMA, ping: ++this.#pings }));
+  }
+
   /**
-   * The server forgot this builder's requests when the link dropped, so
-   * the clients that reached it no longer hold or wait for anything: close
-   * them rather than let them believe otherwise.
+   * After (re)connecting: re-admit the leases our holders still hold (with
+   * the time they have left by our clock), then the waiting requests in
+   * their original order.  A lease that ran out while the link was down is
+   * ended here: the server has already forgotten it.
    */
-  #dropForwarded(): void {
+  #restore(): void {
+    const now = Date.now();
     for (const client of [...this.#clients.values()]) {
-      if (client.state === "pending") continue;
-      this.#clients.delete(client.cookie);
-      this.#reply(client, {
-        schema: SCHEMA,
-        cookie: client.cookie,
-        error: "Lost the lease: the builder lost its link to the server",
-      }, true);
+      if (client.state !== "granted") continue;
+      const left = client.expires - now;
+      if (left <= 0) {
+        this.#clients.delete(client.cookie);
+        this.#log.info("expired while the server was away", {
+          cookie: client.cookie,
+        });
+        this.#reply(client, {
+          schema: SCHEMA,
+          cookie: client.cookie,
+          expired: true,
+        }, true);
+        continue;
+      }
+      this.#toServer(encode({
+        ...client.request,
+        lease: Math.ceil(left / 1000),
+        restore: "lease",
+      }));
+    }
+    for (const client of this.#clients.values()) {
+      if (client.state === "pending") this.#forward(client);
     }
   }
 
@@ -243,8 +350,12 @@ class BuilderApp {
   }
 
   #forward(client: Client): void {
+    const again = client.sent;
     client.state = "sent";
-    this.#toServer(encode(client.request));
+    client.sent = true;
+    this.#toServer(
+      encode(again ? { ...client.request, restore: "queued" } : client.request),
+    );
   }
 
   #yield(cookie: string): void {
@@ -260,6 +371,7 @@ class BuilderApp {
       this.#log.warn("bad message from server", { error: err.message });
       return;
     }
+    if ("pong" in msg) return;
     const client = this.#clients.get(msg.cookie);
     if (!client) {
       if ("amount" in msg) {
@@ -271,7 +383,10 @@ class BuilderApp {
       return;
     }
     if ("amount" in msg) {
+      // A restored lease is acknowledged again: the holder already knows.
+      if (client.state === "granted") return;
       client.state = "granted";
+      client.expires = Date.now() + client.request.lease * 1000;
       this.#log.info("granted", { cookie: msg.cookie, amount: msg.amount });
       this.#reply(client, msg, false);
     } else if ("error" in msg || "expired" in msg) {
@@ -388,6 +503,8 @@ class BuilderApp {
       cookie: msg.cookie,
       request: msg,
       state: "pending",
+      sent: false,
+      expires: 0,
       writes: Promise.resolve(),
     };
     this.#clients.set(msg.cookie, client);

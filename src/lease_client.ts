@@ -121,6 +121,7 @@ export async function acquire(
         );
       }
       const msg = next.value;
+      if ("pong" in msg) continue;
       if (msg.cookie !== spec.cookie && msg.cookie !== "") continue;
       if (isGrant(msg)) {
         signal?.removeEventListener("abort", onAbort);

@@ -37,6 +37,25 @@ export interface RequestMessage {
   cookie: string;
   amount: number;
   lease: number;
+  /**
+   * Builder to server only, after a reconnect: `"lease"` re-admits a lease
+   * the builder's holder still holds (`lease` is then the seconds left);
+   * `"queued"` re-sends a request that was waiting.  Never accepted from a
+   * client: it would let one bypass the budget.
+   */
+  restore?: "lease" | "queued";
+}
+
+/** Builder to server: are you there?  Answered by a {@linkcode PongMessage}. */
+export interface PingMessage {
+  schema: typeof SCHEMA;
+  ping: number;
+}
+
+/** Server to builder: the answer to a ping. */
+export interface PongMessage {
+  schema: typeof SCHEMA;
+  pong: number;
 }
 
 /** Gives up a lease, or withdraws a queued request: no `resname`. */
@@ -87,14 +106,23 @@ export interface ReleasedMessage {
 /** The builder's first frame on the WebSocket. */
 export interface HelloMessage {
   schema: typeof SCHEMA;
-  hello: { name: string; token?: string };
+  hello: {
+    name: string;
+    /** Identifies one builder process across reconnects. */
+    session?: string;
+    token?: string;
+  };
 }
 
 /** What a `sai-resource` (ours or the C one) may send to a builder. */
 export type ClientMessage = RequestMessage | YieldMessage;
 
 /** What a builder may send to the server. */
-export type BuilderMessage = HelloMessage | RequestMessage | YieldMessage;
+export type BuilderMessage =
+  | HelloMessage
+  | RequestMessage
+  | YieldMessage
+  | PingMessage;
 
 /** What the server may send to a builder, and the builder to a client. */
 export type ServerMessage =
@@ -102,7 +130,8 @@ export type ServerMessage =
   | RefusalMessage
   | ExpiredMessage
   | QueuedMessage
-  | ReleasedMessage;
+  | ReleasedMessage
+  | PongMessage;
 
 /**
  * Thrown for a message that does not follow the protocol.  `cookie` is set
@@ -185,9 +214,25 @@ function positiveInt(obj: Json, key: string, cookie: string): number {
   return value;
 }
 
-function requestOrYield(obj: Json): RequestMessage | YieldMessage {
+function requestOrYield(
+  obj: Json,
+  fromBuilder: boolean,
+): RequestMessage | YieldMessage {
   const cookie = cookieOf(obj);
   if (obj.resname === undefined) return { schema: SCHEMA, cookie };
+  if (
+    obj.restore !== undefined &&
+    !(fromBuilder && (obj.restore === "lease" || obj.restore === "queued"))
+  ) {
+    throw new ProtocolError(
+      fromBuilder
+        ? `Cannot parse request: "restore" must be "lease" or "queued", got ${
+          describe(obj.restore)
+        }`
+        : 'Cannot parse request: "restore" is only accepted from a builder',
+      { cookie },
+    );
+  }
   if (typeof obj.resname !== "string" || !NAME_PATTERN.test(obj.resname)) {
     throw new ProtocolError(
       `Cannot parse request: "resname" must match ${NAME_PATTERN.source}, got ${
@@ -196,49 +241,73 @@ function requestOrYield(obj: Json): RequestMessage | YieldMessage {
       { cookie },
     );
   }
-  return {
+  const request: RequestMessage = {
     schema: SCHEMA,
     resname: obj.resname,
     cookie,
     amount: positiveInt(obj, "amount", cookie),
     lease: positiveInt(obj, "lease", cookie),
   };
+  if (obj.restore !== undefined) {
+    request.restore = obj.restore as "lease" | "queued";
+  }
+  return request;
 }
 
 /** Validates one message from a `sai-resource` client. */
 export function parseClientMessage(text: string): ClientMessage {
-  return requestOrYield(parseObject(text));
+  return requestOrYield(parseObject(text), false);
 }
 
 /** Validates one message from a builder, on the server. */
 export function parseBuilderMessage(text: string): BuilderMessage {
   const obj = parseObject(text);
-  if (obj.hello !== undefined) {
-    const hello = obj.hello as Json;
+  if (obj.ping !== undefined) {
+    if (typeof obj.ping !== "number" || !Number.isSafeInteger(obj.ping)) {
+      throw new ProtocolError('Cannot parse ping: "ping" must be an integer');
+    }
+    return { schema: SCHEMA, ping: obj.ping };
+  }
+  if (obj.hello !== undefined) return parseHello(obj.hello);
+  return requestOrYield(obj, true);
+}
+
+function parseHello(value: unknown): HelloMessage {
+  const hello = value as Json;
+  if (
+    typeof hello !== "object" || hello === null ||
+    typeof hello.name !== "string" || !NAME_PATTERN.test(hello.name)
+  ) {
+    throw new ProtocolError(
+      `Cannot parse hello: "name" must match ${NAME_PATTERN.source}`,
+    );
+  }
+  const out: HelloMessage = { schema: SCHEMA, hello: { name: hello.name } };
+  if (hello.session !== undefined) {
     if (
-      typeof hello !== "object" || hello === null ||
-      typeof hello.name !== "string" || !NAME_PATTERN.test(hello.name)
+      typeof hello.session !== "string" || !COOKIE_PATTERN.test(hello.session)
     ) {
       throw new ProtocolError(
-        `Cannot parse hello: "name" must match ${NAME_PATTERN.source}`,
+        'Cannot parse hello: "session" must be 1 to 64 printable ASCII characters',
       );
     }
-    if (hello.token !== undefined && typeof hello.token !== "string") {
-      throw new ProtocolError('Cannot parse hello: "token" must be a string');
-    }
-    return {
-      schema: SCHEMA,
-      hello: hello.token === undefined
-        ? { name: hello.name }
-        : { name: hello.name, token: hello.token },
-    };
+    out.hello.session = hello.session;
   }
-  return requestOrYield(obj);
+  if (hello.token !== undefined) {
+    if (typeof hello.token !== "string" || hello.token.length > 1024) {
+      throw new ProtocolError(
+        'Cannot parse hello: "token" must be a string of at most 1024 characters',
+      );
+    }
+    out.hello.token = hello.token;
+  }
+  return out;
 }
 
 /** Validates one message from the server, on a builder or a client. */
 export function parseServerMessage(text: string): ServerMessage {
   const obj = parseObject(text);
+  if (typeof obj.pong === "number") return { schema: SCHEMA, pong: obj.pong };
   if (obj.cookie === "" && typeof obj.error === "string") {
     // An error about a message whose cookie could not be read.
     return { schema: SCHEMA, cookie: "", error: obj.error };
@@ -289,6 +358,11 @@ export function isRequest(
   msg: ClientMessage | BuilderMessage,
 ): msg is RequestMessage {
   return "resname" in msg;
+}
+
+/** Whether a builder message is a ping. */
+export function isPing(msg: BuilderMessage): msg is PingMessage {
+  return "ping" in msg;
 }
 
 /** Whether a builder message is the hello. */

@@ -12,11 +12,14 @@ import {
   type RefusalReason,
   type ResourceStatus,
 } from "./allocator.ts";
-import { Logger } from "./log.ts";
+import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
+import { type Fields, Logger } from "./log.ts";
 import type { Policy } from "./policy.ts";
 import {
   encode,
+  type HelloMessage,
   isHello,
+  isPing,
   isRequest,
   parseBuilderMessage,
   ProtocolError,
@@ -41,6 +44,15 @@ export interface ServerOptions {
   progressIntervalMs?: number;
   /** Seconds without a pong before a builder counts as dead (default 10). */
   heartbeat?: number;
+  /**
+   * Tokens builders must present in their hello.  Without them the server
+   * refuses to listen anywhere but on loopback.
+   */
+  builderTokens?: TokenEntry[];
+  /** Most requests one builder may have queued (default 10,000). */
+  maxQueuedPerBuilder?: number;
+  /** PEM certificate chain and key: serve wss:// and https://. */
+  tls?: { cert: string; key: string };
   /** The clock (default `Date.now`). */
   now?: () => number;
 }
@@ -64,8 +76,12 @@ export interface StatusDocument {
   stats: ServerStats;
 }
 
+/** One builder connection. */
 interface Session {
+  /** This connection. */
   id: string;
+  /** The builder (its session across reconnects), once it said hello. */
+  owner: string | undefined;
   name: string | undefined;
   socket: WebSocket;
   connectedAt: number;
@@ -116,8 +132,12 @@ class ServerApp {
     withdrawals: 0,
   };
   #closing = false;
+  #tokens: TokenEntry[] | undefined;
+  #tls: { cert: string; key: string } | undefined;
 
   constructor(options: ServerOptions) {
+    this.#tokens = options.builderTokens;
+    this.#tls = options.tls;
     this.#log = options.logger ?? new Logger("info");
     this.#now = options.now ?? Date.now;
     this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
@@ -127,23 +147,31 @@ class ServerApp {
       now: this.#now,
       ...(options.maxLease !== undefined && { maxLease: options.maxLease }),
       ...(options.policy !== undefined && { policy: options.policy }),
+      ...(options.maxQueuedPerBuilder !== undefined &&
+        { maxQueuedPerOwner: options.maxQueuedPerBuilder }),
     });
   }
 
   async listen(hostname: string, port: number): Promise<SaiServer> {
+    if (!this.#tokens && !isLoopback(hostname)) {
+      throw new TypeError(
+        `Cannot listen on "${hostname}" without builder authentication: pass --builder-tokens, or listen on loopback`,
+      );
+    }
     const { promise: listening, resolve } = Promise.withResolvers<
       Deno.NetAddr
     >();
     const server = Deno.serve({
       hostname,
       port,
+      ...this.#tls,
       onListen: (addr) => resolve(addr as Deno.NetAddr),
     }, (req) => this.#handle(req));
     const addr = await listening;
     const host = addr.hostname.includes(":")
       ? `[${addr.hostname}]`
       : addr.hostname;
-    const url = `ws://${host}:${addr.port}`;
+    const url = `${this.#tls ? "wss" : "ws"}://${host}:${addr.port}`;
     return {
       url,
       hostname: addr.hostname,
@@ -169,7 +197,7 @@ class ServerApp {
       time: this.#now(),
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
-        id: s.id,
+        id: s.owner!,
         name: s.name ?? "",
         connectedAt: s.connectedAt,
       })),
@@ -202,60 +230,109 @@ class ServerApp {
   }
 
   #accept(socket: WebSocket): void {
-    const session: Session = {
-      id: `b${this.#nextId++}`,
+    const conn: Session = {
+      id: `c${this.#nextId++}`,
+      owner: undefined,
       name: undefined,
       socket,
       connectedAt: this.#now(),
     };
     const helloTimer = setTimeout(() => {
-      this.#log.warn("builder refused", {
-        builder: session.id,
-        reason: "no hello in time",
-      });
-      socket.close(1008, "no hello in time");
+      this.#reject(conn, "no hello in time");
     }, this.#helloTimeoutMs);
+    // Messages are handled one at a time, in order, even though checking a
+    // hello's token is asynchronous.
+    let queue = Promise.resolve();
     socket.onmessage = (ev) => {
-      if (typeof ev.data !== "string") {
-        this.#reject(session, "binary frames are not accepted");
-        return;
-      }
-      this.#receive(session, ev.data, helloTimer);
+      const data = ev.data;
+      queue = queue.then(async () => {
+        if (socket.readyState !== WebSocket.OPEN) return;
+        if (typeof data !== "string") {
+          this.#reject(conn, "binary frames are not accepted");
+          return;
+        }
+        await this.#receive(conn, data, helloTimer);
+      });
     };
     socket.onclose = () => {
       clearTimeout(helloTimer);
-      if (!this.#sessions.delete(session.id)) return;
+      const owner = conn.owner;
+      // A connection replaced by a newer one of the same builder owns nothing.
+      if (owner === undefined || this.#sessions.get(owner) !== conn) return;
+      this.#sessions.delete(owner);
       this.#log.info("builder disconnected", {
-        builder: session.id,
-        name: session.name,
+        builder: owner,
+        name: conn.name,
       });
       if (this.#closing) return;
       for (const key of this.#lastProgress.keys()) {
-        if (key.startsWith(`${session.id}\0`)) this.#lastProgress.delete(key);
+        if (key.startsWith(`${owner}\0`)) this.#lastProgress.delete(key);
       }
       for (const name of this.#allocator.budgets().keys()) {
         this.#dirty.add(name);
       }
-      this.#apply(this.#allocator.dropOwner(session.id));
+      this.#apply(this.#allocator.dropOwner(owner));
     };
     socket.onerror = () => {};
   }
 
-  #receive(
-    session: Session,
+  async #hello(
+    conn: Session,
+    hello: HelloMessage["hello"],
+    helloTimer: ReturnType<typeof setTimeout>,
+  ): Promise<void> {
+    if (conn.name !== undefined) {
+      this.#reject(conn, "hello sent twice");
+      return;
+    }
+    clearTimeout(helloTimer);
+    if (
+      this.#tokens &&
+      !(await verifyToken(this.#tokens, hello.name, hello.token))
+    ) {
+      this.#reject(
+        conn,
+        hello.token === undefined
+          ? "authentication failed: no token"
+          : "authentication failed: wrong token for this builder name",
+        { name: hello.name },
+      );
+      return;
+    }
+    conn.name = hello.name;
+    conn.owner = hello.session ?? conn.id;
+    const previous = this.#sessions.get(conn.owner);
+    this.#sessions.set(conn.owner, conn);
+    if (previous) {
+      // The same builder process reconnected before its old connection
+      // was seen to drop: keep its leases and queue places, close the old.
+      previous.socket.close(1000, "replaced by a new connection");
+    }
+    this.#log.info(previous ? "builder reconnected" : "builder connected", {
+      builder: conn.owner,
+      name: conn.name,
+    });
+  }
+
+  async #receive(
+    conn: Session,
     text: string,
     helloTimer: ReturnType<typeof setTimeout>,
-  ): void {
+  ): Promise<void> {
     let msg;
     try {
       msg = parseBuilderMessage(text);
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
+      if (conn.owner === undefined) {
+        this.#reject(conn, err.message);
+        return;
+      }
       this.#log.warn("bad message from builder", {
-        builder: session.id,
+        builder: conn.owner,
         error: err.message,
       });
-      this.#send(session, {
+      this.#send(conn, {
         schema: SCHEMA,
         cookie: err.cookie ?? "",
         error: err.message,
@@ -264,47 +341,63 @@ class ServerApp {
       return;
     }
     if (isHello(msg)) {
-      if (session.name !== undefined) {
-        this.#reject(session, "hello sent twice");
-        return;
-      }
-      clearTimeout(helloTimer);
-      session.name = msg.hello.name;
-      this.#sessions.set(session.id, session);
-      this.#log.info("builder connected", {
-        builder: session.id,
-        name: session.name,
-      });
+      await this.#hello(conn, msg.hello, helloTimer);
       return;
     }
-    if (session.name === undefined) {
-      this.#reject(session, "the first message must be a hello");
+    const owner = conn.owner;
+    if (owner === undefined) {
+      this.#reject(conn, "the first message must be a hello");
+      return;
+    }
+    if (isPing(msg)) {
+      this.#send(conn, { schema: SCHEMA, pong: msg.ping });
       return;
     }
     if (isRequest(msg)) {
-      this.#log.debug("request", { builder: session.id, ...msg });
+      this.#log.debug("request", { builder: owner, ...msg });
       this.#dirty.add(msg.resname);
-      this.#apply(this.#allocator.request(session.id, msg));
+      if (msg.restore) {
+        const outcomes = this.#allocator.restore(owner, msg, msg.restore);
+        for (const o of outcomes) {
+          if (o.type === "grant" && o.restored) {
+            this.#log.info("restored", {
+              builder: owner,
+              cookie: o.cookie,
+              resname: o.resname,
+              amount: o.amount,
+            });
+          }
+        }
+        this.#apply(outcomes);
+        return;
+      }
+      this.#apply(this.#allocator.request(owner, msg));
       return;
     }
-    const held = this.#allocator.lookup(session.id, msg.cookie);
+    const held = this.#allocator.lookup(owner, msg.cookie);
     if (held) this.#dirty.add(held.resname);
-    const { found, outcomes } = this.#allocator.release(session.id, msg.cookie);
+    const { found, outcomes } = this.#allocator.release(owner, msg.cookie);
     if (found === "lease") this.#stats.releases++;
     if (found === "queued") this.#stats.withdrawals++;
     if (found) {
       this.#log.info(found === "lease" ? "released" : "withdrawn", {
-        builder: session.id,
+        builder: owner,
         cookie: msg.cookie,
       });
-      this.#forget(session.id, msg.cookie);
+      this.#forget(owner, msg.cookie);
     }
     this.#apply(outcomes);
   }
 
-  #reject(session: Session, reason: string): void {
-    this.#log.warn("builder refused", { builder: session.id, reason });
-    session.socket.close(1008, reason);
+  #reject(conn: Session, reason: string, fields: Fields = {}): void {
+    this.#log.warn("builder refused", {
+      connection: conn.id,
+      ...(conn.name !== undefined && { name: conn.name }),
+      ...fields,
+      reason,
+    });
+    // A close reason is limited to 123 bytes.
+    conn.socket.close(1008, reason.slice(0, 120));
   }
 
   #count(reason: RefusalReason): void {

@@ -248,11 +248,15 @@ class BuilderApp {
       this.#lastHeard = Date.now();
       if (typeof ev.data === "string") this.#fromServer(ev.data);
     };
-    ws.onerror = () => {};
+    let error = "";
+    ws.onerror = (ev) => {
+      error = (ev as ErrorEvent).message ?? "";
+    };
     ws.onclose = (ev) => {
       const why = ev.code === 1008
         ? `refused by the server: ${ev.reason}`
-        : `closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ""})`;
+        : error ||
+          `closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ""})`;
       this.#linkLost(ws, why);
     };
   }

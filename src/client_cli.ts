@@ -12,7 +12,12 @@
  */
 
 import { parseArgs } from "node:util";
-import { acquire, AcquireError, type LeaseSpec } from "./lease_client.ts";
+import {
+  acquire,
+  AcquireError,
+  connectUnix,
+  type LeaseSpec,
+} from "./lease_client.ts";
 import {
   COOKIE_PATTERN,
   MAX_UINT,
@@ -172,7 +177,7 @@ export async function runClient(args: string[]): Promise<number> {
 async function release(socket: string, cookie: string): Promise<number> {
   let conn: Deno.UnixConn;
   try {
-    conn = await Deno.connect({ transport: "unix", path: socket });
+    conn = await connectUnix(socket);
   } catch (err) {
     printErr(
       `cannot reach the builder at "${socket}": ${(err as Error).message}`,

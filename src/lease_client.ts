@@ -94,7 +94,7 @@ export async function acquire(
   signal?.throwIfAborted();
   let conn: Deno.UnixConn;
   try {
-    conn = await Deno.connect({ transport: "unix", path: socketPath });
+    conn = await connectUnix(socketPath, signal);
   } catch (err) {
     throw new AcquireError(
       "unreachable",
@@ -197,6 +197,29 @@ export async function* readMessages(
         if (!(err instanceof ProtocolError)) throw err;
         // Skip what we cannot read; the next message may still be ours.
       }
+    }
+  }
+}
+
+/**
+ * Connects to a Unix socket, retrying for a few seconds while its accept
+ * queue is full (EAGAIN): a storm of ctest jobs starting at once must queue,
+ * not fail.
+ */
+export async function connectUnix(
+  path: string,
+  signal?: AbortSignal,
+): Promise<Deno.UnixConn> {
+  const deadline = Date.now() + 5000;
+  for (let delay = 5;; delay = Math.min(delay * 2, 200)) {
+    try {
+      return await Deno.connect({ transport: "unix", path });
+    } catch (err) {
+      if (!(err instanceof Deno.errors.WouldBlock) || Date.now() > deadline) {
+        throw err;
+      }
+      signal?.throwIfAborted();
+      await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random())));
     }
   }
 }

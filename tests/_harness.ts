@@ -174,14 +174,22 @@ export class BuilderProc extends Proc {
 
   static async start(
     server: ServerProc,
-    options: { name?: string; dir?: string; args?: string[] } = {},
+    options: {
+      name?: string;
+      dir?: string;
+      args?: string[];
+      /** Connect here instead of the server's URL (a proxy). */
+      url?: string;
+      /** Do not wait for the server to list the builder. */
+      noWait?: boolean;
+    } = {},
   ): Promise<BuilderProc> {
     const dir = options.dir ?? await Deno.makeTempDir({ prefix: "sai-test-" });
     const name = options.name ?? "b1";
     const p = new BuilderProc([
       "builder.ts",
       "--server",
-      server.url,
+      options.url ?? server.url,
       "--socket",
       `${dir}/${name}.sock`,
       "--name",
@@ -192,11 +200,13 @@ export class BuilderProc extends Proc {
     try {
       const m = await p.stdout.wait(/SAI_BUILDER_RESOURCE_PROXY=(\S+)/);
       p.socket = m[1]!;
-      await waitFor(
-        "the builder to connect",
-        async () =>
-          (await server.status()).builders.some((b) => b.name === name),
-      );
+      if (!options.noWait) {
+        await waitFor(
+          "the builder to connect",
+          async () =>
+            (await server.status()).builders.some((b) => b.name === name),
+        );
+      }
     } catch (err) {
       await p.stop();
       throw err;
@@ -344,4 +354,77 @@ export function cRequest(
   lease: number,
 ): string {
   return `{"schema":"com-warmcat-sai-resource","resname":"${resname}","cookie":"${cookie}","amount":${amount},"lease":${lease}}`;
+}
+
+/** A raw builder connection to the server, speaking the WebSocket protocol. */
+export class RawBuilder {
+  ws: WebSocket;
+  messages: Record<string, unknown>[] = [];
+  closed: Promise<CloseEvent>;
+  #wake: (() => void) | undefined;
+
+  private constructor(ws: WebSocket) {
+    this.ws = ws;
+    this.closed = new Promise((resolve) => {
+      ws.onclose = (ev) => {
+        resolve(ev);
+        this.#wake?.();
+      };
+    });
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === "string") this.messages.push(JSON.parse(ev.data));
+      this.#wake?.();
+    };
+  }
+
+  /** Connects and, unless `hello` is false, says hello. */
+  static async connect(
+    url: string,
+    hello: false | { name: string; session?: string; token?: string },
+  ): Promise<RawBuilder> {
+    const ws = new WebSocket(url);
+    const b = new RawBuilder(ws);
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = reject;
+    });
+    if (hello) b.send({ hello });
+    return b;
+  }
+
+  send(msg: Record<string, unknown> | string): void {
+    this.ws.send(
+      typeof msg === "string"
+        ? msg
+        : JSON.stringify({ schema: "com-warmcat-sai-resource", ...msg }),
+    );
+  }
+
+  /** Waits for a message matching `pred`. */
+  async next(
+    pred: (m: Record<string, unknown>) => boolean,
+    timeoutMs = 10_000,
+  ): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = this.messages.find(pred);
+      if (m) return m;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`Timed out; received ${JSON.stringify(this.messages)}`);
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.ws.readyState !== WebSocket.CLOSED) this.ws.close();
+    await this.closed;
+  }
 }

@@ -1,0 +1,194 @@
+import assert from "node:assert/strict";
+import {
+  BuilderProc,
+  holderPids,
+  Proc,
+  runClient,
+  ServerProc,
+  waitFor,
+} from "./_harness.ts";
+import { FaultProxy } from "./_proxy.ts";
+
+async function leaseCookies(
+  server: ServerProc,
+  name: string,
+): Promise<string[]> {
+  return (await server.resource(name)).leases.map((l) => l.cookie).sort();
+}
+
+Deno.test("a builder reconnects through a cut link and restores its lease without counting it twice", async () => {
+  await using server = await ServerProc.start(["--resources", "r=3"]);
+  await using proxy = new FaultProxy(server.port);
+  await using builder = await BuilderProc.start(server, { url: proxy.url });
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "2", "60", "kept"], env)).code, 0);
+  const waiter = new Proc(["client.ts", "r", "2", "60", "waiter"], { env });
+  await waiter.stderr.wait(/queued for r: position 1/);
+  const [holder] = await holderPids("kept");
+
+  proxy.cut();
+  await waitFor("the builder to reconnect", () => proxy.accepted >= 2);
+  await waitFor("the lease and the queued request to be restored", async () => {
+    const r = await server.resource("r");
+    return r.allocated === 2 &&
+      r.queue.map((q) => q.cookie).join() === "waiter";
+  });
+  const r = await server.resource("r");
+  assert.deepEqual(r.leases.map((l) => l.cookie), ["kept"]);
+  assert.equal(r.overBudgetGrants, 0);
+  assert.deepEqual(
+    await holderPids("kept"),
+    [holder],
+    "the holder never noticed",
+  );
+  assert.equal((await server.status()).builders.length, 1);
+
+  assert.equal((await runClient(["--release", "kept"], env)).code, 0);
+  assert.equal((await waiter.finished()).code, 0);
+  assert.deepEqual(await leaseCookies(server, "r"), ["waiter"]);
+});
+
+Deno.test("after a server restart, builders restore leases and queued requests in order", async () => {
+  const first = await ServerProc.start(["--resources", "r=2"]);
+  await using proxy = new FaultProxy(first.port);
+  await using builder = await BuilderProc.start(first, { url: proxy.url });
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "2", "120", "held"], env)).code, 0);
+  const waiters: Proc[] = [];
+  for (const [cookie, amount] of [["q1", "1"], ["q2", "2"], ["q3", "1"]]) {
+    const p = new Proc(["client.ts", "r", amount!, "60", cookie!], { env });
+    await p.stderr.wait(/queued for r: position \d/);
+    waiters.push(p);
+  }
+  const [holder] = await holderPids("held");
+
+  first.kill("SIGKILL");
+  await first.finished();
+  await using second = await ServerProc.start(["--resources", "r=2"]);
+  proxy.target = second.port;
+  await waitFor("the restore on the new server", async () => {
+    const r = await second.resource("r");
+    return r.allocated === 2 && r.queue.length === 3;
+  }, 15_000);
+  const r = await second.resource("r");
+  assert.deepEqual(r.leases.map((l) => l.cookie), ["held"]);
+  assert.deepEqual(
+    r.queue.map((q) => q.cookie),
+    ["q1", "q2", "q3"],
+    "original order",
+  );
+  assert.deepEqual(await holderPids("held"), [holder]);
+
+  assert.equal((await runClient(["--release", "held"], env)).code, 0);
+  assert.equal((await waiters[0]!.finished()).code, 0);
+  // q2 (2) is now the head and does not fit beside q1: q3 must not overtake.
+  const after = await second.resource("r");
+  assert.deepEqual(after.queue.map((q) => q.cookie), ["q2", "q3"]);
+  for (const w of waiters.slice(1)) w.kill("SIGKILL");
+  await Promise.all(waiters.slice(1).map((w) => w.finished()));
+});
+
+Deno.test("restored leases may exceed the budget; nothing new is granted until back under it", async () => {
+  await using server = await ServerProc.start(["--resources", "r=2"]);
+  await using proxy = new FaultProxy(server.port);
+  await using far = await BuilderProc.start(server, {
+    url: proxy.url,
+    name: "far",
+  });
+  await using near = await BuilderProc.start(server, { name: "near" });
+  const farEnv = { SAI_BUILDER_RESOURCE_PROXY: far.socket };
+  const nearEnv = { SAI_BUILDER_RESOURCE_PROXY: near.socket };
+  assert.equal(
+    (await runClient(["r", "2", "60", "far-lease"], farEnv)).code,
+    0,
+  );
+
+  // Cut the far builder off and keep it off while the near one takes the budget.
+  proxy.target = 1;
+  proxy.cut();
+  await waitFor(
+    "the server to free the far builder's lease",
+    async () => (await server.resource("r")).allocated === 0,
+  );
+  assert.equal(
+    (await runClient(["r", "2", "60", "near-lease"], nearEnv)).code,
+    0,
+  );
+  proxy.target = server.port;
+  await waitFor(
+    "the far lease to be restored",
+    async () => (await server.resource("r")).allocated === 4,
+  );
+
+  const late = new Proc(["client.ts", "r", "1", "60", "late"], {
+    env: nearEnv,
+  });
+  await late.stderr.wait(/queued for r: position 1/);
+  assert.equal((await runClient(["--release", "near-lease"], nearEnv)).code, 0);
+  await waitFor(
+    "the near lease to go",
+    async () => (await server.resource("r")).allocated === 2,
+  );
+  assert.equal(
+    (await server.resource("r")).queuedRequests,
+    1,
+    "still at the budget: no grant",
+  );
+  assert.equal((await runClient(["--release", "far-lease"], farEnv)).code, 0);
+  assert.equal((await late.finished()).code, 0);
+  const r = await server.resource("r");
+  assert.equal(r.peak, 4, "the restore exceeded the budget");
+  assert.equal(r.overBudgetGrants, 0, "no new grant ever exceeded it");
+});
+
+Deno.test("a blackholed link is detected by the heartbeat on both sides", async () => {
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=1",
+    "--heartbeat",
+    "1",
+  ]);
+  await using proxy = new FaultProxy(server.port);
+  await using builder = await BuilderProc.start(server, {
+    url: proxy.url,
+    args: ["--heartbeat", "1"],
+  });
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "1", "60", "hb"], env)).code, 0);
+  proxy.blackhole();
+  await builder.stderr.wait(
+    /lost the server reason=no answer for \d+ s/,
+    10_000,
+  );
+  await server.stderr.wait(/builder disconnected/, 10_000);
+  await waitFor("a new connection and the restore", async () => {
+    const doc = await server.status();
+    return proxy.accepted >= 2 && doc.builders.length === 1 &&
+      doc.resources[0]!.leases.map((l) => l.cookie).join() === "hb";
+  }, 10_000);
+  assert.equal((await holderPids("hb")).length, 1);
+});
+
+Deno.test("a lease that expired while the link was down is ended by the builder, not restored", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using proxy = new FaultProxy(server.port);
+  await using builder = await BuilderProc.start(server, { url: proxy.url });
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "1", "1", "brief"], env)).code, 0);
+  proxy.target = 1;
+  proxy.cut();
+  await waitFor(
+    "the holder to exit at the end of its lease",
+    async () => (await holderPids("brief")).length === 0,
+    10_000,
+  );
+  proxy.target = server.port;
+  await waitFor(
+    "the builder to reconnect",
+    async () => (await server.status()).builders.length === 1,
+    15_000,
+  );
+  const r = await server.resource("r");
+  assert.equal(r.allocated, 0);
+  assert.equal(r.leases.length, 0);
+});

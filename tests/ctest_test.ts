@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { BuilderProc, holderPids, ServerProc, waitFor } from "./_harness.ts";
+import { acquire } from "../src/lease_client.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODULE = `${ROOT}cmake/SaiResource.cmake`;
@@ -36,21 +37,23 @@ const GROUPED = 4;
  * Each test appends "NAME start MS" and "NAME end MS" to times.txt in the
  * build tree, holding the resource for 300 ms in between.
  */
-const PROJECT = `cmake_minimum_required(VERSION 3.16)
+function project(wait: number): string {
+  return `cmake_minimum_required(VERSION 3.16)
 project(gate NONE)
 enable_testing()
 include("${MODULE}")
 set(work /bin/sh "\${CMAKE_CURRENT_SOURCE_DIR}/work.sh" "\${CMAKE_BINARY_DIR}/times.txt")
-sai_resource_launcher(one r 1 60 WAIT 120)
+sai_resource_launcher(one r 1 60 WAIT ${wait})
 foreach(i RANGE 1 ${LAUNCHED})
   add_test(NAME launched.\${i} COMMAND \${one} \${work} launched.\${i})
 endforeach()
-sai_resource(r 1 60 grp WAIT 120)
+sai_resource(r 1 60 grp WAIT ${wait})
 foreach(i RANGE 1 ${GROUPED})
   add_test(NAME grouped.\${i} COMMAND \${work} grouped.\${i})
   set_tests_properties(grouped.\${i} PROPERTIES FIXTURES_REQUIRED res_grp)
 endforeach()
 `;
+}
 
 const WORK = `ms() { date +%s%3N; }
 echo "$2 start $(ms)" >> "$1"
@@ -100,10 +103,11 @@ async function configure(
   dir: string,
   name: string,
   command: string[] | undefined,
+  wait = 120,
 ): Promise<string> {
   const src = `${dir}/src`;
   await Deno.mkdir(src, { recursive: true });
-  await Deno.writeTextFile(`${src}/CMakeLists.txt`, PROJECT);
+  await Deno.writeTextFile(`${src}/CMakeLists.txt`, project(wait));
   await Deno.writeTextFile(`${src}/work.sh`, WORK);
   const build = `${dir}/${name}`;
   const got = await run("cmake", [
@@ -285,6 +289,55 @@ Deno.test({
       // The launched tests and the fixture's setup fail; so do its tests.
       assert.match(inside.out, /0% tests passed, 12 tests failed out of 12/);
     } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    `a lease that times out fails the tests without running them and leaves nothing queued${SKIP}`,
+  ignore: !HAVE_CMAKE,
+  async fn() {
+    await using server = await ServerProc.start(["--resources", "r=1"]);
+    await using builder = await BuilderProc.start(server);
+    const dir = await Deno.makeTempDir({ prefix: "sai-ctest-" });
+    // Hold the whole budget for the length of the test.
+    const owner = await acquire(builder.socket, {
+      resname: "r",
+      amount: 1,
+      lease: 600,
+      cookie: "owner",
+    });
+    try {
+      const build = await configure(dir, "late", SAI_RESOURCE, 1);
+      const got = await run("ctest", ["-j8", "--output-on-failure"], {
+        cwd: build,
+        env: {
+          SAI_BUILDER_RESOURCE_PROXY: builder.socket,
+          SAI_RESOURCE_COOKIE_PREFIX: "late.",
+        },
+      });
+      assert.notEqual(got.code, 0);
+      assert.match(got.out, /0% tests passed, 12 tests failed out of 12/);
+      assert.match(got.out, /timed out waiting; the request was withdrawn/);
+      assert.match(got.out, /grouped\.1 \.+\*+Not Run/);
+      assert.match(got.out, /no lease with cookie "late\.grp-[0-9a-f]{8}"/);
+      assert.equal(
+        await Deno.stat(`${build}/times.txt`).then(() => true, () => false),
+        false,
+        "no test body ran",
+      );
+      await waitFor(
+        "the queue to empty",
+        async () => (await server.resource("r")).queuedRequests === 0,
+        5_000,
+      );
+      const res = await server.resource("r");
+      assert.deepEqual(res.leases.map((l) => l.cookie), ["owner"]);
+      assert.equal((await holderPids("late\\.")).length, 0);
+    } finally {
+      owner.release();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },

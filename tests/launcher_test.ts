@@ -155,7 +155,7 @@ Deno.test("launcher does not run CMD when the lease is refused, times out or is 
       env,
     );
     assert.equal(late.code, 1);
-    assert.match(late.stderr, /queued for r: position 1/);
+    assert.match(late.stderr, /queued for r: position 1, about \d+ s\n/);
     assert.match(late.stderr, /timed out waiting; the request was withdrawn/);
 
     // SIGTERM while queued: withdrawn, 143, CMD never started.

@@ -24,6 +24,7 @@ import {
 } from "./protocol.ts";
 import { JsonObjectSplitter } from "./json_splitter.ts";
 import {
+  afterSeconds,
   DEFAULT_GRACE_SECONDS,
   launch,
   type LaunchOptions,
@@ -516,8 +517,9 @@ async function runHolder(
   } catch { /* closed */ }
   // A real Sai builder never says the lease expired: stop holding at the
   // declared end ourselves.
-  const localEnd = setTimeout(() => lease.release(), spec.lease * 1000 + 1000);
+  // afterSeconds, not setTimeout: a lease may outlast setTimeout's limit.
+  const cancelLocalEnd = afterSeconds(spec.lease + 1, () => lease.release());
   await lease.ended;
-  clearTimeout(localEnd);
+  cancelLocalEnd();
   return EXIT_OK;
 }

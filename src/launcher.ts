@@ -84,6 +84,28 @@ class SignalRelay implements Disposable {
   }
 }
 
+/** The longest delay `setTimeout` honours; a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Calls `fn` after `seconds`, which may be longer than `setTimeout` allows
+ * (leases may be up to 2³²−1 s).  Returns a function that cancels it.
+ */
+export function afterSeconds(seconds: number, fn: () => void): () => void {
+  let left = seconds * 1000;
+  let timer: ReturnType<typeof setTimeout>;
+  const step = () => {
+    if (left <= MAX_TIMER_MS) {
+      timer = setTimeout(fn, left);
+    } else {
+      left -= MAX_TIMER_MS;
+      timer = setTimeout(step, MAX_TIMER_MS);
+    }
+  };
+  step();
+  return () => clearTimeout(timer);
+}
+
 /** Exit code for a process ended by `sig`, as shells report it. */
 export function signalExitCode(sig: Forwarded): number {
   return 128 + FORWARDED[sig];
@@ -206,17 +228,19 @@ export async function launch(
   lease.ended.then((how) => {
     if (how === "released") return;
     onLeaseEnd(
-      how === "expired" ? "expired" : "was lost (the builder closed it)",
+      how === "expired"
+        ? "expired"
+        : "was lost (the builder closed it: released by cookie, or its link to the server dropped)",
     );
   });
   // A real Sai builder never says a lease expired: watch the clock as well.
-  const localEnd = setTimeout(() => onLeaseEnd("expired"), spec.lease * 1000);
+  const cancelLocalEnd = afterSeconds(spec.lease, () => onLeaseEnd("expired"));
   try {
     const status = await child.status;
     exited = true;
     return status.code;
   } finally {
-    clearTimeout(localEnd);
+    cancelLocalEnd();
     clearTimeout(killTimer);
     lease.release();
   }

@@ -8,6 +8,9 @@
  * connection (so the lease) open after the parent exits.  Its stdio is never
  * the caller's: ctest waits for every process that holds its pipes.
  *
+ * With `-- CMD [ARGS...]` it is a launcher instead (`launcher.ts`): no
+ * holder, the lease lasts as long as CMD.
+ *
  * @module
  */
 
@@ -25,6 +28,13 @@ import {
   parseServerMessage,
 } from "./protocol.ts";
 import { JsonObjectSplitter } from "./json_splitter.ts";
+import {
+  afterSeconds,
+  DEFAULT_GRACE_SECONDS,
+  launch,
+  type LaunchOptions,
+  runUnmanaged,
+} from "./launcher.ts";
 
 /** Exit codes. */
 export const EXIT_OK = 0;
@@ -32,10 +42,14 @@ export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
 export const USAGE =
-  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE] [--wait SECONDS] [--socket PATH] [--quiet]
-       sai-resource --release COOKIE [--socket PATH]`;
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--socket PATH] [--quiet] [--optional]
+       sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
+       sai-resource (--release COOKIE | --release-scope SCOPE) [--socket PATH] [--optional]`;
 
 const DEFAULT_WAIT_SECONDS = 600;
+
+/** Prepended to the cookies `sai-resource` makes up (see docs/ctest.md). */
+export const COOKIE_PREFIX_ENV = "SAI_RESOURCE_COOKIE_PREFIX";
 
 /** A parsed command line. */
 export type Command =
@@ -48,7 +62,66 @@ export type Command =
     waitSeconds: number;
     quiet: boolean;
     holder: boolean;
+  }
+  | {
+    kind: "launch";
+    argv: string[];
+    options: LaunchOptions;
+  }
+  | {
+    /** `--optional` with no builder socket: succeed without a lease. */
+    kind: "unmanaged";
+    /** The command to run in launcher mode. */
+    argv?: string[];
+    quiet: boolean;
   };
+
+/**
+ * Splits the command line at the first `--`: what follows is the command to
+ * launch, and must not be read as our options.
+ */
+export function splitLaunch(
+  args: string[],
+): { ours: string[]; argv: string[] | undefined } {
+  const at = args.indexOf("--");
+  if (at < 0) return { ours: args, argv: undefined };
+  return { ours: args.slice(0, at), argv: args.slice(at + 1) };
+}
+
+function seconds(flag: string, value: string): number {
+  const n = Number(value);
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || !(n > 0)) {
+    throw new TypeError(
+      `${flag} must be a positive number of seconds, got "${value}"`,
+    );
+  }
+  return n;
+}
+
+function checkedCookie(cookie: string, from: string): string {
+  if (!COOKIE_PATTERN.test(cookie)) {
+    throw new TypeError(
+      `${from} must be 1 to 64 printable ASCII characters other than '"' and '\\', got "${cookie}"`,
+    );
+  }
+  return cookie;
+}
+
+/** The cookie for `--scope SCOPE`: the prefix from the environment + SCOPE. */
+function scopeCookie(
+  scope: string,
+  env: { get(key: string): string | undefined },
+): string {
+  if (!NAME_PATTERN.test(scope)) {
+    throw new TypeError(
+      `SCOPE must match ${NAME_PATTERN.source}, got "${scope}"`,
+    );
+  }
+  return checkedCookie(
+    (env.get(COOKIE_PREFIX_ENV) ?? "") + scope,
+    `COOKIE (${COOKIE_PREFIX_ENV} + SCOPE)`,
+  );
+}
 
 function positiveInt(name: string, value: string): number {
   if (!/^[1-9][0-9]*$/.test(value) || Number(value) > MAX_UINT) {
@@ -64,8 +137,9 @@ export function parseCommand(
   args: string[],
   env: { get(key: string): string | undefined },
 ): Command {
+  const { ours, argv } = splitLaunch(args);
   const { values, positionals } = parseArgs({
-    args,
+    args: ours,
     strict: true,
     allowPositionals: true,
     options: {
@@ -73,70 +147,114 @@ export function parseCommand(
       socket: { type: "string" },
       quiet: { type: "boolean", short: "q" },
       release: { type: "string" },
+      "release-scope": { type: "string" },
+      scope: { type: "string" },
+      optional: { type: "boolean" },
+      "kill-on-expiry": { type: "boolean" },
+      grace: { type: "string" },
       help: { type: "boolean", short: "h" },
       holder: { type: "boolean" },
     },
   });
   if (values.help) return { kind: "help" };
-  const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
-  if (!socket) {
-    throw new TypeError(
-      "no builder socket: pass --socket PATH or set SAI_BUILDER_RESOURCE_PROXY",
-    );
+  if (argv !== undefined && argv.length === 0) {
+    throw new TypeError("no command after --");
   }
-  if (values.release !== undefined) {
-    if (positionals.length > 0) {
+  if (argv === undefined) {
+    for (const flag of ["kill-on-expiry", "grace"] as const) {
+      if (values[flag] !== undefined) {
+        throw new TypeError(`--${flag} needs a command after --`);
+      }
+    }
+  }
+  const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
+  const quiet = values.quiet ?? false;
+  if (values.release !== undefined || values["release-scope"] !== undefined) {
+    if (positionals.length > 0 || argv !== undefined) {
       throw new TypeError("--release takes no other arguments");
     }
-    if (!COOKIE_PATTERN.test(values.release)) {
-      throw new TypeError(`COOKIE is not valid, got "${values.release}"`);
+    if (values.release !== undefined && values["release-scope"] !== undefined) {
+      throw new TypeError("give --release or --release-scope, not both");
     }
-    return { kind: "release", cookie: values.release, socket };
+    const cookie = values.release !== undefined
+      ? checkedCookie(values.release, "COOKIE")
+      : scopeCookie(values["release-scope"]!, env);
+    if (!socket && values.optional) return { kind: "unmanaged", quiet };
+    return { kind: "release", cookie, socket: needSocket(socket) };
   }
   if (positionals.length < 3 || positionals.length > 4) {
     throw new TypeError(
       `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`,
     );
   }
-  const [resname, amount, lease, cookie = crypto.randomUUID()] =
-    positionals as [
-      string,
-      string,
-      string,
-      string?,
-    ];
+  const [resname, amount, lease, given] = positionals as [
+    string,
+    string,
+    string,
+    string?,
+  ];
   if (!NAME_PATTERN.test(resname)) {
     throw new TypeError(
       `NAME must match ${NAME_PATTERN.source}, got "${resname}"`,
     );
   }
-  if (!COOKIE_PATTERN.test(cookie)) {
-    throw new TypeError(
-      `COOKIE must be 1 to 64 printable ASCII characters other than '"' and '\\', got "${cookie}"`,
-    );
+  if (given !== undefined && values.scope !== undefined) {
+    throw new TypeError("give COOKIE or --scope, not both");
   }
-  let waitSeconds = DEFAULT_WAIT_SECONDS;
-  if (values.wait !== undefined) {
-    waitSeconds = Number(values.wait);
-    if (!/^[0-9]+(\.[0-9]+)?$/.test(values.wait) || !(waitSeconds > 0)) {
-      throw new TypeError(
-        `--wait must be a positive number of seconds, got "${values.wait}"`,
-      );
-    }
+  const cookie = given !== undefined
+    ? checkedCookie(given, "COOKIE")
+    : values.scope !== undefined
+    ? scopeCookie(values.scope, env)
+    : checkedCookie(
+      (env.get(COOKIE_PREFIX_ENV) ?? "") + crypto.randomUUID(),
+      `COOKIE (${COOKIE_PREFIX_ENV} + a random UUID)`,
+    );
+  const waitSeconds = values.wait !== undefined
+    ? seconds("--wait", values.wait)
+    : DEFAULT_WAIT_SECONDS;
+  const spec: LeaseSpec = {
+    resname,
+    amount: positiveInt("AMOUNT", amount),
+    lease: positiveInt("LEASE_SECONDS", lease),
+    cookie,
+  };
+  const graceSeconds = values.grace !== undefined
+    ? seconds("--grace", values.grace)
+    : DEFAULT_GRACE_SECONDS;
+  if (!socket && values.optional) {
+    return { kind: "unmanaged", ...(argv && { argv }), quiet };
+  }
+  if (argv !== undefined) {
+    return {
+      kind: "launch",
+      argv,
+      options: {
+        socket: needSocket(socket),
+        spec,
+        waitSeconds,
+        quiet,
+        killOnExpiry: values["kill-on-expiry"] ?? false,
+        graceSeconds,
+      },
+    };
   }
   return {
     kind: "acquire",
-    spec: {
-      resname,
-      amount: positiveInt("AMOUNT", amount),
-      lease: positiveInt("LEASE_SECONDS", lease),
-      cookie,
-    },
-    socket,
+    spec,
+    socket: needSocket(socket),
     waitSeconds,
-    quiet: values.quiet ?? false,
+    quiet,
     holder: values.holder ?? false,
   };
+}
+
+function needSocket(socket: string | undefined): string {
+  if (!socket) {
+    throw new TypeError(
+      "no builder socket: pass --socket PATH or set SAI_BUILDER_RESOURCE_PROXY",
+    );
+  }
+  return socket;
 }
 
 /** What the holder tells the parent, one JSON line each. */
@@ -167,6 +285,15 @@ export async function runClient(args: string[]): Promise<number> {
       return EXIT_OK;
     case "release":
       return await release(command.socket, command.cookie);
+    case "launch":
+      return await launch(command.argv, command.options);
+    case "unmanaged":
+      if (!command.quiet) {
+        printErr(
+          "no builder socket (SAI_BUILDER_RESOURCE_PROXY is not set): --optional, so going ahead without a lease",
+        );
+      }
+      return command.argv ? await runUnmanaged(command.argv) : EXIT_OK;
     case "acquire":
       return command.holder
         ? await runHolder(command)
@@ -395,8 +522,9 @@ async function runHolder(
   } catch { /* closed */ }
   // A real Sai builder never says the lease expired: stop holding at the
   // declared end ourselves.
-  const localEnd = setTimeout(() => lease.release(), spec.lease * 1000 + 1000);
+  // afterSeconds, not setTimeout: a lease may outlast setTimeout's limit.
+  const cancelLocalEnd = afterSeconds(spec.lease + 1, () => lease.release());
   await lease.ended;
-  clearTimeout(localEnd);
+  cancelLocalEnd();
   return EXIT_OK;
 }

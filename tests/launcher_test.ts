@@ -1,0 +1,309 @@
+import assert from "node:assert/strict";
+import {
+  BuilderProc,
+  Proc,
+  runClient,
+  ServerProc,
+  waitFor,
+} from "./_harness.ts";
+
+/** A command that says "ready", then runs until `file` exists. */
+function untilFile(file: string, exitCode = 0): string[] {
+  return [
+    "sh",
+    "-c",
+    `echo ready; while [ ! -e '${file}' ]; do sleep 0.05; done; exit ${exitCode}`,
+  ];
+}
+
+/** A command that says "ready" and runs until a signal it traps. */
+const TRAPPER = [
+  "sh",
+  "-c",
+  'trap "echo got INT; exit 5" INT; trap "echo got TERM; exit 6" TERM; ' +
+  "echo ready; while :; do sleep 0.05; done",
+];
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+Deno.test("launcher holds the lease while CMD runs, passes its status and output through, then releases", async () => {
+  await using server = await ServerProc.start(["--resources", "r=2"]);
+  await using builder = await BuilderProc.start(server);
+  const go = `${builder.dir}/go`;
+  const p = new Proc(
+    ["client.ts", "r", "2", "60", "--scope", "unit", "--", ...untilFile(go, 7)],
+    {
+      env: {
+        SAI_BUILDER_RESOURCE_PROXY: builder.socket,
+        SAI_RESOURCE_COOKIE_PREFIX: "build42.",
+      },
+    },
+  );
+  try {
+    await p.stdout.wait(/ready/);
+    const res = await server.resource("r");
+    assert.equal(res.allocated, 2);
+    assert.deepEqual(res.leases.map((l) => l.cookie), ["build42.unit"]);
+    await Deno.writeTextFile(go, "");
+    const got = await p.finished();
+    assert.equal(got.code, 7, got.stderr);
+    assert.equal(got.stdout, "ready\n", "CMD's stdout is the caller's");
+    assert.match(
+      got.stderr,
+      /granted 2 of r for 60 s \(cookie build42\.unit\)/,
+    );
+  } finally {
+    await p.stop();
+  }
+  await waitFor(
+    "the lease to be released when CMD exits",
+    async () => (await server.resource("r")).allocated === 0,
+  );
+  assert.equal((await server.status()).stats.releases, 1);
+});
+
+Deno.test("launcher gives CMD the caller's stdin", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--quiet",
+      new URL("../client.ts", import.meta.url).pathname,
+      "r",
+      "1",
+      "60",
+      "--quiet",
+      "--",
+      "sh",
+      "-c",
+      'read line; echo "got $line"',
+    ],
+    env: { SAI_BUILDER_RESOURCE_PROXY: builder.socket },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("hello\n"));
+  await writer.close();
+  const out = await child.output();
+  const dec = new TextDecoder();
+  assert.equal(out.code, 0, dec.decode(out.stderr));
+  assert.equal(dec.decode(out.stdout), "got hello\n");
+  assert.equal(dec.decode(out.stderr), "", "--quiet says nothing");
+});
+
+Deno.test("launcher forwards SIGINT and SIGTERM to CMD and exits 128+N when CMD dies of one", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  const cases: [Deno.Signal, string[], RegExp, number][] = [
+    ["SIGINT", TRAPPER, /got INT/, 5],
+    ["SIGTERM", TRAPPER, /got TERM/, 6],
+    // No trap: CMD is killed by the signal and we report it as a shell does.
+    ["SIGTERM", untilFile("/nonexistent/never"), /^ready\n$/, 143],
+  ];
+  for (const [sig, cmd, said, code] of cases) {
+    const p = new Proc(["client.ts", "r", "1", "60", "--", ...cmd], { env });
+    try {
+      await p.stdout.wait(/ready/);
+      assert.equal((await server.resource("r")).allocated, 1);
+      p.kill(sig);
+      const got = await p.finished();
+      assert.equal(got.code, code, `${sig}: ${got.stderr}`);
+      assert.match(got.stdout, said);
+    } finally {
+      await p.stop();
+    }
+    await waitFor(
+      "the lease to be released",
+      async () => (await server.resource("r")).allocated === 0,
+    );
+  }
+});
+
+Deno.test("launcher does not run CMD when the lease is refused, times out or is interrupted", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  const ran = `${builder.dir}/ran`;
+  const touch = ["--", "sh", "-c", `touch '${ran}'`];
+
+  const refused = await runClient(["nosuch", "1", "10", ...touch], env);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /"nosuch": no such resource/);
+  assert.equal(refused.stdout, "");
+
+  const big = await runClient(["r", "2", "10", ...touch], env);
+  assert.equal(big.code, 1);
+  assert.match(big.stderr, /amount 2 exceeds the budget of 1/);
+
+  // Hold the only unit, then time out behind it.
+  const go = `${builder.dir}/go`;
+  const owner = new Proc(
+    ["client.ts", "r", "1", "60", "owner", "--", ...untilFile(go)],
+    { env },
+  );
+  try {
+    await owner.stdout.wait(/ready/);
+    const late = await runClient(
+      ["r", "1", "10", "--wait", "0.5", ...touch],
+      env,
+    );
+    assert.equal(late.code, 1);
+    assert.match(late.stderr, /queued for r: position 1, about \d+ s\n/);
+    assert.match(late.stderr, /timed out waiting; the request was withdrawn/);
+
+    // SIGTERM while queued: withdrawn, 143, CMD never started.
+    const waiting = new Proc(["client.ts", "r", "1", "10", ...touch], { env });
+    await waiting.stderr.wait(/queued for r: position 1/);
+    waiting.kill("SIGTERM");
+    const got = await waiting.finished();
+    assert.equal(got.code, 143, got.stderr);
+    assert.match(
+      got.stderr,
+      /SIGTERM while waiting; the request was withdrawn/,
+    );
+    await waitFor(
+      "the queue to empty",
+      async () => (await server.resource("r")).queuedRequests === 0,
+    );
+    assert.equal(await exists(ran), false, "CMD must not have run");
+    await Deno.writeTextFile(go, "");
+    assert.equal((await owner.finished()).code, 0);
+  } finally {
+    await owner.stop();
+  }
+});
+
+Deno.test("launcher warns when the lease expires under CMD, and --kill-on-expiry stops it", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  const expired =
+    /the lease on r \(cookie [^)]+\) expired while "sh" \(pid \d+\) is still running/;
+
+  // Without --kill-on-expiry CMD carries on and its status is kept.
+  const go = `${builder.dir}/go`;
+  const p = new Proc(["client.ts", "r", "1", "1", "--", ...untilFile(go, 3)], {
+    env,
+  });
+  try {
+    await p.stderr.wait(expired);
+    assert.equal((await server.resource("r")).allocated, 0);
+    await Deno.writeTextFile(go, "");
+    const got = await p.finished();
+    assert.equal(got.code, 3, got.stderr);
+    assert.doesNotMatch(got.stderr, /SIGTERM/);
+  } finally {
+    await p.stop();
+  }
+
+  // SIGTERM first: a CMD that handles it exits its own way.
+  const polite = await runClient(
+    ["r", "1", "1", "--kill-on-expiry", "--", ...TRAPPER],
+    env,
+  );
+  assert.equal(polite.code, 6, polite.stderr);
+  assert.match(polite.stdout, /got TERM/);
+  assert.match(polite.stderr, /sending SIGTERM, then SIGKILL after 10 s/);
+
+  // SIGKILL after the grace period for one that ignores SIGTERM.
+  const stubborn = await runClient([
+    "r",
+    "1",
+    "1",
+    "--kill-on-expiry",
+    "--grace",
+    "0.3",
+    "--",
+    "sh",
+    "-c",
+    'trap "" TERM; echo ready; while :; do sleep 0.05; done',
+  ], env);
+  assert.equal(stubborn.code, 137, stubborn.stderr);
+  assert.match(stubborn.stderr, /SIGKILL after 0\.3 s/);
+});
+
+Deno.test("launcher exits 127 when CMD does not exist, and releases the lease", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const got = await runClient(
+    ["r", "1", "60", "--", "no-such-command-sai"],
+    { SAI_BUILDER_RESOURCE_PROXY: builder.socket },
+  );
+  assert.equal(got.code, 127);
+  assert.match(got.stderr, /cannot run "no-such-command-sai"/);
+  await waitFor(
+    "the lease to be released",
+    async () => (await server.resource("r")).allocated === 0,
+  );
+});
+
+Deno.test("--optional without a builder socket runs CMD unmanaged; without it, a usage error", async () => {
+  const env = { SAI_BUILDER_RESOURCE_PROXY: "" };
+  const cmd = ["--", "sh", "-c", "echo ran; exit 4"];
+  const managedOnly = await runClient(["r", "1", "10", ...cmd], env);
+  assert.equal(managedOnly.code, 2);
+  assert.match(managedOnly.stderr, /no builder socket/);
+  assert.equal(managedOnly.stdout, "");
+
+  const optional = await runClient(["r", "1", "10", "--optional", ...cmd], env);
+  assert.equal(optional.code, 4, optional.stderr);
+  assert.equal(optional.stdout, "ran\n");
+  assert.match(optional.stderr, /going ahead without a lease/);
+
+  for (
+    const args of [
+      ["r", "1", "10", "--optional", "--scope", "s"],
+      ["--release-scope", "s", "--optional"],
+      ["--release", "c", "--optional", "--quiet"],
+    ]
+  ) {
+    const got = await runClient(args, env);
+    assert.equal(got.code, 0, `${args}: ${got.stderr}`);
+    assert.equal(got.stdout, "");
+  }
+});
+
+Deno.test("launcher and scope usage errors exit 2 with the usage line", async () => {
+  const env = { SAI_BUILDER_RESOURCE_PROXY: "/nonexistent.sock" };
+  const long = "p".repeat(60);
+  const cases: [string[], Record<string, string>, RegExp][] = [
+    [["r", "1", "10", "--"], {}, /no command after --/],
+    [["r", "1", "10", "--kill-on-expiry"], {}, /needs a command after --/],
+    [["r", "1", "10", "--grace", "1"], {}, /needs a command after --/],
+    [
+      ["r", "1", "10", "--grace", "x", "--", "true"],
+      {},
+      /--grace must be a positive number of seconds, got "x"/,
+    ],
+    [["r", "1", "10", "c", "--scope", "s"], {}, /COOKIE or --scope, not both/],
+    [["r", "1", "10", "--scope", "a b"], {}, /SCOPE must match/],
+    [
+      ["r", "1", "10", "--scope", "scope1"],
+      { SAI_RESOURCE_COOKIE_PREFIX: long },
+      /SAI_RESOURCE_COOKIE_PREFIX \+ SCOPE\) must be 1 to 64/,
+    ],
+    [
+      ["r", "1", "10"],
+      { SAI_RESOURCE_COOKIE_PREFIX: "x".repeat(30) },
+      /SAI_RESOURCE_COOKIE_PREFIX \+ a random UUID\) must be 1 to 64/,
+    ],
+    [["--release", "a", "--release-scope", "b"], {}, /not both/],
+    [["--release-scope", "s", "extra"], {}, /takes no other arguments/],
+    // What follows -- is CMD's, never ours: --bogus is CMD's argument here,
+    // so the error is the missing NAME, not the unknown option.
+    [["--", "cmd", "--bogus"], {}, /expected NAME AMOUNT LEASE_SECONDS/],
+  ];
+  for (const [args, extra, reason] of cases) {
+    const got = await runClient(args, { ...env, ...extra });
+    assert.equal(got.code, 2, `${JSON.stringify(args)}: ${got.stderr}`);
+    assert.match(got.stderr, reason, JSON.stringify(args));
+    assert.match(got.stderr, /^usage: sai-resource NAME AMOUNT LEASE_SECONDS/m);
+  }
+});

@@ -162,3 +162,71 @@ Deno.test("Allocator grant reports how long the request waited", () => {
   const grant = out.find((o) => o.type === "grant");
   assert.equal(grant?.type === "grant" && grant.waited, 1000);
 });
+
+Deno.test("Allocator.restore() re-admits a lease beyond the budget and grants nothing new until under it", () => {
+  const { alloc } = setup({ r: 2 });
+  alloc.request("near", req("n", 2));
+  const back = alloc.restore("far", req("f", 2, 30), "lease");
+  assert.deepEqual(summary(back), ["grant:far/f"]);
+  assert.equal(back[0]?.type === "grant" && back[0].restored, true);
+  assert.equal(alloc.status()[0]!.allocated, 4);
+  assert.deepEqual(alloc.request("near", req("late", 1)), []);
+  assert.deepEqual(
+    alloc.release("near", "n").outcomes,
+    [],
+    "2 of 2 still held",
+  );
+  assert.deepEqual(summary(alloc.release("far", "f").outcomes), [
+    "grant:near/late",
+  ]);
+  const [r] = alloc.status();
+  assert.equal(r!.peak, 4);
+  assert.equal(r!.overBudgetGrants, 0);
+});
+
+Deno.test("Allocator.restore() never counts a known cookie twice", () => {
+  const { alloc } = setup({ r: 2 });
+  alloc.request("b", req("held", 1));
+  alloc.request("b", req("big", 2));
+  assert.deepEqual(summary(alloc.restore("b", req("held", 1), "lease")), [
+    "grant:b/held",
+  ]);
+  assert.equal(alloc.status()[0]!.allocated, 1);
+  // A queued request re-sent after a reconnect keeps its place.
+  assert.deepEqual(alloc.restore("b", req("big", 2), "queued"), []);
+  assert.deepEqual(alloc.status()[0]!.queue.map((q) => q.cookie), ["big"]);
+  // A queued request the server had already granted is re-sent as a grant.
+  alloc.release("b", "held");
+  assert.deepEqual(summary(alloc.restore("b", req("big", 2), "queued")), [
+    "grant:b/big",
+  ]);
+  assert.equal(alloc.status()[0]!.allocated, 2);
+});
+
+Deno.test("Allocator.restore() refuses an unknown resource", () => {
+  const { alloc } = setup({ r: 1 });
+  const out = alloc.restore("b", req("x", 1, 10, "gone"), "lease");
+  assert.equal(out[0]?.type === "refuse" && out[0].reason, "unknown-resource");
+});
+
+Deno.test("Allocator.request() refuses past the per-owner queue limit, without touching others", () => {
+  let now = 0;
+  const alloc = new Allocator([["r", 1]], {
+    now: () => now,
+    maxQueuedPerOwner: 2,
+  });
+  alloc.request("a", req("held", 1));
+  alloc.request("a", req("q1", 1));
+  alloc.request("a", req("q2", 1));
+  const out = alloc.request("a", req("q3", 1));
+  assert.equal(out[0]?.type === "refuse" && out[0].reason, "queue-limit");
+  assert.deepEqual(alloc.request("b", req("other", 1)), []);
+  assert.deepEqual(alloc.status()[0]!.queue.map((q) => q.cookie), [
+    "q1",
+    "q2",
+    "other",
+  ]);
+  // Withdrawing frees room in the limit.
+  alloc.release("a", "q1");
+  assert.deepEqual(alloc.request("a", req("q4", 1)), []);
+});

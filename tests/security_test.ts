@@ -497,3 +497,33 @@ Deno.test("thousands of connections opened and dropped leave nothing behind", as
   await c.until((t) => t.includes('"amount":4'));
   assert.equal((await server.resource("r")).overBudgetGrants, 0);
 });
+
+Deno.test("hundreds of WebSocket connections opened and dropped leave the server serving", async () => {
+  await using server = await ServerProc.start(["--resources", "r=2"]);
+  for (let batch = 0; batch < 10; batch++) {
+    await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+      // Half say hello and ask for a lease before dropping.
+      const b = await RawBuilder.connect(
+        server.url,
+        i % 2 ? false : { name: `churn${i}` },
+      );
+      if (i % 2 === 0) {
+        b.send({
+          resname: "r",
+          cookie: `c${batch}-${i}`,
+          amount: 1,
+          lease: 30,
+        });
+      }
+      await b[Symbol.asyncDispose]();
+    }));
+  }
+  await waitFor("every dropped builder's request to be freed", async () => {
+    const doc = await server.status();
+    return doc.builders.length === 0 && doc.resources[0]!.allocated === 0 &&
+      doc.resources[0]!.queuedRequests === 0;
+  });
+  await using b = await RawBuilder.connect(server.url, { name: "after" });
+  b.send({ resname: "r", cookie: "ok", amount: 2, lease: 30 });
+  await b.next((m) => m.cookie === "ok" && m.amount === 2);
+});

@@ -8,12 +8,16 @@
 import { parseArgs } from "node:util";
 import { parseBudgets, resourcesFromConfig } from "./src/budgets.ts";
 import { type LogFormat, Logger, parseLevel } from "./src/log.ts";
+import { parseTokenFile } from "./src/admin.ts";
 import { startServer } from "./src/server_app.ts";
+import { runStatus } from "./src/status_cli.ts";
 
 const USAGE =
   `usage: sai-server --resources NAME=BUDGET[,NAME=BUDGET...] [--config FILE]
                   [--listen HOST:PORT] [--max-lease SECONDS]
-                  [--log-level error|warn|info|debug] [--log-format text|json]`;
+                  [--log-level error|warn|info|debug] [--log-format text|json]
+                  [--admin-token TOKEN | --admin-token-file FILE]
+       sai-server status [--server URL] [--json]`;
 
 /** Server settings from the command line. */
 export interface ServerArgs {
@@ -22,6 +26,9 @@ export interface ServerArgs {
   port: number;
   maxLease: number;
   logger: Logger;
+  /** The config file SIGHUP re-reads, when budgets come from it. */
+  configPath?: string;
+  adminToken?: string;
 }
 
 /** Splits `HOST:PORT` (or `[V6]:PORT`); throws `TypeError` if malformed. */
@@ -54,6 +61,8 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       "max-lease": { type: "string", default: "86400" },
       "log-level": { type: "string", default: "info" },
       "log-format": { type: "string", default: "text" },
+      "admin-token": { type: "string" },
+      "admin-token-file": { type: "string" },
     },
   });
   if (positionals.length > 0) {
@@ -83,7 +92,33 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
   if (format !== "text" && format !== "json") {
     throw new TypeError(`--log-format must be text or json, got "${format}"`);
   }
+  let adminToken = values["admin-token"];
+  const tokenFile = values["admin-token-file"];
+  if (adminToken !== undefined && tokenFile !== undefined) {
+    throw new TypeError("give --admin-token or --admin-token-file, not both");
+  }
+  if (adminToken !== undefined && !/^\S{8,}$/.test(adminToken)) {
+    throw new TypeError(
+      "--admin-token must be at least 8 non-space characters",
+    );
+  }
+  if (tokenFile !== undefined) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(tokenFile);
+    } catch (err) {
+      throw new TypeError(
+        `cannot read --admin-token-file "${tokenFile}": ${
+          (err as Error).message
+        }`,
+      );
+    }
+    adminToken = parseTokenFile(text, tokenFile);
+  }
   return {
+    ...(values.resources === undefined && values.config !== undefined &&
+      { configPath: values.config }),
+    ...(adminToken !== undefined && { adminToken }),
     budgets: parseBudgets(resources),
     ...parseListen(values.listen),
     maxLease: positiveInt("--max-lease", values["max-lease"]),
@@ -95,6 +130,14 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
 
 /** Runs `sai-server` until SIGINT or SIGTERM. */
 export async function main(args: string[]): Promise<void> {
+  if (args[0] === "status") {
+    Deno.exit(
+      await runStatus(args.slice(1), {
+        out: (t) => Deno.stdout.writeSync(new TextEncoder().encode(t)),
+        err: (t) => Deno.stderr.writeSync(new TextEncoder().encode(t)),
+      }),
+    );
+  }
   let parsed: ServerArgs;
   try {
     parsed = await parseServerArgs(args);
@@ -115,8 +158,38 @@ export async function main(args: string[]): Promise<void> {
   const stop = () => server.shutdown();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGHUP", () => reload(parsed, server));
   await server.finished;
   Deno.exit(0);
+}
+
+/** SIGHUP: re-reads `--config` and applies its budgets by the admin rules. */
+async function reload(
+  parsed: ServerArgs,
+  server: Awaited<ReturnType<typeof startServer>>,
+): Promise<void> {
+  const log = parsed.logger;
+  const path = parsed.configPath;
+  if (path === undefined) {
+    log.warn("SIGHUP ignored: budgets do not come from --config");
+    return;
+  }
+  let budgets;
+  try {
+    const resources = resourcesFromConfig(await Deno.readTextFile(path));
+    if (resources === undefined) {
+      throw new TypeError('no "resources" in its "com-warmcat-sai" options');
+    }
+    budgets = parseBudgets(resources);
+  } catch (err) {
+    log.error("SIGHUP: config not applied; budgets unchanged", {
+      config: path,
+      error: (err as Error).message,
+    });
+    return;
+  }
+  log.info("SIGHUP: reloading budgets", { config: path });
+  server.applyBudgets(budgets, { addr: "SIGHUP" });
 }
 
 if (import.meta.main) await main(Deno.args);

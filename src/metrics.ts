@@ -23,34 +23,29 @@ export const WAIT_BUCKETS = [
   3600,
 ] as const;
 
-interface Series {
-  /** Cumulative counts per bucket in {@linkcode WAIT_BUCKETS}. */
-  buckets: number[];
-  sum: number;
-  count: number;
-}
-
-/** How long granted requests waited in the queue, per resource. */
+/**
+ * How long granted requests waited in the queue, over all resources: one
+ * series keeps the exposition simple for every parser (per-resource waits
+ * can be told apart in the logs, which carry `waited_ms` per grant).
+ */
 export class WaitHistogram {
-  #series = new Map<string, Series>();
+  /** Counts per bucket in {@linkcode WAIT_BUCKETS}, not cumulative. */
+  #counts: number[] = WAIT_BUCKETS.map(() => 0);
+  sum = 0;
+  count = 0;
 
   /** Records one grant that waited `seconds`. */
-  observe(resname: string, seconds: number): void {
-    let s = this.#series.get(resname);
-    if (!s) {
-      s = { buckets: WAIT_BUCKETS.map(() => 0), sum: 0, count: 0 };
-      this.#series.set(resname, s);
-    }
-    WAIT_BUCKETS.forEach((le, i) => {
-      if (seconds <= le) s.buckets[i]!++;
-    });
-    s.sum += seconds;
-    s.count++;
+  observe(seconds: number): void {
+    const i = WAIT_BUCKETS.findIndex((le) => seconds <= le);
+    if (i >= 0) this.#counts[i]!++;
+    this.sum += seconds;
+    this.count++;
   }
 
-  /** The series so far, by resource name. */
-  entries(): [string, Readonly<Series>][] {
-    return [...this.#series];
+  /** Cumulative counts for each bound in {@linkcode WAIT_BUCKETS}. */
+  cumulative(): number[] {
+    let total = 0;
+    return this.#counts.map((n) => total += n);
   }
 }
 
@@ -148,22 +143,13 @@ export function renderMetrics(
     "histogram",
     "How long granted requests waited in the queue.",
   );
-  for (const [resource, s] of waits.entries()) {
-    WAIT_BUCKETS.forEach((le, i) =>
-      sample(
-        "sai_resource_wait_seconds_bucket",
-        { resource, le: num(le) },
-        s.buckets[i]!,
-      )
-    );
-    sample(
-      "sai_resource_wait_seconds_bucket",
-      { resource, le: "+Inf" },
-      s.count,
-    );
-    sample("sai_resource_wait_seconds_sum", { resource }, s.sum);
-    sample("sai_resource_wait_seconds_count", { resource }, s.count);
-  }
+  const cumulative = waits.cumulative();
+  WAIT_BUCKETS.forEach((le, i) =>
+    sample("sai_resource_wait_seconds_bucket", { le: num(le) }, cumulative[i]!)
+  );
+  sample("sai_resource_wait_seconds_bucket", { le: "+Inf" }, waits.count);
+  sample("sai_resource_wait_seconds_sum", {}, waits.sum);
+  sample("sai_resource_wait_seconds_count", {}, waits.count);
 
   family("sai_builders_connected", "gauge", "Builders connected now.");
   sample("sai_builders_connected", {}, doc.builders.length);

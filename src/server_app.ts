@@ -371,7 +371,7 @@ class ServerApp {
       switch (o.type) {
         case "grant":
           this.#stats.grants++;
-          this.#waits.observe(o.resname, o.waited / 1000);
+          this.#waits.observe(o.waited / 1000);
           this.#forget(o.owner, o.cookie);
           this.#log.info("granted", {
             builder: o.owner,

@@ -15,6 +15,8 @@ import {
 import { type HistogramSample, parseMetrics, valueOf } from "./_prometheus.ts";
 
 const TOKEN = "t0ken-for-tests-5f3a";
+/** Cookies that holderPids() looks for are unique: other test runs share pgrep. */
+const uniq = (name: string) => `${name}-${crypto.randomUUID().slice(0, 8)}`;
 
 function admin(
   server: ServerProc,
@@ -219,8 +221,9 @@ Deno.test("admin API: raising a budget grants waiting requests at once; lowering
   ]);
   await using builder = await BuilderProc.start(server);
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  const q1c = uniq("q1");
   assert.equal((await runClient(["r", "1", "60", "c1"], env)).code, 0);
-  const q1 = runClient(["r", "1", "60", "q1", "--wait", "30", "--quiet"], env);
+  const q1 = runClient(["r", "1", "60", q1c, "--wait", "30", "--quiet"], env);
   await waitFor(
     "q1 to queue",
     async () => (await server.resource("r")).queuedRequests === 1,
@@ -246,7 +249,7 @@ Deno.test("admin API: raising a budget grants waiting requests at once; lowering
   await shrink.body?.cancel();
   let r = await server.resource("r");
   assert.equal(r.allocated, 2, "no lease is revoked");
-  assert.equal((await holderPids("q1")).length, 1);
+  assert.equal((await holderPids(q1c)).length, 1);
   const q2 = runClient(["r", "1", "60", "q2", "--wait", "30", "--quiet"], env);
   await waitFor(
     "q2 to queue",
@@ -259,7 +262,7 @@ Deno.test("admin API: raising a budget grants waiting requests at once; lowering
   );
   r = await server.resource("r");
   assert.deepEqual(r.queue.map((q) => q.cookie), ["q2"], "still draining");
-  assert.equal((await runClient(["--release", "q1"], env)).code, 0);
+  assert.equal((await runClient(["--release", q1c], env)).code, 0);
   assert.equal((await q2).code, 0, "granted once under the new budget");
   assert.match(
     server.stderr.text,
@@ -277,8 +280,9 @@ Deno.test("admin API: force-release ends the holder and grants the next; resourc
   ]);
   await using builder = await BuilderProc.start(server, { name: "fb" });
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
-  assert.equal((await runClient(["r", "2", "600", "victim"], env)).code, 0);
-  assert.equal((await holderPids("victim")).length, 1);
+  const victim = uniq("victim");
+  assert.equal((await runClient(["r", "2", "600", victim], env)).code, 0);
+  assert.equal((await holderPids(victim)).length, 1);
   const next = runClient(
     ["r", "2", "60", "next", "--wait", "30", "--quiet"],
     env,
@@ -298,12 +302,12 @@ Deno.test("admin API: force-release ends the holder and grants the next; resourc
     409,
     /lease\(s\) are live/,
   );
-  const res = await admin(server, "DELETE", "/api/leases/fb/victim", {
+  const res = await admin(server, "DELETE", `/api/leases/fb/${victim}`, {
     token: TOKEN,
   });
   assert.equal(res.status, 200);
   assert.deepEqual(await res.json(), {
-    cookie: "victim",
+    cookie: victim,
     result: "released",
     builder: "b1",
     resource: "r",
@@ -311,13 +315,13 @@ Deno.test("admin API: force-release ends the holder and grants the next; resourc
   });
   await waitFor(
     "the holder to exit",
-    async () => (await holderPids("victim")).length === 0,
+    async () => (await holderPids(victim)).length === 0,
   );
   assert.equal((await next).code, 0, "the next request got the amount");
   await builder.stderr.wait(/revoked by an operator/);
   assert.match(
     server.stderr.text,
-    /admin action=force-release .*cookie=victim result=released/,
+    new RegExp(`admin action=force-release .*cookie=${victim} result=released`),
   );
   assert.equal((await server.status()).stats.forcedReleases, 1);
 

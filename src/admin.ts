@@ -85,10 +85,26 @@ export function parseTokenFile(text: string, path: string): string {
 
 const OPERATOR_PATTERN = /^[A-Za-z0-9_.@-]{1,64}$/;
 
+/** Largest admin request body read, in bytes. */
+const MAX_BODY_BYTES = 4096;
+
 async function readBudget(req: Request): Promise<number> {
+  const declared = Number(req.headers.get("content-length") ?? 0);
+  if (declared > MAX_BODY_BYTES) {
+    await req.body?.cancel();
+    throw new RangeError(
+      `Cannot parse body: larger than ${MAX_BODY_BYTES} bytes`,
+    );
+  }
+  const text = await req.text();
+  if (text.length > MAX_BODY_BYTES) {
+    throw new RangeError(
+      `Cannot parse body: larger than ${MAX_BODY_BYTES} bytes`,
+    );
+  }
   let body: unknown;
   try {
-    body = JSON.parse(await req.text());
+    body = JSON.parse(text);
   } catch {
     throw new SyntaxError('Cannot parse body: expected JSON {"budget": N}');
   }

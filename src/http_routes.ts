@@ -33,6 +33,18 @@ export interface RouteOptions {
 
 const NO_STORE = { "cache-control": "no-store" };
 
+/** The page may load only from this server: no CDN, fonts or beacons. */
+const PAGE_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "connect-src 'self'",
+  "img-src 'self'",
+  "style-src 'unsafe-inline'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join("; ");
+
 /** Serves the HTTP routes and pushes status to the page's event streams. */
 export class HttpRoutes {
   #opts: RouteOptions;
@@ -71,7 +83,11 @@ export class HttpRoutes {
     const routes: Record<string, () => Response> = {
       "/": () =>
         new Response(INDEX_HTML, {
-          headers: { "content-type": "text/html; charset=utf-8", ...NO_STORE },
+          headers: {
+            "content-type": "text/html; charset=utf-8",
+            "content-security-policy": PAGE_CSP,
+            ...NO_STORE,
+          },
         }),
       "/app.js": () =>
         new Response(APP_JS, {

@@ -164,6 +164,7 @@ Deno.test("admin API: refused without the right token, 400 on bad input, and not
       '{"budget":"3"}',
       "{}",
       '{"budget":2000000000}',
+      `{"budget":1,"pad":"${"x".repeat(5000)}"}`,
     ]
   ) {
     await expectError(

@@ -55,7 +55,11 @@ Deno.test("status page shows a held lease live and updates when it is released",
       }
     });
     await page.setViewport({ width: 1100, height: 700 });
-    await page.goto(`http://127.0.0.1:${server.port}/`);
+    const res = await page.goto(`http://127.0.0.1:${server.port}/`);
+    assert.match(
+      res?.headers()["content-security-policy"] ?? "",
+      /default-src 'none'/,
+    );
     await page.waitForSelector('[data-resource="warmcat_conns"]');
     await page.waitForSelector('.conn[data-state="live"]');
     let navigations = 0;

@@ -13,7 +13,7 @@ endif
 
 DIST := dist
 SOURCES := $(wildcard *.ts src/*.ts) src/_web_asset.ts deno.json
-WEB_SOURCES := $(wildcard web/*) scripts/build_web.ts
+WEB_SOURCES := $(wildcard web/*) src/format.ts scripts/build_web.ts
 
 .PHONY: all build test run ok check fmt lint clean deno web
 

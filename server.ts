@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { parseBudgets, resourcesFromConfig } from "./src/budgets.ts";
 import { type LogFormat, Logger, parseLevel } from "./src/log.ts";
-import { parseTokenFile } from "./src/admin.ts";
+import { applyBudgets, parseTokenFile } from "./src/admin.ts";
 import { startServer } from "./src/server_app.ts";
 import { runStatus } from "./src/status_cli.ts";
 
@@ -189,7 +189,13 @@ async function reload(
     return;
   }
   log.info("SIGHUP: reloading budgets", { config: path });
-  server.applyBudgets(budgets, { addr: "SIGHUP" });
+  const { draining } = applyBudgets(server.admin, budgets, { addr: "SIGHUP" });
+  for (const name of draining) {
+    log.warn("resource not removed: leases are live", {
+      resname: name,
+      hint: "its budget is 0 until they end; reload again to remove it",
+    });
+  }
 }
 
 if (import.meta.main) await main(Deno.args);

@@ -25,6 +25,8 @@ async function sources(): Promise<URL[]> {
   names.sort();
   return [
     ...names.map((n) => new URL(n, WEB)),
+    // Bundled into the page too.
+    new URL("src/format.ts", ROOT),
     new URL("scripts/build_web.ts", ROOT),
   ];
 }

@@ -43,9 +43,36 @@ export type ForceReleaseResult =
 
 /** What the admin API acts on: the server. */
 export interface AdminTarget {
+  /** Current budgets by resource name. */
+  budgets(): Map<string, number>;
   setBudget(name: string, budget: number, by: Actor): BudgetChange;
   removeResource(name: string, by: Actor): RemoveResult;
   forceRelease(builder: string, cookie: string, by: Actor): ForceReleaseResult;
+}
+
+/**
+ * Applies a whole new set of budgets (SIGHUP) as admin actions: changed
+ * budgets are set, new names added, missing names removed, or, while they
+ * still hold leases, set to 0 to drain (returned, so the caller can warn;
+ * the next reload removes them).
+ */
+export function applyBudgets(
+  target: AdminTarget,
+  budgets: Map<string, number>,
+  by: Actor,
+): { draining: string[] } {
+  const current = target.budgets();
+  for (const [name, budget] of budgets) {
+    if (current.get(name) !== budget) target.setBudget(name, budget, by);
+  }
+  const draining: string[] = [];
+  for (const [name, budget] of current) {
+    if (budgets.has(name)) continue;
+    if (target.removeResource(name, by).result !== "busy") continue;
+    if (budget !== 0) target.setBudget(name, 0, by);
+    draining.push(name);
+  }
+  return { draining };
 }
 
 /** An error answer: JSON `{"error": message}`. */

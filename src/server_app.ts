@@ -107,8 +107,6 @@ export interface SaiServer {
   status(): StatusDocument;
   /** Operator actions, as the admin API and SIGHUP use them. */
   readonly admin: AdminTarget;
-  /** Applies a new set of budgets (SIGHUP): each by the admin rules. */
-  applyBudgets(budgets: Map<string, number>, by: Actor): void;
   /** Resolves when the server has stopped. */
   readonly finished: Promise<void>;
   /** Stops listening and drops every builder. */
@@ -191,7 +189,6 @@ class ServerApp {
       allocator: this.#allocator,
       status: () => this.status(),
       admin: this,
-      applyBudgets: (budgets, by) => this.applyBudgets(budgets, by),
       finished: server.finished,
       shutdown: async () => {
         this.#closing = true;
@@ -517,6 +514,10 @@ class ServerApp {
     return { result, refused: outcomes.length };
   }
 
+  budgets(): Map<string, number> {
+    return this.#allocator.budgets();
+  }
+
   forceRelease(builder: string, cookie: string, by: Actor): ForceReleaseResult {
     const byId = this.#sessions.get(builder);
     const matches = byId
@@ -562,26 +563,5 @@ class ServerApp {
       resource: lease.resname,
       amount: lease.amount,
     };
-  }
-
-  applyBudgets(budgets: Map<string, number>, by: Actor): void {
-    for (const [name, budget] of budgets) {
-      if (this.#allocator.budgets().get(name) !== budget) {
-        this.setBudget(name, budget, by);
-      }
-    }
-    for (const name of this.#allocator.budgets().keys()) {
-      if (budgets.has(name)) continue;
-      if (this.removeResource(name, by).result === "busy") {
-        // Drain it instead; the next reload removes it once idle.
-        if (this.#allocator.budgets().get(name) !== 0) {
-          this.setBudget(name, 0, by);
-        }
-        this.#log.warn("resource not removed: leases are live", {
-          resname: name,
-          hint: "its budget is 0 until they end; reload again to remove it",
-        });
-      }
-    }
   }
 }

@@ -6,22 +6,14 @@
  */
 
 import { parseArgs } from "node:util";
+import { formatDuration, formatStart } from "./format.ts";
 import type { StatusDocument } from "./server_app.ts";
+
+export { formatDuration };
 
 /** Usage of `sai-server status`. */
 export const STATUS_USAGE =
   "usage: sai-server status [--server URL] [--json]   (URL default http://127.0.0.1:4460)";
-
-/** `75 s`, `4 min 10 s`, `2 h 5 min`, `3 d 4 h`: as on the page. */
-export function formatDuration(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  if (s < 60) return `${s} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${s % 60} s`;
-  const h = Math.floor(m / 60);
-  if (h < 24) return `${h} h ${m % 60} min`;
-  return `${Math.floor(h / 24)} d ${h % 24} h`;
-}
 
 /** Lays out rows in columns; `right` columns are right-aligned. */
 export function alignTable(
@@ -92,11 +84,7 @@ export function renderStatus(doc: StatusDocument): string {
       q.cookie,
       String(q.amount),
       formatDuration(now - q.enqueuedAt),
-      q.estimatedStart === null
-        ? "unknown"
-        : q.estimatedStart <= now
-        ? "now"
-        : `in ${formatDuration(q.estimatedStart - now)}`,
+      formatStart(q.estimatedStart, now),
     ])
   );
   out.push("", "QUEUE");

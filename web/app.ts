@@ -9,6 +9,7 @@
  * @module
  */
 
+import { formatDuration as duration, formatStart } from "../src/format.ts";
 import type { StatusDocument, StatusResource } from "../src/server_app.ts";
 
 let doc: StatusDocument | undefined;
@@ -28,17 +29,6 @@ function el<K extends keyof HTMLElementTagNameMap>(
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
   e.append(...children);
   return e;
-}
-
-/** `75 s`, `4 min 10 s`, `2 h 5 min`, `3 d 4 h`. */
-export function duration(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  if (s < 60) return `${s} s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m} min ${s % 60} s`;
-  const h = Math.floor(m / 60);
-  if (h < 24) return `${h} h ${m % 60} min`;
-  return `${Math.floor(h / 24)} d ${h % 24} h`;
 }
 
 function table(
@@ -149,14 +139,7 @@ function resourceCard(r: StatusResource, now: number): HTMLElement {
             ["cookie", q.cookie],
             ["num", String(q.amount)],
             ["num", duration(now - q.enqueuedAt)],
-            [
-              "num",
-              q.estimatedStart === null
-                ? "unknown"
-                : q.estimatedStart <= now
-                ? "now"
-                : `in ${duration(q.estimatedStart - now)}`,
-            ],
+            ["num", formatStart(q.estimatedStart, now)],
           ],
         })),
       ),

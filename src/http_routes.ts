@@ -109,7 +109,7 @@ export class HttpRoutes {
     };
     const route = routes[path];
     if (!route) return jsonError(404, `Not found: ${path}`);
-    if (!get) {
+    if (!get || (req.method === "HEAD" && path === "/api/events")) {
       return jsonError(405, `Method ${req.method} not allowed on ${path}`, {
         allow: "GET, HEAD",
       });

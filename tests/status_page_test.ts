@@ -9,7 +9,8 @@ import { BuilderProc, runClient, ServerProc, waitFor } from "./_harness.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM") ?? "/usr/bin/chromium";
 
-async function launch(userDataDir: string) {
+/** Fails the test, not skips it: CI must have a browser (.ci/run). */
+async function requireChromium(): Promise<void> {
   try {
     await Deno.stat(CHROMIUM);
   } catch {
@@ -17,6 +18,9 @@ async function launch(userDataDir: string) {
       `Cannot run the status page test: no Chromium at ${CHROMIUM}; install it with "apt-get install -y chromium" (.ci/run does) or set CHROMIUM`,
     );
   }
+}
+
+async function launch(userDataDir: string) {
   return await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -35,6 +39,7 @@ async function launch(userDataDir: string) {
 }
 
 Deno.test("status page shows a held lease live and updates when it is released", async () => {
+  await requireChromium();
   const tmp = await Deno.makeTempDir({ prefix: "sai-page-test-" });
   await using server = await ServerProc.start([
     "--resources",
@@ -159,6 +164,7 @@ Deno.test("status page shows a held lease live and updates when it is released",
 });
 
 Deno.test("status page reconnects by itself after the server restarts", async () => {
+  await requireChromium();
   const tmp = await Deno.makeTempDir({ prefix: "sai-page-test-" });
   let server = await ServerProc.start(["--resources", "r=3"]);
   const port = server.port;

@@ -389,6 +389,8 @@ class ServerApp {
           break;
         case "refuse":
           this.#count(o.reason);
+          // Queued requests can be refused too (a budget lowered under them).
+          this.#forget(o.owner, o.cookie);
           this.#log.info("refused", {
             builder: o.owner,
             cookie: o.cookie,

@@ -265,6 +265,20 @@ Deno.test("admin API: raising a budget grants waiting requests at once; lowering
   assert.deepEqual(r.queue.map((q) => q.cookie), ["q2"], "still draining");
   assert.equal((await runClient(["--release", q1c], env)).code, 0);
   assert.equal((await q2).code, 0, "granted once under the new budget");
+  // Budget 0: a queued request that can never fit is refused, not left.
+  const never = runClient(["r", "1", "60", "never", "--wait", "30"], env);
+  await waitFor(
+    "never to queue",
+    async () => (await server.resource("r")).queuedRequests === 1,
+  );
+  const zero = await admin(server, "POST", "/api/resources/r", {
+    body: '{"budget":0}',
+  });
+  assert.equal((await zero.json()).refused, 1);
+  const refused = await never;
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /exceeds the budget, lowered to 0/);
+  assert.equal((await server.resource("r")).allocated, 1, "q2 keeps its lease");
   assert.match(
     server.stderr.text,
     /INFO admin action=set-budget by=127\.0\.0\.1:\d+ resname=r budget=1 previous=2/,

@@ -11,6 +11,7 @@ export {
   Allocator,
   type AllocatorOptions,
   type ExpiryOutcome,
+  type GrantedLease,
   type GrantOutcome,
   type LeaseRequest,
   type LeaseStatus,
@@ -49,6 +50,9 @@ export {
   type ServerStats,
   startServer,
   type StatusDocument,
+  type StatusLease,
+  type StatusQueued,
+  type StatusResource,
 } from "./src/server_app.ts";
 export {
   type BuilderOptions,

@@ -9,14 +9,21 @@ import { parseArgs } from "node:util";
 import { parseBudgets, resourcesFromConfig } from "./src/budgets.ts";
 import { type LogFormat, Logger, parseLevel } from "./src/log.ts";
 import { parseTokenFile, type TokenEntry } from "./src/auth.ts";
+import {
+  applyBudgets,
+  parseTokenFile as parseAdminTokenFile,
+} from "./src/admin.ts";
 import { startServer } from "./src/server_app.ts";
+import { runStatus } from "./src/status_cli.ts";
 
 const USAGE =
   `usage: sai-server --resources NAME=BUDGET[,NAME=BUDGET...] [--config FILE]
                   [--listen HOST:PORT] [--max-lease SECONDS]
                   [--builder-tokens FILE] [--cert FILE --key FILE]
                   [--heartbeat SECONDS] [--max-queued-per-builder N]
-                  [--log-level error|warn|info|debug] [--log-format text|json]`;
+                  [--log-level error|warn|info|debug] [--log-format text|json]
+                  [--admin-token TOKEN | --admin-token-file FILE]
+       sai-server status [--server URL] [--json]`;
 
 /** Server settings from the command line. */
 export interface ServerArgs {
@@ -29,6 +36,9 @@ export interface ServerArgs {
   maxQueuedPerBuilder: number;
   builderTokens?: TokenEntry[];
   tls?: { cert: string; key: string };
+  /** The config file SIGHUP re-reads, when budgets come from it. */
+  configPath?: string;
+  adminToken?: string;
 }
 
 async function readFlagFile(flag: string, path: string): Promise<string> {
@@ -76,6 +86,8 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       "builder-tokens": { type: "string" },
       cert: { type: "string" },
       key: { type: "string" },
+      "admin-token": { type: "string" },
+      "admin-token-file": { type: "string" },
     },
   });
   if (positionals.length > 0) {
@@ -121,7 +133,26 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       );
     }
   }
+  let adminToken = values["admin-token"];
+  const adminTokenFile = values["admin-token-file"];
+  if (adminToken !== undefined && adminTokenFile !== undefined) {
+    throw new TypeError("give --admin-token or --admin-token-file, not both");
+  }
+  if (adminToken !== undefined && !/^\S{8,}$/.test(adminToken)) {
+    throw new TypeError(
+      "--admin-token must be at least 8 non-space characters",
+    );
+  }
+  if (adminTokenFile !== undefined) {
+    adminToken = parseAdminTokenFile(
+      await readFlagFile("--admin-token-file", adminTokenFile),
+      adminTokenFile,
+    );
+  }
   return {
+    ...(values.resources === undefined && values.config !== undefined &&
+      { configPath: values.config }),
+    ...(adminToken !== undefined && { adminToken }),
     ...(builderTokens && { builderTokens }),
     ...(values.cert !== undefined && values.key !== undefined && {
       tls: {
@@ -145,6 +176,14 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
 
 /** Runs `sai-server` until SIGINT or SIGTERM. */
 export async function main(args: string[]): Promise<void> {
+  if (args[0] === "status") {
+    Deno.exit(
+      await runStatus(args.slice(1), {
+        out: (t) => Deno.stdout.writeSync(new TextEncoder().encode(t)),
+        err: (t) => Deno.stderr.writeSync(new TextEncoder().encode(t)),
+      }),
+    );
+  }
   let parsed: ServerArgs;
   try {
     parsed = await parseServerArgs(args);
@@ -170,8 +209,44 @@ export async function main(args: string[]): Promise<void> {
   const stop = () => server.shutdown();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGHUP", () => reload(parsed, server));
   await server.finished;
   Deno.exit(0);
+}
+
+/** SIGHUP: re-reads `--config` and applies its budgets by the admin rules. */
+async function reload(
+  parsed: ServerArgs,
+  server: Awaited<ReturnType<typeof startServer>>,
+): Promise<void> {
+  const log = parsed.logger;
+  const path = parsed.configPath;
+  if (path === undefined) {
+    log.warn("SIGHUP ignored: budgets do not come from --config");
+    return;
+  }
+  let budgets;
+  try {
+    const resources = resourcesFromConfig(await Deno.readTextFile(path));
+    if (resources === undefined) {
+      throw new TypeError('no "resources" in its "com-warmcat-sai" options');
+    }
+    budgets = parseBudgets(resources);
+  } catch (err) {
+    log.error("SIGHUP: config not applied; budgets unchanged", {
+      config: path,
+      error: (err as Error).message,
+    });
+    return;
+  }
+  log.info("SIGHUP: reloading budgets", { config: path });
+  const { draining } = applyBudgets(server.admin, budgets, { addr: "SIGHUP" });
+  for (const name of draining) {
+    log.warn("resource not removed: leases are live", {
+      resname: name,
+      hint: "its budget is 0 until they end; reload again to remove it",
+    });
+  }
 }
 
 if (import.meta.main) await main(Deno.args);

@@ -121,6 +121,14 @@ export interface ResourceStatus {
   queue: QueuedStatus[];
 }
 
+/** A lease ended by {@linkcode Allocator.forceRelease}. */
+export interface GrantedLease {
+  owner: string;
+  cookie: string;
+  resname: string;
+  amount: number;
+}
+
 interface Entry {
   owner: string;
   cookie: string;
@@ -458,6 +466,100 @@ export class Allocator {
         })),
       };
     });
+  }
+
+  // --- Operator actions (issue #5) -------------------------------------
+  // Kept apart from request handling: budgets change live, never revoking a
+  // lease except by an explicit forceRelease().
+
+  /**
+   * Sets a resource's budget, adding the resource if it is new.  Raising it
+   * grants waiting requests at once; lowering it never revokes a lease: the
+   * resource drains (no grants until allocated is under the new budget), and
+   * queued requests larger than the new budget, which could never start, are
+   * refused.
+   */
+  setBudget(
+    name: string,
+    budget: number,
+  ): { previous: number | undefined; outcomes: Outcome[] } {
+    if (!Number.isSafeInteger(budget) || budget < 0) {
+      throw new RangeError(
+        `Cannot set budget of "${name}": expected a non-negative integer, got ${budget}`,
+      );
+    }
+    const res = this.#resources.get(name);
+    if (!res) {
+      this.#resources.set(name, new Resource(name, budget));
+      return { previous: undefined, outcomes: [] };
+    }
+    const previous = res.budget;
+    res.budget = budget;
+    const out: Outcome[] = [];
+    for (const e of [...res.queue()]) {
+      if (e.amount <= budget) continue;
+      this.#remove(e);
+      out.push({
+        type: "refuse",
+        owner: e.owner,
+        cookie: e.cookie,
+        reason: "exceeds-budget",
+        message:
+          `Cannot lease "${name}": amount ${e.amount} exceeds the budget, lowered to ${budget}`,
+      });
+    }
+    return { previous, outcomes: this.#schedule(res, out) };
+  }
+
+  /**
+   * Removes a resource that holds no lease; its queued requests are refused.
+   * Returns `"busy"` (and changes nothing) while leases are live: set the
+   * budget to 0 to drain it first, or force-release them.
+   */
+  removeResource(
+    name: string,
+  ): { result: "removed" | "busy" | "unknown"; outcomes: Outcome[] } {
+    const res = this.#resources.get(name);
+    if (!res) return { result: "unknown", outcomes: [] };
+    if (res.leased.size > 0) return { result: "busy", outcomes: [] };
+    const out: Outcome[] = [];
+    for (const e of [...res.queue()]) {
+      this.#remove(e);
+      out.push({
+        type: "refuse",
+        owner: e.owner,
+        cookie: e.cookie,
+        reason: "unknown-resource",
+        message: `Cannot lease "${name}": the resource was removed`,
+      });
+    }
+    this.#resources.delete(name);
+    return { result: "removed", outcomes: out };
+  }
+
+  /**
+   * Ends a live lease at an operator's word (queued requests are not
+   * touched: see release()).  Returns the lease ended, if any, and the
+   * grants its amount allowed; the shell tells the holder.
+   */
+  forceRelease(
+    owner: string,
+    cookie: string,
+  ): { lease: GrantedLease | undefined; outcomes: Outcome[] } {
+    const entry = this.#entries.get(keyOf(owner, cookie));
+    if (!entry || entry.state !== "leased") {
+      return { lease: undefined, outcomes: [] };
+    }
+    this.#remove(entry);
+    return {
+      lease: {
+        owner,
+        cookie,
+        resname: entry.res.name,
+        amount: entry.amount,
+      },
+      outcomes: this.#schedule(entry.res, []),
+    };
   }
 
   #isLive(entry: Entry): boolean {

@@ -230,3 +230,93 @@ Deno.test("Allocator.request() refuses past the per-owner queue limit, without t
   alloc.release("a", "q1");
   assert.deepEqual(alloc.request("a", req("q4", 1)), []);
 });
+
+// --- Operator actions (issue #5) ---------------------------------------
+
+Deno.test("Allocator.setBudget() raising the budget grants waiting requests at once", () => {
+  const { alloc } = setup({ r: 2 });
+  alloc.request("b", req("a", 2));
+  assert.deepEqual(alloc.request("b", req("q1", 1)), []);
+  assert.deepEqual(alloc.request("b", req("q2", 2)), []);
+  const { previous, outcomes } = alloc.setBudget("r", 5);
+  assert.equal(previous, 2);
+  assert.deepEqual(summary(outcomes), ["grant:b/q1", "grant:b/q2"]);
+  assert.equal(alloc.status()[0]!.allocated, 5);
+});
+
+Deno.test("Allocator.setBudget() lowering drains: no lease revoked, no grant until under the new budget", () => {
+  const { alloc } = setup({ r: 4 });
+  alloc.request("b", req("a", 2));
+  alloc.request("b", req("c", 2));
+  assert.deepEqual(alloc.request("b", req("q", 1)), []);
+  assert.deepEqual(alloc.setBudget("r", 2).outcomes, []);
+  let [r] = alloc.status();
+  assert.equal(r!.allocated, 4, "live leases are kept");
+  assert.equal(r!.budget, 2);
+  // 2 of 2 still allocated: the queue keeps waiting.
+  assert.deepEqual(alloc.release("b", "a").outcomes, []);
+  assert.deepEqual(summary(alloc.release("b", "c").outcomes), ["grant:b/q"]);
+  [r] = alloc.status();
+  assert.equal(r!.allocated, 1);
+});
+
+Deno.test("Allocator.setBudget() refuses queued requests the new budget can never fit", () => {
+  const { alloc } = setup({ r: 4 });
+  alloc.request("b", req("a", 4));
+  alloc.request("b", req("big", 3));
+  alloc.request("b", req("small", 1));
+  const { outcomes } = alloc.setBudget("r", 2);
+  assert.deepEqual(summary(outcomes), ["refuse:b/big"]);
+  assert.equal(
+    outcomes[0]?.type === "refuse" && outcomes[0].reason,
+    "exceeds-budget",
+  );
+  assert.deepEqual(alloc.status()[0]!.queue.map((q) => q.cookie), ["small"]);
+});
+
+Deno.test("Allocator.setBudget() adds a new resource and rejects a bad budget", () => {
+  const { alloc } = setup({ r: 1 });
+  assert.equal(alloc.setBudget("db", 3).previous, undefined);
+  assert.deepEqual(summary(alloc.request("b", req("x", 3, 10, "db"))), [
+    "grant:b/x",
+  ]);
+  assert.throws(() => alloc.setBudget("r", -1), RangeError);
+  assert.throws(() => alloc.setBudget("r", 1.5), RangeError);
+  assert.equal(alloc.budgets().get("r"), 1);
+});
+
+Deno.test("Allocator.removeResource() refuses while leases are live, else removes it", () => {
+  const { alloc } = setup({ r: 1, keep: 1 });
+  alloc.request("b", req("a", 1));
+  alloc.request("b", req("q", 1));
+  assert.equal(alloc.removeResource("r").result, "busy");
+  assert.equal(alloc.status().find((s) => s.name === "r")!.queuedRequests, 1);
+  assert.equal(alloc.removeResource("nope").result, "unknown");
+  alloc.setBudget("r", 0);
+  alloc.release("b", "a");
+  const { result, outcomes } = alloc.removeResource("r");
+  assert.equal(result, "removed");
+  assert.deepEqual(outcomes, [], "budget 0 already refused the queue");
+  assert.deepEqual([...alloc.budgets().keys()], ["keep"]);
+  const again = alloc.request("b", req("z", 1));
+  assert.equal(
+    again[0]?.type === "refuse" && again[0].reason,
+    "unknown-resource",
+  );
+});
+
+Deno.test("Allocator.forceRelease() ends a live lease, grants the next, and ignores queued or unknown cookies", () => {
+  const { alloc, advance } = setup({ r: 2 });
+  alloc.request("b", req("a", 2, 5));
+  alloc.request("c", req("q", 2, 60));
+  assert.equal(alloc.forceRelease("c", "q").lease, undefined);
+  assert.equal(alloc.forceRelease("b", "nope").lease, undefined);
+  const { lease, outcomes } = alloc.forceRelease("b", "a");
+  assert.deepEqual(lease, { owner: "b", cookie: "a", resname: "r", amount: 2 });
+  assert.deepEqual(summary(outcomes), ["grant:c/q"]);
+  assert.equal(alloc.lookup("b", "a"), undefined);
+  // The revoked lease's expiry must not fire later.
+  advance(10_000);
+  assert.deepEqual(alloc.expire(), []);
+  assert.equal(alloc.status()[0]!.allocated, 2);
+});

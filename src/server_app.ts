@@ -1,19 +1,31 @@
 /**
  * The server shell: a WebSocket listener for builders that turns their
  * messages into calls on the {@linkcode Allocator} and delivers what comes
- * back.  It also serves `/api/status`.
+ * back.  Plain HTTP (status page, `/api/status`, `/metrics`, admin API) is
+ * served by {@linkcode HttpRoutes}; operator actions are at the end.
  *
  * @module
  */
 
 import {
   Allocator,
+  type LeaseStatus,
   type Outcome,
+  type QueuedStatus,
   type RefusalReason,
   type ResourceStatus,
 } from "./allocator.ts";
 import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
 import { type Fields, Logger } from "./log.ts";
+import type {
+  Actor,
+  AdminTarget,
+  BudgetChange,
+  ForceReleaseResult,
+  RemoveResult,
+} from "./admin.ts";
+import { HttpRoutes } from "./http_routes.ts";
+import { renderMetrics, WaitHistogram } from "./metrics.ts";
 import type { Policy } from "./policy.ts";
 import {
   encode,
@@ -55,6 +67,8 @@ export interface ServerOptions {
   tls?: { cert: string; key: string };
   /** The clock (default `Date.now`). */
   now?: () => number;
+  /** Bearer token for the admin API; without it the API is disabled. */
+  adminToken?: string;
 }
 
 /** Counters since start, for `/api/status` and metrics. */
@@ -64,7 +78,19 @@ export interface ServerStats {
   expiries: number;
   releases: number;
   withdrawals: number;
+  /** Leases ended by an operator (also counted in `releases`). */
+  forcedReleases: number;
 }
+
+/** A lease in `/api/status`: the allocator's view plus the builder's name. */
+export type StatusLease = LeaseStatus & { builder: string };
+/** A queued request in `/api/status`, with the builder's name. */
+export type StatusQueued = QueuedStatus & { builder: string };
+/** A resource in `/api/status`. */
+export type StatusResource = Omit<ResourceStatus, "leases" | "queue"> & {
+  leases: StatusLease[];
+  queue: StatusQueued[];
+};
 
 /** The `/api/status` document. */
 export interface StatusDocument {
@@ -72,7 +98,7 @@ export interface StatusDocument {
   time: number;
   policy: string;
   builders: { id: string; name: string; connectedAt: number }[];
-  resources: ResourceStatus[];
+  resources: StatusResource[];
   stats: ServerStats;
 }
 
@@ -95,6 +121,8 @@ export interface SaiServer {
   readonly port: number;
   readonly allocator: Allocator;
   status(): StatusDocument;
+  /** Operator actions, as the admin API and SIGHUP use them. */
+  readonly admin: AdminTarget;
   /** Resolves when the server has stopped. */
   readonly finished: Promise<void>;
   /** Stops listening and drops every builder. */
@@ -130,10 +158,13 @@ class ServerApp {
     expiries: 0,
     releases: 0,
     withdrawals: 0,
+    forcedReleases: 0,
   };
   #closing = false;
   #tokens: TokenEntry[] | undefined;
   #tls: { cert: string; key: string } | undefined;
+  #waits = new WaitHistogram();
+  #routes: HttpRoutes;
 
   constructor(options: ServerOptions) {
     this.#tokens = options.builderTokens;
@@ -149,6 +180,13 @@ class ServerApp {
       ...(options.policy !== undefined && { policy: options.policy }),
       ...(options.maxQueuedPerBuilder !== undefined &&
         { maxQueuedPerOwner: options.maxQueuedPerBuilder }),
+    });
+    this.#routes = new HttpRoutes({
+      status: () => this.status(),
+      metrics: () => renderMetrics(this.status(), this.#waits),
+      admin: this,
+      adminToken: options.adminToken,
+      logger: this.#log,
     });
   }
 
@@ -166,7 +204,7 @@ class ServerApp {
       port,
       ...this.#tls,
       onListen: (addr) => resolve(addr as Deno.NetAddr),
-    }, (req) => this.#handle(req));
+    }, (req, info) => this.#handle(req, info));
     const addr = await listening;
     const host = addr.hostname.includes(":")
       ? `[${addr.hostname}]`
@@ -178,9 +216,11 @@ class ServerApp {
       port: addr.port,
       allocator: this.#allocator,
       status: () => this.status(),
+      admin: this,
       finished: server.finished,
       shutdown: async () => {
         this.#closing = true;
+        this.#routes.close();
         clearTimeout(this.#timer);
         clearTimeout(this.#progressTimer);
         for (const s of this.#sessions.values()) {
@@ -192,6 +232,13 @@ class ServerApp {
   }
 
   status(): StatusDocument {
+    const names = new Map(
+      [...this.#sessions.values()].map((s) => [s.owner!, s.name ?? ""]),
+    );
+    const named = <T extends { owner: string }>(x: T) => ({
+      ...x,
+      builder: names.get(x.owner) ?? "",
+    });
     return {
       version: 1,
       time: this.#now(),
@@ -201,12 +248,19 @@ class ServerApp {
         name: s.name ?? "",
         connectedAt: s.connectedAt,
       })),
-      resources: this.#allocator.status(),
+      resources: this.#allocator.status().map((r) => ({
+        ...r,
+        leases: r.leases.map(named),
+        queue: r.queue.map(named),
+      })),
       stats: structuredClone(this.#stats),
     };
   }
 
-  #handle(req: Request): Response {
+  #handle(
+    req: Request,
+    info: Deno.ServeHandlerInfo,
+  ): Response | Promise<Response> {
     if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
       const { socket, response } = Deno.upgradeWebSocket(req, {
         idleTimeout: this.#heartbeat,
@@ -214,19 +268,8 @@ class ServerApp {
       this.#accept(socket);
       return response;
     }
-    const url = new URL(req.url);
-    if (req.method === "GET" && url.pathname === "/api/status") {
-      return Response.json(this.status(), {
-        headers: { "cache-control": "no-store" },
-      });
-    }
-    if (req.method === "GET" && url.pathname === "/") {
-      return new Response(
-        "Sai resource server: builders connect here over WebSocket; see /api/status\n",
-        { headers: { "content-type": "text/plain; charset=utf-8" } },
-      );
-    }
-    return new Response("Not found\n", { status: 404 });
+    const addr = info.remoteAddr as Deno.NetAddr;
+    return this.#routes.handle(req, `${addr.hostname}:${addr.port}`);
   }
 
   #accept(socket: WebSocket): void {
@@ -312,6 +355,7 @@ class ServerApp {
       builder: conn.owner,
       name: conn.name,
     });
+    this.#routes.changed();
   }
 
   async #receive(
@@ -417,6 +461,7 @@ class ServerApp {
       switch (o.type) {
         case "grant":
           this.#stats.grants++;
+          this.#waits.observe(o.waited / 1000);
           this.#forget(o.owner, o.cookie);
           this.#log.info("granted", {
             builder: o.owner,
@@ -437,6 +482,8 @@ class ServerApp {
           break;
         case "refuse":
           this.#count(o.reason);
+          // Queued requests can be refused too (a budget lowered under them).
+          this.#forget(o.owner, o.cookie);
           this.#log.info("refused", {
             builder: o.owner,
             cookie: o.cookie,
@@ -467,6 +514,7 @@ class ServerApp {
     }
     this.#armExpiry();
     if (this.#dirty.size > 0) this.#armProgress();
+    this.#routes.changed();
   }
 
   #forget(owner: string, cookie: string): void {
@@ -519,5 +567,96 @@ class ServerApp {
         });
       }
     }
+  }
+
+  // --- Operator actions (issue #5): the admin API and SIGHUP -------------
+
+  #audit(action: string, by: Actor, fields: Record<string, unknown>): void {
+    this.#log.info("admin", {
+      action,
+      by: by.addr,
+      ...by.operator !== undefined && { operator: by.operator },
+      ...fields,
+    });
+  }
+
+  setBudget(name: string, budget: number, by: Actor): BudgetChange {
+    const { previous, outcomes } = this.#allocator.setBudget(name, budget);
+    this.#audit(previous === undefined ? "add-resource" : "set-budget", by, {
+      resname: name,
+      budget,
+      previous: previous ?? null,
+    });
+    this.#dirty.add(name);
+    this.#apply(outcomes);
+    return {
+      resource: name,
+      budget,
+      previous: previous ?? null,
+      granted: outcomes.filter((o) => o.type === "grant").length,
+      refused: outcomes.filter((o) => o.type === "refuse").length,
+    };
+  }
+
+  removeResource(name: string, by: Actor): RemoveResult {
+    const leases = this.#allocator.status().find((r) => r.name === name)
+      ?.leases.length ?? 0;
+    const { result, outcomes } = this.#allocator.removeResource(name);
+    this.#audit("remove-resource", by, { resname: name, result });
+    this.#apply(outcomes);
+    if (result === "busy") return { result, leases };
+    if (result === "unknown") return { result };
+    return { result, refused: outcomes.length };
+  }
+
+  budgets(): Map<string, number> {
+    return this.#allocator.budgets();
+  }
+
+  forceRelease(builder: string, cookie: string, by: Actor): ForceReleaseResult {
+    const byId = this.#sessions.get(builder);
+    const matches = byId
+      ? [byId]
+      : [...this.#sessions.values()].filter((s) => s.name === builder);
+    if (matches.length !== 1) {
+      this.#audit("force-release", by, {
+        builder,
+        cookie,
+        result: matches.length === 0 ? "unknown-builder" : "ambiguous-builder",
+      });
+      return matches.length === 0
+        ? { result: "unknown-builder" }
+        : { result: "ambiguous-builder", ids: matches.map((s) => s.owner!) };
+    }
+    const session = matches[0]!;
+    const { lease, outcomes } = this.#allocator.forceRelease(
+      session.owner!,
+      cookie,
+    );
+    this.#audit("force-release", by, {
+      builder: session.owner!,
+      name: session.name,
+      cookie,
+      result: lease ? "released" : "no-lease",
+    });
+    if (!lease) return { result: "no-lease" };
+    this.#stats.releases++;
+    this.#stats.forcedReleases++;
+    this.#forget(session.owner!, cookie);
+    this.#dirty.add(lease.resname);
+    // A refusal after the grant: the builder drops the client, so the
+    // holder's connection closes and it exits.
+    this.#send(session, {
+      schema: SCHEMA,
+      cookie,
+      error: "Lease revoked by an operator",
+    });
+    this.#apply(outcomes);
+    return {
+      result: "released",
+      builder: session.name ?? session.owner!,
+      resource: lease.resname,
+      amount: lease.amount,
+    };
   }
 }

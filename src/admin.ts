@@ -1,0 +1,267 @@
+/**
+ * The admin API: bearer-token checks, request validation and the HTTP
+ * answers for operator actions.  What an action does is up to the
+ * {@linkcode AdminTarget} (the server), so this module stays free of
+ * allocator and socket details.
+ *
+ * @module
+ */
+
+import { createHash, timingSafeEqual } from "node:crypto";
+import { MAX_BUDGET } from "./budgets.ts";
+import { COOKIE_PATTERN, NAME_PATTERN } from "./protocol.ts";
+
+/** Who asked for an admin action, for the log. */
+export interface Actor {
+  /** The peer's address, `HOST:PORT`. */
+  addr: string;
+  /** The optional `X-Sai-Operator` header: a name for the log. */
+  operator?: string;
+}
+
+/** Result of changing a budget. */
+export interface BudgetChange {
+  resource: string;
+  budget: number;
+  previous: number | null;
+  granted: number;
+  refused: number;
+}
+
+/** Result of removing a resource. */
+export type RemoveResult =
+  | { result: "removed"; refused: number }
+  | { result: "busy"; leases: number }
+  | { result: "unknown" };
+
+/** Result of force-releasing a lease. */
+export type ForceReleaseResult =
+  | { result: "released"; builder: string; resource: string; amount: number }
+  | { result: "unknown-builder" }
+  | { result: "ambiguous-builder"; ids: string[] }
+  | { result: "no-lease" };
+
+/** What the admin API acts on: the server. */
+export interface AdminTarget {
+  /** Current budgets by resource name. */
+  budgets(): Map<string, number>;
+  setBudget(name: string, budget: number, by: Actor): BudgetChange;
+  removeResource(name: string, by: Actor): RemoveResult;
+  forceRelease(builder: string, cookie: string, by: Actor): ForceReleaseResult;
+}
+
+/**
+ * Applies a whole new set of budgets (SIGHUP) as admin actions: changed
+ * budgets are set, new names added, missing names removed, or, while they
+ * still hold leases, set to 0 to drain (returned, so the caller can warn;
+ * the next reload removes them).
+ */
+export function applyBudgets(
+  target: AdminTarget,
+  budgets: Map<string, number>,
+  by: Actor,
+): { draining: string[] } {
+  const current = target.budgets();
+  for (const [name, budget] of budgets) {
+    if (current.get(name) !== budget) target.setBudget(name, budget, by);
+  }
+  const draining: string[] = [];
+  for (const [name, budget] of current) {
+    if (budgets.has(name)) continue;
+    if (target.removeResource(name, by).result !== "busy") continue;
+    if (budget !== 0) target.setBudget(name, 0, by);
+    draining.push(name);
+  }
+  return { draining };
+}
+
+/** An error answer: JSON `{"error": message}`. */
+export function jsonError(
+  status: number,
+  message: string,
+  headers: Record<string, string> = {},
+): Response {
+  return Response.json({ error: message }, { status, headers });
+}
+
+function digest(text: string): Uint8Array {
+  return createHash("sha256").update(text).digest();
+}
+
+/**
+ * Whether `header` is `Bearer <token>`.  Both sides are hashed first so the
+ * comparison takes the same time whatever the length or content.
+ */
+export function bearerMatches(header: string | null, token: string): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
+  const given = m?.[1] ?? "";
+  const equal = timingSafeEqual(digest(given), digest(token));
+  return m !== null && equal;
+}
+
+/** Reads a token file: its first line, trimmed; throws `TypeError` if empty. */
+export function parseTokenFile(text: string, path: string): string {
+  const token = text.split("\n")[0]!.trim();
+  if (!/^\S{8,}$/.test(token)) {
+    throw new TypeError(
+      `Cannot use admin token file "${path}": the first line must be at least 8 non-space characters`,
+    );
+  }
+  return token;
+}
+
+const OPERATOR_PATTERN = /^[A-Za-z0-9_.@-]{1,64}$/;
+
+/** Largest admin request body read, in bytes. */
+const MAX_BODY_BYTES = 4096;
+
+async function readBudget(req: Request): Promise<number> {
+  const declared = Number(req.headers.get("content-length") ?? 0);
+  if (declared > MAX_BODY_BYTES) {
+    await req.body?.cancel();
+    throw new RangeError(
+      `Cannot parse body: larger than ${MAX_BODY_BYTES} bytes`,
+    );
+  }
+  const text = await req.text();
+  if (text.length > MAX_BODY_BYTES) {
+    throw new RangeError(
+      `Cannot parse body: larger than ${MAX_BODY_BYTES} bytes`,
+    );
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new SyntaxError('Cannot parse body: expected JSON {"budget": N}');
+  }
+  const budget = (body as { budget?: unknown } | null)?.budget;
+  if (
+    typeof budget !== "number" || !Number.isSafeInteger(budget) ||
+    budget < 0 || budget > MAX_BUDGET
+  ) {
+    throw new RangeError(
+      `Cannot set budget: "budget" must be an integer from 0 to ${MAX_BUDGET}, got ${
+        JSON.stringify(budget) ?? "nothing"
+      }`,
+    );
+  }
+  return budget;
+}
+
+/** Routes under `/api/resources/` and `/api/leases/`; undefined if none. */
+export function isAdminPath(pathname: string): boolean {
+  return pathname.startsWith("/api/resources/") ||
+    pathname.startsWith("/api/leases/");
+}
+
+/**
+ * Answers an admin request.  `token` undefined means the API is disabled
+ * (403); a missing or wrong bearer token is 401 / 403.
+ */
+export async function handleAdmin(
+  req: Request,
+  options: { token: string | undefined; target: AdminTarget; addr: string },
+): Promise<Response> {
+  const { token, target } = options;
+  if (token === undefined) {
+    return jsonError(
+      403,
+      "The admin API is disabled: start sai-server with --admin-token",
+    );
+  }
+  const auth = req.headers.get("authorization");
+  if (auth === null) {
+    return jsonError(401, "Missing Authorization: Bearer TOKEN", {
+      "www-authenticate": 'Bearer realm="sai-server"',
+    });
+  }
+  if (!bearerMatches(auth, token)) {
+    return jsonError(403, "Wrong admin token");
+  }
+  const operator = req.headers.get("x-sai-operator") ?? undefined;
+  if (operator !== undefined && !OPERATOR_PATTERN.test(operator)) {
+    return jsonError(
+      400,
+      `X-Sai-Operator must match ${OPERATOR_PATTERN.source}, got "${operator}"`,
+    );
+  }
+  const by: Actor = {
+    addr: options.addr,
+    ...(operator !== undefined && { operator }),
+  };
+  const parts = new URL(req.url).pathname.split("/").slice(1)
+    .map((p) => {
+      try {
+        return decodeURIComponent(p);
+      } catch {
+        return "\0";
+      }
+    });
+  // ["api", "resources", NAME] or ["api", "leases", BUILDER, COOKIE]
+  if (parts[1] === "resources" && parts.length === 3) {
+    const name = parts[2]!;
+    if (!NAME_PATTERN.test(name)) {
+      return jsonError(
+        400,
+        `Resource name must match ${NAME_PATTERN.source}, got "${name}"`,
+      );
+    }
+    if (req.method === "POST" || req.method === "PUT") {
+      let budget: number;
+      try {
+        budget = await readBudget(req);
+      } catch (err) {
+        return jsonError(400, (err as Error).message);
+      }
+      return Response.json(target.setBudget(name, budget, by));
+    }
+    if (req.method === "DELETE") {
+      const r = target.removeResource(name, by);
+      if (r.result === "unknown") {
+        return jsonError(404, `No resource "${name}"`);
+      }
+      if (r.result === "busy") {
+        return jsonError(
+          409,
+          `Cannot remove "${name}": ${r.leases} lease(s) are live; set its budget to 0 to drain it, or force-release them`,
+        );
+      }
+      return Response.json({ resource: name, ...r });
+    }
+    return jsonError(405, `Method ${req.method} not allowed here`, {
+      allow: "POST, PUT, DELETE",
+    });
+  }
+  if (parts[1] === "leases" && parts.length === 4) {
+    const [, , builder, cookie] = parts as [string, string, string, string];
+    if (!COOKIE_PATTERN.test(cookie)) {
+      return jsonError(400, `Not a valid cookie: "${cookie}"`);
+    }
+    if (req.method !== "DELETE") {
+      return jsonError(405, `Method ${req.method} not allowed here`, {
+        allow: "DELETE",
+      });
+    }
+    const r = target.forceRelease(builder, cookie, by);
+    switch (r.result) {
+      case "released":
+        return Response.json({ cookie, ...r });
+      case "unknown-builder":
+        return jsonError(404, `No connected builder "${builder}"`);
+      case "ambiguous-builder":
+        return jsonError(
+          409,
+          `Several builders are named "${builder}": use an id (${
+            r.ids.join(", ")
+          })`,
+        );
+      case "no-lease":
+        return jsonError(
+          404,
+          `Builder "${builder}" holds no lease with cookie "${cookie}"`,
+        );
+    }
+  }
+  return jsonError(404, "No such admin endpoint");
+}

@@ -1,0 +1,157 @@
+/**
+ * Prometheus text exposition (format 0.0.4) of the server's state: gauges
+ * from a status snapshot, counters since start, and how long granted
+ * requests waited.  Pure: the server hands it what to render.
+ *
+ * @module
+ */
+
+import type { StatusDocument } from "./server_app.ts";
+
+/** Upper bounds of the wait histogram, in seconds. */
+export const WAIT_BUCKETS = [
+  0.01,
+  0.1,
+  0.5,
+  1,
+  5,
+  10,
+  30,
+  60,
+  300,
+  900,
+  3600,
+] as const;
+
+/**
+ * How long granted requests waited in the queue, over all resources: one
+ * series keeps the exposition simple for every parser (per-resource waits
+ * can be told apart in the logs, which carry `waited_ms` per grant).
+ */
+export class WaitHistogram {
+  /** Counts per bucket in {@linkcode WAIT_BUCKETS}, not cumulative. */
+  #counts: number[] = WAIT_BUCKETS.map(() => 0);
+  sum = 0;
+  count = 0;
+
+  /** Records one grant that waited `seconds`. */
+  observe(seconds: number): void {
+    const i = WAIT_BUCKETS.findIndex((le) => seconds <= le);
+    if (i >= 0) this.#counts[i]!++;
+    this.sum += seconds;
+    this.count++;
+  }
+
+  /** Cumulative counts for each bound in {@linkcode WAIT_BUCKETS}. */
+  cumulative(): number[] {
+    let total = 0;
+    return this.#counts.map((n) => total += n);
+  }
+}
+
+/** Escapes a label value as the exposition format requires. */
+export function escapeLabel(value: string): string {
+  return value.replaceAll("\\", "\\\\").replaceAll("\n", "\\n").replaceAll(
+    '"',
+    '\\"',
+  );
+}
+
+function labels(pairs: Record<string, string>): string {
+  const inner = Object.entries(pairs)
+    .map(([k, v]) => `${k}="${escapeLabel(v)}"`)
+    .join(",");
+  return inner ? `{${inner}}` : "";
+}
+
+function num(n: number): string {
+  if (n === Infinity) return "+Inf";
+  return String(n);
+}
+
+/** Renders the metrics for a status snapshot and the wait histogram. */
+export function renderMetrics(
+  doc: StatusDocument,
+  waits: WaitHistogram,
+): string {
+  const out: string[] = [];
+  const family = (name: string, type: string, help: string) =>
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  const sample = (
+    name: string,
+    pairs: Record<string, string>,
+    value: number,
+  ) => out.push(`${name}${labels(pairs)} ${num(value)}`);
+
+  const perResource: [
+    string,
+    string,
+    (r: StatusDocument["resources"][number]) => number,
+  ][] = [
+    ["sai_resource_budget", "Budget of the resource.", (r) => r.budget],
+    [
+      "sai_resource_allocated",
+      "Amount currently leased.",
+      (r) => r.allocated,
+    ],
+    [
+      "sai_resource_queued_requests",
+      "Requests waiting in the queue.",
+      (r) => r.queuedRequests,
+    ],
+    [
+      "sai_resource_queued_amount",
+      "Total amount the queued requests ask for.",
+      (r) => r.queuedAmount,
+    ],
+  ];
+  for (const [name, help, get] of perResource) {
+    family(name, "gauge", help);
+    for (const r of doc.resources) sample(name, { resource: r.name }, get(r));
+  }
+
+  const { stats } = doc;
+  family(
+    "sai_resource_grants_total",
+    "counter",
+    "Leases granted since start.",
+  );
+  sample("sai_resource_grants_total", {}, stats.grants);
+  family(
+    "sai_resource_refusals_total",
+    "counter",
+    "Requests refused since start, by reason.",
+  );
+  for (const [reason, n] of Object.entries(stats.refusals).sort()) {
+    sample("sai_resource_refusals_total", { reason }, n ?? 0);
+  }
+  family(
+    "sai_resource_expiries_total",
+    "counter",
+    "Leases that ran out since start.",
+  );
+  sample("sai_resource_expiries_total", {}, stats.expiries);
+  family(
+    "sai_resource_releases_total",
+    "counter",
+    "Leases released before expiry since start (by the holder or an operator).",
+  );
+  sample("sai_resource_releases_total", {}, stats.releases);
+
+  family(
+    "sai_resource_wait_seconds",
+    "histogram",
+    "How long granted requests waited in the queue.",
+  );
+  const cumulative = waits.cumulative();
+  WAIT_BUCKETS.forEach((le, i) =>
+    sample("sai_resource_wait_seconds_bucket", { le: num(le) }, cumulative[i]!)
+  );
+  sample("sai_resource_wait_seconds_bucket", { le: "+Inf" }, waits.count);
+  sample("sai_resource_wait_seconds_sum", {}, waits.sum);
+  sample("sai_resource_wait_seconds_count", {}, waits.count);
+
+  family("sai_builders_connected", "gauge", "Builders connected now.");
+  sample("sai_builders_connected", {}, doc.builders.length);
+  return out.join("\n") + "\n";
+}

@@ -9,6 +9,11 @@
 import { parseArgs } from "node:util";
 import { defaultSocketPath, startBuilder } from "./src/builder_app.ts";
 import { Logger, parseLevel } from "./src/log.ts";
+import {
+  parseLogFormat,
+  positiveSeconds,
+  readFlagFile,
+} from "./src/cli_flags.ts";
 import { NAME_PATTERN } from "./src/protocol.ts";
 
 const USAGE =
@@ -16,26 +21,6 @@ const USAGE =
                    [--token-file FILE] [--ca FILE] [--socket-group GROUP]
                    [--heartbeat SECONDS] [--request-timeout SECONDS]
                    [--log-level error|warn|info|debug] [--log-format text|json]`;
-
-function positiveNumber(flag: string, value: string): number {
-  const n = Number(value);
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || !(n > 0)) {
-    throw new TypeError(
-      `${flag} must be a positive number of seconds, got "${value}"`,
-    );
-  }
-  return n;
-}
-
-async function readFlagFile(flag: string, path: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (err) {
-    throw new TypeError(
-      `cannot read ${flag} "${path}": ${(err as Error).message}`,
-    );
-  }
-}
 
 /** Runs `sai-builder` until SIGINT or SIGTERM. */
 export async function main(args: string[]): Promise<void> {
@@ -74,10 +59,7 @@ export async function main(args: string[]): Promise<void> {
         `--name must match ${NAME_PATTERN.source}, got "${name}"`,
       );
     }
-    const format = values["log-format"];
-    if (format !== "text" && format !== "json") {
-      throw new TypeError(`--log-format must be text or json, got "${format}"`);
-    }
+    const format = parseLogFormat(values["log-format"]);
     let token: string | undefined;
     if (values["token-file"] !== undefined) {
       token = (await readFlagFile("--token-file", values["token-file"])).trim();
@@ -91,9 +73,9 @@ export async function main(args: string[]): Promise<void> {
         { ca: await readFlagFile("--ca", values.ca) }),
       ...(values["socket-group"] !== undefined &&
         { socketGroup: values["socket-group"] }),
-      heartbeat: positiveNumber("--heartbeat", values.heartbeat),
+      heartbeat: positiveSeconds("--heartbeat", values.heartbeat),
       requestTimeoutMs:
-        positiveNumber("--request-timeout", values["request-timeout"]) * 1000,
+        positiveSeconds("--request-timeout", values["request-timeout"]) * 1000,
       server: values.server,
       name,
       socketPath: values.socket ?? defaultSocketPath(name),

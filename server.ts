@@ -7,7 +7,8 @@
 
 import { parseArgs } from "node:util";
 import { parseBudgets, resourcesFromConfig } from "./src/budgets.ts";
-import { type LogFormat, Logger, parseLevel } from "./src/log.ts";
+import { Logger, parseLevel } from "./src/log.ts";
+import { parseLogFormat, positiveInt, readFlagFile } from "./src/cli_flags.ts";
 import { parseTokenFile, type TokenEntry } from "./src/auth.ts";
 import {
   applyBudgets,
@@ -41,16 +42,6 @@ export interface ServerArgs {
   adminToken?: string;
 }
 
-async function readFlagFile(flag: string, path: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (err) {
-    throw new TypeError(
-      `cannot read ${flag} "${path}": ${(err as Error).message}`,
-    );
-  }
-}
-
 /** Splits `HOST:PORT` (or `[V6]:PORT`); throws `TypeError` if malformed. */
 export function parseListen(value: string): { hostname: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):([0-9]{1,5})$/.exec(value);
@@ -59,13 +50,6 @@ export function parseListen(value: string): { hostname: string; port: number } {
     throw new TypeError(`--listen must be HOST:PORT, got "${value}"`);
   }
   return { hostname: (m[1] ?? m[2])!, port };
-}
-
-function positiveInt(flag: string, value: string): number {
-  if (!/^[1-9][0-9]*$/.test(value)) {
-    throw new TypeError(`${flag} must be a positive integer, got "${value}"`);
-  }
-  return Number(value);
 }
 
 /** Parses the command line and the config file it names. */
@@ -113,10 +97,7 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
   if (resources === undefined) {
     throw new TypeError("--resources or --config is required");
   }
-  const format = values["log-format"];
-  if (format !== "text" && format !== "json") {
-    throw new TypeError(`--log-format must be text or json, got "${format}"`);
-  }
+  const format = parseLogFormat(values["log-format"]);
   if ((values.cert === undefined) !== (values.key === undefined)) {
     throw new TypeError("--cert and --key must be given together");
   }
@@ -169,7 +150,7 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
     ...parseListen(values.listen),
     maxLease: positiveInt("--max-lease", values["max-lease"]),
     logger: new Logger(parseLevel(values["log-level"]), {
-      format: format as LogFormat,
+      format,
     }),
   };
 }

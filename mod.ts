@@ -21,10 +21,15 @@ export {
   type ResourceStatus,
 } from "./src/allocator.ts";
 export {
+  backfill,
+  type BackfillOptions,
+  createBackfill,
   fifo,
   type LeaseView,
+  POLICIES,
   type Policy,
   type QueuedView,
+  reservation,
   type ResourceView,
 } from "./src/policy.ts";
 export {

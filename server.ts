@@ -9,10 +9,12 @@ import { parseArgs } from "node:util";
 import { parseBudgets, resourcesFromConfig } from "./src/budgets.ts";
 import { type LogFormat, Logger, parseLevel } from "./src/log.ts";
 import { startServer } from "./src/server_app.ts";
+import { POLICIES, type Policy } from "./src/policy.ts";
 
 const USAGE =
   `usage: sai-server --resources NAME=BUDGET[,NAME=BUDGET...] [--config FILE]
                   [--listen HOST:PORT] [--max-lease SECONDS]
+                  [--policy backfill|fifo]
                   [--log-level error|warn|info|debug] [--log-format text|json]`;
 
 /** Server settings from the command line. */
@@ -21,6 +23,7 @@ export interface ServerArgs {
   hostname: string;
   port: number;
   maxLease: number;
+  policy: Policy;
   logger: Logger;
 }
 
@@ -52,6 +55,7 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       config: { type: "string" },
       listen: { type: "string", default: "127.0.0.1:4460" },
       "max-lease": { type: "string", default: "86400" },
+      policy: { type: "string", default: "backfill" },
       "log-level": { type: "string", default: "info" },
       "log-format": { type: "string", default: "text" },
     },
@@ -83,8 +87,17 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
   if (format !== "text" && format !== "json") {
     throw new TypeError(`--log-format must be text or json, got "${format}"`);
   }
+  const policy = POLICIES.get(values.policy);
+  if (policy === undefined) {
+    throw new TypeError(
+      `--policy must be one of ${
+        [...POLICIES.keys()].join(", ")
+      }, got "${values.policy}"`,
+    );
+  }
   return {
     budgets: parseBudgets(resources),
+    policy,
     ...parseListen(values.listen),
     maxLease: positiveInt("--max-lease", values["max-lease"]),
     logger: new Logger(parseLevel(values["log-level"]), {
@@ -111,7 +124,9 @@ export async function main(args: string[]): Promise<void> {
   }
   const budgets = [...parsed.budgets].map(([n, b]) => `${n}=${b}`).join(",");
 
-  console.log(`sai-server: listening on ${server.url} (resources ${budgets})`);
+  console.log(
+    `sai-server: listening on ${server.url} (resources ${budgets}, policy ${parsed.policy.name})`,
+  );
   const stop = () => server.shutdown();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);

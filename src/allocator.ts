@@ -11,7 +11,7 @@
  */
 
 import { MinHeap } from "./_heap.ts";
-import { fifo, type Policy, type ResourceView } from "./policy.ts";
+import { fifo, type Policy, reservation, type ResourceView } from "./policy.ts";
 
 /** Why a request was refused; stable, for metrics and tests. */
 export type RefusalReason =
@@ -96,6 +96,19 @@ export interface QueuedStatus {
   position: number;
   /** Earliest time it could start, from declared lease ends; null if never known. */
   estimatedStart: number | null;
+}
+
+/** The head of a queue and when it is certain to start. */
+export interface HeadStatus {
+  owner: string;
+  cookie: string;
+  amount: number;
+  enqueuedAt: number;
+  /**
+   * The earliest time its amount is certain to be free, from declared lease
+   * ends: when fifo would start it from this state.
+   */
+  reservedAt: number;
 }
 
 /** One resource in a status snapshot. */
@@ -336,38 +349,66 @@ export class Allocator {
     return new Map([...this.#resources].map(([n, r]) => [n, r.budget]));
   }
 
+  /**
+   * The head of a resource's queue, if any, with its reservation.  Costs
+   * O(leases), not O(queue): for simulations and metrics on hot paths.
+   */
+  head(resname: string): HeadStatus | undefined {
+    const res = this.#resources.get(resname);
+    const e = res?.head;
+    if (!res || !e) return undefined;
+    return {
+      owner: e.owner,
+      cookie: e.cookie,
+      amount: e.amount,
+      enqueuedAt: e.enqueuedAt,
+      reservedAt: reservation(res, e.amount, this.#now()).at,
+    };
+  }
+
   /** A snapshot of every resource, its leases and its queue. */
   status(): ResourceStatus[] {
+    return [...this.#resources.values()].map((res) => this.#statusOf(res));
+  }
+
+  /**
+   * A snapshot of one resource: O(its leases + its queue), where
+   * {@linkcode status} costs that for every resource.
+   */
+  statusOf(resname: string): ResourceStatus | undefined {
+    const res = this.#resources.get(resname);
+    return res && this.#statusOf(res);
+  }
+
+  #statusOf(res: Resource): ResourceStatus {
     const now = this.#now();
-    return [...this.#resources.values()].map((res) => {
-      const starts = estimateStarts(res, now);
-      let position = 0;
-      return {
-        name: res.name,
-        budget: res.budget,
-        allocated: res.allocated,
-        peak: res.peak,
-        queuedRequests: res.queuedRequests,
-        queuedAmount: res.queuedAmount,
-        leases: [...res.leased].map((e) => ({
-          owner: e.owner,
-          cookie: e.cookie,
-          amount: e.amount,
-          lease: e.lease,
-          grantedAt: e.grantedAt,
-          expires: e.expires,
-        })),
-        queue: [...res.queue()].map((e, i) => ({
-          owner: e.owner,
-          cookie: e.cookie,
-          amount: e.amount,
-          lease: e.lease,
-          enqueuedAt: e.enqueuedAt,
-          position: ++position,
-          estimatedStart: starts[i] ?? null,
-        })),
-      };
-    });
+    const starts = estimateStarts(res, now);
+    let position = 0;
+    return {
+      name: res.name,
+      budget: res.budget,
+      allocated: res.allocated,
+      peak: res.peak,
+      queuedRequests: res.queuedRequests,
+      queuedAmount: res.queuedAmount,
+      leases: [...res.leased].map((e) => ({
+        owner: e.owner,
+        cookie: e.cookie,
+        amount: e.amount,
+        lease: e.lease,
+        grantedAt: e.grantedAt,
+        expires: e.expires,
+      })),
+      queue: [...res.queue()].map((e, i) => ({
+        owner: e.owner,
+        cookie: e.cookie,
+        amount: e.amount,
+        lease: e.lease,
+        enqueuedAt: e.enqueuedAt,
+        position: ++position,
+        estimatedStart: starts[i] ?? null,
+      })),
+    };
   }
 
   #isLive(entry: Entry): boolean {

@@ -406,8 +406,10 @@ class ServerApp {
     const now = this.#now();
     const dirty = this.#dirty;
     this.#dirty = new Set();
-    for (const res of this.#allocator.status()) {
-      if (!dirty.has(res.name)) continue;
+    // Only the resources that changed: status() would walk every queue.
+    for (const name of dirty) {
+      const res = this.#allocator.statusOf(name);
+      if (!res) continue;
       for (const q of res.queue) {
         const key = `${q.owner}\0${q.cookie}`;
         const start = q.estimatedStart;

@@ -127,7 +127,6 @@ export interface ResourceStatus {
 interface Entry {
   owner: string;
   cookie: string;
-  key: string;
   res: Resource;
   amount: number;
   lease: number;
@@ -156,8 +155,19 @@ class Resource implements ResourceView<Entry> {
     this.budget = budget;
   }
 
-  *queue(): Iterable<Entry> {
-    for (let e = this.head; e; e = e.next) yield e;
+  queue(): Iterable<Entry> {
+    // A plain iterator, not a generator: policies walk queues on hot paths.
+    let e = this.head;
+    const it: IterableIterator<Entry> = {
+      next: () => {
+        if (e === null) return { done: true, value: undefined };
+        const value = e;
+        e = e.next;
+        return { done: false, value };
+      },
+      [Symbol.iterator]: () => it,
+    };
+    return it;
   }
 
   leases(): Iterable<Entry> {
@@ -185,18 +195,14 @@ class Resource implements ResourceView<Entry> {
   }
 }
 
-function keyOf(owner: string, cookie: string): string {
-  return `${owner}\0${cookie}`;
-}
-
 /** Allocates leases on named resources within their budgets. */
 export class Allocator {
   #now: () => number;
   #maxLease: number;
   #policy: Policy;
   #resources = new Map<string, Resource>();
-  #entries = new Map<string, Entry>();
-  #byOwner = new Map<string, Set<Entry>>();
+  /** Live requests by owner, then cookie: no key strings to build. */
+  #owners = new Map<string, Map<string, Entry>>();
   #expiries = new MinHeap<Entry>();
 
   constructor(budgets: Iterable<[string, number]>, options: AllocatorOptions) {
@@ -240,8 +246,8 @@ export class Allocator {
         `Cannot lease "${req.resname}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
       );
     }
-    const key = keyOf(owner, req.cookie);
-    if (this.#entries.has(key)) {
+    let owned = this.#owners.get(owner);
+    if (owned?.has(req.cookie)) {
       return refuse(
         "duplicate-cookie",
         `Cannot lease "${req.resname}": cookie "${req.cookie}" is already in use`,
@@ -250,7 +256,6 @@ export class Allocator {
     const entry: Entry = {
       owner,
       cookie: req.cookie,
-      key,
       res,
       amount: req.amount,
       lease: req.lease,
@@ -262,10 +267,8 @@ export class Allocator {
       prev: null,
       next: null,
     };
-    this.#entries.set(key, entry);
-    let owned = this.#byOwner.get(owner);
-    if (!owned) this.#byOwner.set(owner, owned = new Set());
-    owned.add(entry);
+    if (!owned) this.#owners.set(owner, owned = new Map());
+    owned.set(req.cookie, entry);
     res.enqueue(entry);
     return this.#schedule(res, []);
   }
@@ -278,19 +281,23 @@ export class Allocator {
     owner: string,
     cookie: string,
   ): { found: "lease" | "queued" | null; outcomes: Outcome[] } {
-    const entry = this.#entries.get(keyOf(owner, cookie));
+    const entry = this.#owners.get(owner)?.get(cookie);
     if (!entry) return { found: null, outcomes: [] };
     const found = entry.state === "leased" ? "lease" : "queued";
+    // Withdrawing a request behind the head frees nothing and moves no
+    // reservation: there is nothing new to grant.
+    const behindHead = found === "queued" && entry.res.head !== entry;
     this.#remove(entry);
+    if (behindHead) return { found, outcomes: [] };
     return { found, outcomes: this.#schedule(entry.res, []) };
   }
 
   /** Ends everything an owner holds or waits for (its connection closed). */
   dropOwner(owner: string): Outcome[] {
-    const owned = this.#byOwner.get(owner);
+    const owned = this.#owners.get(owner);
     if (!owned) return [];
     const touched = new Set<Resource>();
-    for (const entry of [...owned]) {
+    for (const entry of [...owned.values()]) {
       this.#remove(entry);
       touched.add(entry.res);
     }
@@ -340,7 +347,7 @@ export class Allocator {
     owner: string,
     cookie: string,
   ): { state: "queued" | "leased"; resname: string } | undefined {
-    const e = this.#entries.get(keyOf(owner, cookie));
+    const e = this.#owners.get(owner)?.get(cookie);
     return e && { state: e.state, resname: e.res.name };
   }
 
@@ -412,14 +419,13 @@ export class Allocator {
   }
 
   #isLive(entry: Entry): boolean {
-    return this.#entries.get(entry.key) === entry;
+    return this.#owners.get(entry.owner)?.get(entry.cookie) === entry;
   }
 
   #remove(entry: Entry): void {
-    this.#entries.delete(entry.key);
-    const owned = this.#byOwner.get(entry.owner);
-    owned?.delete(entry);
-    if (owned?.size === 0) this.#byOwner.delete(entry.owner);
+    const owned = this.#owners.get(entry.owner);
+    owned?.delete(entry.cookie);
+    if (owned?.size === 0) this.#owners.delete(entry.owner);
     if (entry.state === "leased") {
       entry.res.allocated -= entry.amount;
       entry.res.leased.delete(entry);

@@ -170,6 +170,10 @@ class Resource implements ResourceView<Entry> {
     return it;
   }
 
+  next(e: Entry): Entry | null {
+    return e.next;
+  }
+
   leases(): Iterable<Entry> {
     return this.leased;
   }

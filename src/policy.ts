@@ -26,6 +26,10 @@ export interface ResourceView<Q extends QueuedView = QueuedView> {
   readonly allocated: number;
   /** Queued requests, head first. */
   queue(): Iterable<Q>;
+  /** The head of the queue: with {@linkcode next}, a walk without iterators. */
+  readonly head: Q | null;
+  /** The request queued after `q`. */
+  next(q: Q): Q | null;
   /** Live leases, in no particular order. */
   leases(): Iterable<LeaseView>;
 }
@@ -80,13 +84,27 @@ export function reservation(
   let free = resource.budget - resource.allocated;
   for (const l of extra) free -= l.amount;
   if (free >= amount) return { at: now, spare: free - amount };
-  const ends: LeaseView[] = [...resource.leases(), ...extra];
-  ends.sort((a, b) => a.expires - b.expires);
+  // Insertion sort by end into plain number arrays: leases per resource are
+  // few (at most the budget) and this runs on every blocked pass.
+  const ends: number[] = [];
+  const amounts: number[] = [];
+  const add = (l: LeaseView) => {
+    let i = ends.length;
+    while (i > 0 && ends[i - 1]! > l.expires) {
+      ends[i] = ends[i - 1]!;
+      amounts[i] = amounts[i - 1]!;
+      i--;
+    }
+    ends[i] = l.expires;
+    amounts[i] = l.amount;
+  };
+  for (const l of resource.leases()) add(l);
+  for (const l of extra) add(l);
   let at = now;
   for (let i = 0; i < ends.length && free < amount;) {
     // Every lease ending at the same instant frees at once.
-    at = Math.max(now, ends[i]!.expires);
-    while (i < ends.length && ends[i]!.expires <= at) free += ends[i++]!.amount;
+    at = Math.max(now, ends[i]!);
+    while (i < ends.length && ends[i]! <= at) free += amounts[i++]!;
   }
   return { at, spare: free - amount };
 }
@@ -107,17 +125,12 @@ export function createBackfill(options: BackfillOptions = {}): Policy {
     pick<Q extends QueuedView>(resource: ResourceView<Q>, now: number): Q[] {
       let free = resource.budget - resource.allocated;
       const picked: Q[] = [];
-      const it = resource.queue()[Symbol.iterator]();
-      let head: Q | undefined;
-      for (let n = it.next(); !n.done; n = it.next()) {
-        if (n.value.amount > free) {
-          head = n.value;
-          break;
-        }
-        free -= n.value.amount;
-        picked.push(n.value);
+      let head = resource.head;
+      for (; head !== null && head.amount <= free; head = resource.next(head)) {
+        free -= head.amount;
+        picked.push(head);
       }
-      if (head === undefined || free === 0) return picked;
+      if (head === null || free === 0) return picked;
       // The reservation counts the leases granted in this very pass.
       const granted = picked.map((q) => ({
         amount: q.amount,
@@ -125,9 +138,11 @@ export function createBackfill(options: BackfillOptions = {}): Policy {
       }));
       let shadow: { at: number; spare: number } | undefined;
       let seen = 0;
-      for (let n = it.next(); !n.done && free > 0; n = it.next()) {
-        if (++seen > lookahead) break;
-        const q = n.value;
+      for (
+        let q = resource.next(head);
+        q !== null && free > 0 && ++seen <= lookahead;
+        q = resource.next(q)
+      ) {
         if (q.amount > free) continue;
         shadow ??= reservation(resource, head.amount, now, granted);
         if (now + q.leaseMs <= shadow.at) {

@@ -20,6 +20,7 @@ import {
   type ServerMessage,
 } from "./protocol.ts";
 import { writeAll } from "./lease_client.ts";
+import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
 
 /** Options for {@linkcode startBuilder}. */
 export interface BuilderOptions {
@@ -125,7 +126,7 @@ class BuilderApp {
   #listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
   #clients = new Map<string, Client>();
   #open = new Set<Deno.UnixConn>();
-  #ws: WebSocket | undefined;
+  #ws: WebSocketLike | undefined;
   #up = false;
   #stopping = false;
   #attempt = 0;
@@ -169,9 +170,9 @@ class BuilderApp {
 
   #connect(): void {
     if (this.#stopping) return;
-    let ws: WebSocket;
+    let ws: WebSocketLike;
     try {
-      ws = new WebSocket(this.#opts.server);
+      ws = openWebSocket(this.#opts.server);
     } catch (err) {
       this.#log.error("cannot connect to server", {
         server: this.#opts.server,

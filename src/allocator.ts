@@ -377,6 +377,11 @@ export class Allocator {
     };
   }
 
+  /** How many requests wait for a resource: O(1). */
+  queued(resname: string): number {
+    return this.#resources.get(resname)?.queuedRequests ?? 0;
+  }
+
   /** A snapshot of every resource, its leases and its queue. */
   status(): ResourceStatus[] {
     return [...this.#resources.values()].map((res) => this.#statusOf(res));

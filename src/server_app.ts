@@ -408,6 +408,8 @@ class ServerApp {
     this.#dirty = new Set();
     // Only the resources that changed: status() would walk every queue.
     for (const name of dirty) {
+      // A snapshot copies every lease: not for a queue that is empty.
+      if (this.#allocator.queued(name) === 0) continue;
       const res = this.#allocator.statusOf(name);
       if (!res) continue;
       for (const q of res.queue) {

@@ -7,6 +7,12 @@
  * Requests are identified by (owner, cookie): the owner is the builder
  * connection, so one builder cannot touch another's cookies.
  *
+ * A request may need several resources at once (all or nothing): it then has
+ * one part in each resource's queue and is granted only when every part can
+ * start.  Queues are ordered by one global rank (arrival order, with
+ * priority), so the waits between requests can never form a cycle: no
+ * deadlock, and nothing is held while waiting.
+ *
  * @module
  */
 
@@ -21,13 +27,22 @@ export type RefusalReason =
   | "duplicate-cookie"
   | "invalid";
 
+/** One resource and amount of a multi-resource request. */
+export interface ResourceAmount {
+  resname: string;
+  amount: number;
+}
+
 /** A request was granted. */
 export interface GrantOutcome {
   type: "grant";
   owner: string;
   cookie: string;
+  /** The first (or only) resource. */
   resname: string;
   amount: number;
+  /** Every resource granted, for a multi-resource request only. */
+  resources?: ResourceAmount[];
   lease: number;
   /** Epoch milliseconds by the injected clock. */
   expires: number;
@@ -51,6 +66,8 @@ export interface ExpiryOutcome {
   cookie: string;
   resname: string;
   amount: number;
+  /** Every resource freed, for a multi-resource request only. */
+  resources?: ResourceAmount[];
 }
 
 /** What a call on the allocator caused. */
@@ -63,6 +80,16 @@ export interface LeaseRequest {
   amount: number;
   /** Lease length in seconds. */
   lease: number;
+  /**
+   * Several resources at once, all or nothing; when given, `resname` and
+   * `amount` are ignored.
+   */
+  resources?: ResourceAmount[];
+  /**
+   * Higher goes first (default 0); ties in arrival order.  Never ahead of a
+   * queue's head, which holds the reservation.
+   */
+  priority?: number;
 }
 
 /** Options for {@linkcode Allocator}. */
@@ -124,41 +151,54 @@ export interface ResourceStatus {
   queue: QueuedStatus[];
 }
 
+/** A request: one part per resource it needs. */
 interface Entry {
   owner: string;
   cookie: string;
-  res: Resource;
-  amount: number;
+  parts: Part[];
   lease: number;
   leaseMs: number;
   enqueuedAt: number;
+  priority: number;
+  /** Global queue order: lower first, the same in every queue. */
+  rank: number;
   state: "queued" | "leased";
   grantedAt: number;
   expires: number;
-  prev: Entry | null;
-  next: Entry | null;
 }
 
-class Resource implements ResourceView<Entry> {
+/** A request's share of one resource: a node of that resource's queue. */
+interface Part {
+  entry: Entry;
+  res: Resource;
+  amount: number;
+  leaseMs: number;
+  enqueuedAt: number;
+  expires: number;
+  prev: Part | null;
+  next: Part | null;
+}
+
+class Resource implements ResourceView<Part> {
   name: string;
   budget: number;
   allocated = 0;
   peak = 0;
   queuedAmount = 0;
   queuedRequests = 0;
-  head: Entry | null = null;
-  tail: Entry | null = null;
-  leased = new Set<Entry>();
+  head: Part | null = null;
+  tail: Part | null = null;
+  leased = new Set<Part>();
 
   constructor(name: string, budget: number) {
     this.name = name;
     this.budget = budget;
   }
 
-  queue(): Iterable<Entry> {
+  queue(): Iterable<Part> {
     // A plain iterator, not a generator: policies walk queues on hot paths.
     let e = this.head;
-    const it: IterableIterator<Entry> = {
+    const it: IterableIterator<Part> = {
       next: () => {
         if (e === null) return { done: true, value: undefined };
         const value = e;
@@ -170,25 +210,29 @@ class Resource implements ResourceView<Entry> {
     return it;
   }
 
-  next(e: Entry): Entry | null {
+  next(e: Part): Part | null {
     return e.next;
   }
 
-  leases(): Iterable<Entry> {
+  leases(): Iterable<Part> {
     return this.leased;
   }
 
-  enqueue(e: Entry): void {
-    e.prev = this.tail;
-    e.next = null;
-    if (this.tail) this.tail.next = e;
+  /** Inserts by rank; O(1) for the usual append at the tail. */
+  insert(e: Part): void {
+    let after = this.tail;
+    while (after && after.entry.rank > e.entry.rank) after = after.prev;
+    e.prev = after;
+    e.next = after ? after.next : this.head;
+    if (e.next) e.next.prev = e;
+    else this.tail = e;
+    if (after) after.next = e;
     else this.head = e;
-    this.tail = e;
     this.queuedAmount += e.amount;
     this.queuedRequests++;
   }
 
-  unlink(e: Entry): void {
+  unlink(e: Part): void {
     if (e.prev) e.prev.next = e.next;
     else this.head = e.next;
     if (e.next) e.next.prev = e.prev;
@@ -197,6 +241,39 @@ class Resource implements ResourceView<Entry> {
     this.queuedAmount -= e.amount;
     this.queuedRequests--;
   }
+
+  /**
+   * The rank a request of `priority` must come after here: the head (its
+   * reservation is made) and anything of equal or higher priority.
+   */
+  protectedRank(priority: number): number {
+    let e = this.tail;
+    while (e && e !== this.head && e.entry.priority < priority) e = e.prev;
+    return e ? e.entry.rank : -Infinity;
+  }
+
+  /** The lowest rank above `rank` here, if any. */
+  rankAfter(rank: number): number {
+    let e = this.tail;
+    let found = Infinity;
+    while (e && e.entry.rank > rank) {
+      found = e.entry.rank;
+      e = e.prev;
+    }
+    return found;
+  }
+}
+
+function resourcesTouched(entry: Entry): Resource[] {
+  return entry.parts.length === 1
+    ? [entry.parts[0]!.res]
+    : entry.parts.map((p) => p.res);
+}
+
+function resourcesOf(entry: Entry): ResourceAmount[] | undefined {
+  return entry.parts.length > 1
+    ? entry.parts.map((p) => ({ resname: p.res.name, amount: p.amount }))
+    : undefined;
 }
 
 /** Allocates leases on named resources within their budgets. */
@@ -208,6 +285,8 @@ export class Allocator {
   /** Live requests by owner, then cookie: no key strings to build. */
   #owners = new Map<string, Map<string, Entry>>();
   #expiries = new MinHeap<Entry>();
+  /** The last rank given at the tail; ranks between are for priorities. */
+  #seq = 0;
 
   constructor(budgets: Iterable<[string, number]>, options: AllocatorOptions) {
     this.#now = options.now;
@@ -231,50 +310,99 @@ export class Allocator {
     const refuse = (reason: RefusalReason, message: string): Outcome[] => [
       { type: "refuse", owner, cookie: req.cookie, reason, message },
     ];
-    const res = this.#resources.get(req.resname);
-    if (!res) {
-      return refuse(
-        "unknown-resource",
-        `Cannot lease "${req.resname}": no such resource`,
-      );
+    const wanted = req.resources ?? [
+      { resname: req.resname, amount: req.amount },
+    ];
+    const label = () => wanted.map((w) => w.resname).join(",");
+    if (wanted.length === 0) {
+      return refuse("invalid", "Cannot lease: no resource named");
     }
-    if (req.amount > res.budget) {
-      return refuse(
-        "exceeds-budget",
-        `Cannot lease "${req.resname}": amount ${req.amount} exceeds the budget of ${res.budget}`,
-      );
+    const targets: [Resource, number][] = [];
+    for (const { resname, amount } of wanted) {
+      const res = this.#resources.get(resname);
+      if (!res) {
+        return refuse(
+          "unknown-resource",
+          `Cannot lease "${resname}": no such resource`,
+        );
+      }
+      if (amount > res.budget) {
+        return refuse(
+          "exceeds-budget",
+          `Cannot lease "${resname}": amount ${amount} exceeds the budget of ${res.budget}`,
+        );
+      }
+      if (targets.some(([r]) => r === res)) {
+        return refuse(
+          "invalid",
+          `Cannot lease "${label()}": "${resname}" is named twice`,
+        );
+      }
+      targets.push([res, amount]);
     }
     if (req.lease > this.#maxLease) {
       return refuse(
         "lease-too-long",
-        `Cannot lease "${req.resname}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
+        `Cannot lease "${label()}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
       );
     }
     let owned = this.#owners.get(owner);
     if (owned?.has(req.cookie)) {
       return refuse(
         "duplicate-cookie",
-        `Cannot lease "${req.resname}": cookie "${req.cookie}" is already in use`,
+        `Cannot lease "${label()}": cookie "${req.cookie}" is already in use`,
       );
     }
+    const now = this.#now();
+    const priority = req.priority ?? 0;
     const entry: Entry = {
       owner,
       cookie: req.cookie,
-      res,
-      amount: req.amount,
+      parts: [],
       lease: req.lease,
       leaseMs: req.lease * 1000,
-      enqueuedAt: this.#now(),
+      enqueuedAt: now,
+      priority,
+      rank: this.#rankFor(targets.map(([r]) => r), priority),
       state: "queued",
       grantedAt: 0,
       expires: 0,
-      prev: null,
-      next: null,
     };
+    for (const [res, amount] of targets) {
+      entry.parts.push({
+        entry,
+        res,
+        amount,
+        leaseMs: entry.leaseMs,
+        enqueuedAt: now,
+        expires: 0,
+        prev: null,
+        next: null,
+      });
+    }
     if (!owned) this.#owners.set(owner, owned = new Map());
     owned.set(req.cookie, entry);
-    res.enqueue(entry);
-    return this.#schedule(res, []);
+    for (const part of entry.parts) part.res.insert(part);
+    return this.#schedule(resourcesTouched(entry), []);
+  }
+
+  /**
+   * One rank for every queue the request joins, so that all queues agree on
+   * who is ahead of whom: after each queue's head and every request of equal
+   * or higher priority, else as early as the gaps allow.
+   */
+  #rankFor(resources: Resource[], priority: number): number {
+    let after = -Infinity;
+    for (const r of resources) {
+      after = Math.max(after, r.protectedRank(priority));
+    }
+    let before = Infinity;
+    for (const r of resources) before = Math.min(before, r.rankAfter(after));
+    if (before === Infinity) return ++this.#seq;
+    const mid = after === -Infinity ? before - 1 : (after + before) / 2;
+    // Out of float precision between two ranks: join the tail instead,
+    // which only gives up the priority's head start.
+    return mid > after && mid < before ? mid : ++this.#seq;
   }
 
   /**
@@ -288,12 +416,13 @@ export class Allocator {
     const entry = this.#owners.get(owner)?.get(cookie);
     if (!entry) return { found: null, outcomes: [] };
     const found = entry.state === "leased" ? "lease" : "queued";
-    // Withdrawing a request behind the head frees nothing and moves no
-    // reservation: there is nothing new to grant.
-    const behindHead = found === "queued" && entry.res.head !== entry;
+    // Withdrawing a single-resource request behind the head frees nothing
+    // and moves no reservation: there is nothing new to grant.
+    const inert = found === "queued" && entry.parts.length === 1 &&
+      entry.parts[0]!.res.head !== entry.parts[0];
     this.#remove(entry);
-    if (behindHead) return { found, outcomes: [] };
-    return { found, outcomes: this.#schedule(entry.res, []) };
+    if (inert) return { found, outcomes: [] };
+    return { found, outcomes: this.#schedule(resourcesTouched(entry), []) };
   }
 
   /** Ends everything an owner holds or waits for (its connection closed). */
@@ -303,11 +432,9 @@ export class Allocator {
     const touched = new Set<Resource>();
     for (const entry of [...owned.values()]) {
       this.#remove(entry);
-      touched.add(entry.res);
+      for (const p of entry.parts) touched.add(p.res);
     }
-    const out: Outcome[] = [];
-    for (const res of touched) this.#schedule(res, out);
-    return out;
+    return this.#schedule(touched, []);
   }
 
   /** Expires the leases that are due by now, and grants what that frees. */
@@ -321,17 +448,19 @@ export class Allocator {
       const entry = this.#expiries.pop()!;
       if (!this.#isLive(entry) || entry.expires !== at) continue;
       this.#remove(entry);
-      touched.add(entry.res);
+      for (const p of entry.parts) touched.add(p.res);
+      const first = entry.parts[0]!;
+      const resources = resourcesOf(entry);
       out.push({
         type: "expire",
         owner: entry.owner,
         cookie: entry.cookie,
-        resname: entry.res.name,
-        amount: entry.amount,
+        resname: first.res.name,
+        amount: first.amount,
+        ...(resources && { resources }),
       });
     }
-    for (const res of touched) this.#schedule(res, out);
-    return out;
+    return this.#schedule(touched, out);
   }
 
   /** When the next lease is due to expire, if any. */
@@ -350,9 +479,18 @@ export class Allocator {
   lookup(
     owner: string,
     cookie: string,
-  ): { state: "queued" | "leased"; resname: string } | undefined {
+  ): {
+    state: "queued" | "leased";
+    resname: string;
+    /** Every resource it needs, in request order. */
+    resnames: string[];
+  } | undefined {
     const e = this.#owners.get(owner)?.get(cookie);
-    return e && { state: e.state, resname: e.res.name };
+    return e && {
+      state: e.state,
+      resname: e.parts[0]!.res.name,
+      resnames: e.parts.map((p) => p.res.name),
+    };
   }
 
   /** Names and budgets of the resources. */
@@ -369,8 +507,8 @@ export class Allocator {
     const e = res?.head;
     if (!res || !e) return undefined;
     return {
-      owner: e.owner,
-      cookie: e.cookie,
+      owner: e.entry.owner,
+      cookie: e.entry.cookie,
       amount: e.amount,
       enqueuedAt: e.enqueuedAt,
       reservedAt: reservation(res, e.amount, this.#now()).at,
@@ -407,20 +545,20 @@ export class Allocator {
       peak: res.peak,
       queuedRequests: res.queuedRequests,
       queuedAmount: res.queuedAmount,
-      leases: [...res.leased].map((e) => ({
-        owner: e.owner,
-        cookie: e.cookie,
-        amount: e.amount,
-        lease: e.lease,
-        grantedAt: e.grantedAt,
-        expires: e.expires,
+      leases: [...res.leased].map((p) => ({
+        owner: p.entry.owner,
+        cookie: p.entry.cookie,
+        amount: p.amount,
+        lease: p.entry.lease,
+        grantedAt: p.entry.grantedAt,
+        expires: p.expires,
       })),
-      queue: [...res.queue()].map((e, i) => ({
-        owner: e.owner,
-        cookie: e.cookie,
-        amount: e.amount,
-        lease: e.lease,
-        enqueuedAt: e.enqueuedAt,
+      queue: [...res.queue()].map((p, i) => ({
+        owner: p.entry.owner,
+        cookie: p.entry.cookie,
+        amount: p.amount,
+        lease: p.entry.lease,
+        enqueuedAt: p.enqueuedAt,
         position: ++position,
         estimatedStart: starts[i] ?? null,
       })),
@@ -435,38 +573,79 @@ export class Allocator {
     const owned = this.#owners.get(entry.owner);
     owned?.delete(entry.cookie);
     if (owned?.size === 0) this.#owners.delete(entry.owner);
-    if (entry.state === "leased") {
-      entry.res.allocated -= entry.amount;
-      entry.res.leased.delete(entry);
-    } else {
-      entry.res.unlink(entry);
+    for (const p of entry.parts) {
+      if (entry.state === "leased") {
+        p.res.allocated -= p.amount;
+        p.res.leased.delete(p);
+      } else {
+        p.res.unlink(p);
+      }
     }
   }
 
-  #schedule(res: Resource, out: Outcome[]): Outcome[] {
-    if (res.head === null) return out;
+  /**
+   * Grants what the policy picks in each resource, until nothing changes:
+   * a multi-resource grant touches other queues, which are then looked at
+   * again.
+   */
+  #schedule(start: Iterable<Resource>, out: Outcome[]): Outcome[] {
     const now = this.#now();
-    for (const entry of this.#policy.pick(res, now)) {
-      res.unlink(entry);
-      entry.state = "leased";
-      entry.grantedAt = now;
-      entry.expires = now + entry.leaseMs;
-      res.allocated += entry.amount;
-      if (res.allocated > res.peak) res.peak = res.allocated;
-      res.leased.add(entry);
-      this.#expiries.push(entry.expires, entry);
-      out.push({
-        type: "grant",
-        owner: entry.owner,
-        cookie: entry.cookie,
-        resname: res.name,
-        amount: entry.amount,
-        lease: entry.lease,
-        expires: entry.expires,
-        waited: now - entry.enqueuedAt,
-      });
+    // Only multi-resource grants need a work list: most calls never make one.
+    let again: Set<Resource> | undefined;
+    const run = (res: Resource) => {
+      if (res.head === null) return;
+      for (const part of this.#policy.pick(res, now)) {
+        const entry = part.entry;
+        if (entry.state !== "queued") continue;
+        if (entry.parts.length > 1) {
+          if (!this.#pickedEverywhere(entry, now)) continue;
+          for (const p of entry.parts) {
+            if (p.res !== res) (again ??= new Set()).add(p.res);
+          }
+        }
+        this.#grant(entry, now, out);
+      }
+    };
+    for (const res of start) run(res);
+    while (again !== undefined && again.size > 0) {
+      const [res] = again;
+      again.delete(res!);
+      run(res!);
     }
     return out;
+  }
+
+  /** Whether every part of a multi-resource request can start now. */
+  #pickedEverywhere(entry: Entry, now: number): boolean {
+    return entry.parts.every((p) => this.#policy.pick(p.res, now).includes(p));
+  }
+
+  #grant(entry: Entry, now: number, out: Outcome[]): void {
+    entry.state = "leased";
+    entry.grantedAt = now;
+    entry.expires = now + entry.leaseMs;
+    for (const p of entry.parts) {
+      const res = p.res;
+      res.unlink(p);
+      p.expires = entry.expires;
+      res.allocated += p.amount;
+      if (res.allocated > res.peak) res.peak = res.allocated;
+      res.leased.add(p);
+    }
+    this.#expiries.push(entry.expires, entry);
+    const first = entry.parts[0]!;
+    const grant: GrantOutcome = {
+      type: "grant",
+      owner: entry.owner,
+      cookie: entry.cookie,
+      resname: first.res.name,
+      amount: first.amount,
+      lease: entry.lease,
+      expires: entry.expires,
+      waited: now - entry.enqueuedAt,
+    };
+    if (entry.parts.length > 1) grant.resources = resourcesOf(entry)!;
+    out.push(grant);
   }
 }
 

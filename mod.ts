@@ -12,6 +12,7 @@ export {
   type AllocatorOptions,
   type ExpiryOutcome,
   type GrantOutcome,
+  type HeadStatus,
   type LeaseRequest,
   type LeaseStatus,
   type Outcome,

@@ -88,18 +88,40 @@ export function parseCommand(
     }
     return { kind: "release", cookie: values.release, socket };
   }
-  if (positionals.length < 3 || positionals.length > 4) {
+  // NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE]: several at once.
+  const multi = positionals[0]?.includes("=") ?? false;
+  const [min, max] = multi ? [2, 3] : [3, 4];
+  if (positionals.length < min || positionals.length > max) {
     throw new TypeError(
-      `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`,
+      multi
+        ? `expected NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`
+        : `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`,
     );
   }
-  const [resname, amount, lease, cookie = crypto.randomUUID()] =
-    positionals as [
-      string,
-      string,
-      string,
-      string?,
-    ];
+  const resources = multi
+    ? positionals[0]!.split(",").map((item) => {
+      const [name = "", value = ""] = item.split("=");
+      if (!NAME_PATTERN.test(name)) {
+        throw new TypeError(
+          `NAME must match ${NAME_PATTERN.source}, got "${name}"`,
+        );
+      }
+      return { resname: name, amount: positiveInt("AMOUNT", value) };
+    })
+    : undefined;
+  if (
+    resources &&
+    new Set(resources.map((r) => r.resname)).size < resources.length
+  ) {
+    throw new TypeError(`a resource is named twice in "${positionals[0]}"`);
+  }
+  const [resname, amount, lease, cookie = crypto.randomUUID()] = resources
+    ? [
+      resources[0]!.resname,
+      String(resources[0]!.amount),
+      ...positionals.slice(1),
+    ] as [string, string, string, string?]
+    : positionals as [string, string, string, string?];
   if (!NAME_PATTERN.test(resname)) {
     throw new TypeError(
       `NAME must match ${NAME_PATTERN.source}, got "${resname}"`,
@@ -126,6 +148,7 @@ export function parseCommand(
       amount: positiveInt("AMOUNT", amount),
       lease: positiveInt("LEASE_SECONDS", lease),
       cookie,
+      ...(resources && resources.length > 1 && { resources }),
     },
     socket,
     waitSeconds,

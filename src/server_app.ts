@@ -283,12 +283,12 @@ class ServerApp {
     }
     if (isRequest(msg)) {
       this.#log.debug("request", { builder: session.id, ...msg });
-      this.#dirty.add(msg.resname);
+      for (const r of msg.resources ?? [msg]) this.#dirty.add(r.resname);
       this.#apply(this.#allocator.request(session.id, msg));
       return;
     }
     const held = this.#allocator.lookup(session.id, msg.cookie);
-    if (held) this.#dirty.add(held.resname);
+    for (const name of held?.resnames ?? []) this.#dirty.add(name);
     const { found, outcomes } = this.#allocator.release(session.id, msg.cookie);
     if (found === "lease") this.#stats.releases++;
     if (found === "queued") this.#stats.withdrawals++;
@@ -320,7 +320,9 @@ class ServerApp {
   #apply(outcomes: Outcome[]): void {
     for (const o of outcomes) {
       const session = this.#sessions.get(o.owner);
-      if (o.type !== "refuse") this.#dirty.add(o.resname);
+      if (o.type !== "refuse") {
+        for (const r of o.resources ?? [o]) this.#dirty.add(r.resname);
+      }
       switch (o.type) {
         case "grant":
           this.#stats.grants++;
@@ -340,6 +342,7 @@ class ServerApp {
             resname: o.resname,
             lease: o.lease,
             expires: o.expires,
+            ...(o.resources && { resources: o.resources }),
           });
           break;
         case "refuse":

@@ -263,8 +263,9 @@ async function runParent(
   const { spec, quiet } = command;
   // The holder must use the same cookie and socket we settled on.
   const holderArgs = [
-    spec.resname,
-    String(spec.amount),
+    ...(spec.resources
+      ? [spec.resources.map((r) => `${r.resname}=${r.amount}`).join(",")]
+      : [spec.resname, String(spec.amount)]),
     String(spec.lease),
     spec.cookie,
     "--socket",

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { acquire } from "../src/lease_client.ts";
 import { parseCommand } from "../src/client_cli.ts";
-import { BuilderProc, ServerProc, waitFor } from "./_harness.ts";
+import { BuilderProc, runClient, ServerProc, waitFor } from "./_harness.ts";
 
 const env = {
   get: (k: string) => k === "SAI_BUILDER_RESOURCE_PROXY" ? "/s" : undefined,
@@ -111,4 +111,24 @@ Deno.test("a priority request queues behind the head, ahead of lower priorities"
   assert.equal(leases[1]!.grant.cookie, "high");
   leases[1]!.release();
   (await queued[1]!).release();
+});
+
+Deno.test("sai-resource NAME=AMOUNT,NAME=AMOUNT holds every resource", async () => {
+  await using server = await ServerProc.start(["--resources", "a=2,b=2"]);
+  await using builder = await BuilderProc.start(server);
+  const out = await runClient(["a=1,b=2", "60", "both", "--quiet"], {
+    SAI_BUILDER_RESOURCE_PROXY: builder.socket,
+  });
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(out.stdout, "both\n");
+  assert.equal((await server.resource("a")).allocated, 1);
+  assert.equal((await server.resource("b")).allocated, 2);
+  const rel = await runClient(["--release", "both"], {
+    SAI_BUILDER_RESOURCE_PROXY: builder.socket,
+  });
+  assert.equal(rel.code, 0, rel.stderr);
+  await waitFor(
+    "both freed",
+    async () => (await server.resource("b")).allocated === 0,
+  );
 });

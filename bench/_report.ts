@@ -54,7 +54,9 @@ export function svg(t: Table): string {
   const col = t.chartColumn ?? 0;
   const rows = t.rows.filter((r) => typeof r.values[col] === "number");
   const max = Math.max(1e-9, ...rows.map((r) => r.values[col] as number));
-  const w = 640, left = 200, bar = 22, gap = 8, top = 40;
+  // Room for the longest label at about 7 px a character.
+  const left = 20 + 7 * Math.max(10, ...rows.map((r) => r.label.length));
+  const w = left + 440, bar = 22, gap = 8, top = 40;
   const h = top + rows.length * (bar + gap) + 10;
   const parts = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif" font-size="12">`,
@@ -73,7 +75,7 @@ export function svg(t: Table): string {
       `<rect x="${left}" y="${y}" width="${
         len.toFixed(1)
       }" height="${bar}" fill="#4a7ab5"/>`,
-      `<text x="${left + len + 4}" y="${y + 15}">${fmt(v)}</text>`,
+      `<text x="${(left + len + 4).toFixed(1)}" y="${y + 15}">${fmt(v)}</text>`,
     );
   });
   parts.push("</svg>");

@@ -416,10 +416,14 @@ export class Allocator {
     const entry = this.#owners.get(owner)?.get(cookie);
     if (!entry) return { found: null, outcomes: [] };
     const found = entry.state === "leased" ? "lease" : "queued";
-    // Withdrawing a single-resource request behind the head frees nothing
-    // and moves no reservation: there is nothing new to grant.
+    // Withdrawing a single-resource request from behind a single-resource
+    // head frees nothing and moves no reservation: that head does not fit,
+    // so nothing behind it could start before and nothing can now.  (A
+    // multi-resource head may fit and wait elsewhere: then look again.)
+    const part = entry.parts[0]!;
+    const head = part.res.head;
     const inert = found === "queued" && entry.parts.length === 1 &&
-      entry.parts[0]!.res.head !== entry.parts[0];
+      head !== part && head !== null && head.entry.parts.length === 1;
     this.#remove(entry);
     if (inert) return { found, outcomes: [] };
     return { found, outcomes: this.#schedule(resourcesTouched(entry), []) };

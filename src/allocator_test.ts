@@ -257,3 +257,19 @@ Deno.test("Allocator orders by priority, but never ahead of the head's reservati
   }
   assert.deepEqual(order, ["head", "higher", "high", "high2", "mid"]);
 });
+
+Deno.test("Allocator.release() of a queued request behind a waiting multi-resource head grants what now fits", () => {
+  const { alloc } = setup({ a: 2, b: 1 });
+  alloc.request("b", req("hb", 1, 10, "b"));
+  // The head of a: fits in a, waits for b.
+  alloc.request("b", {
+    cookie: "m",
+    resname: "",
+    amount: 0,
+    lease: 10,
+    resources: [{ resname: "a", amount: 1 }, { resname: "b", amount: 1 }],
+  });
+  alloc.request("b", req("w", 2, 10, "a")); // does not fit beside m
+  alloc.request("b", req("x", 1, 10, "a")); // would, but waits behind w
+  assert.deepEqual(summary(alloc.release("b", "w").outcomes), ["grant:b/x"]);
+});

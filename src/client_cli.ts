@@ -15,6 +15,7 @@ import { parseArgs } from "node:util";
 import { acquire, AcquireError, type LeaseSpec } from "./lease_client.ts";
 import {
   COOKIE_PATTERN,
+  MAX_PRIORITY,
   MAX_UINT,
   NAME_PATTERN,
   parseServerMessage,
@@ -27,7 +28,8 @@ export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
 export const USAGE =
-  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE] [--wait SECONDS] [--socket PATH] [--quiet]
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet]
+       sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE] [...]
        sai-resource --release COOKIE [--socket PATH]`;
 
 const DEFAULT_WAIT_SECONDS = 600;
@@ -70,6 +72,7 @@ export function parseCommand(
       release: { type: "string" },
       help: { type: "boolean", short: "h" },
       holder: { type: "boolean" },
+      priority: { type: "string" },
     },
   });
   if (values.help) return { kind: "help" };
@@ -132,6 +135,17 @@ export function parseCommand(
       `COOKIE must be 1 to 64 printable ASCII characters other than '"' and '\\', got "${cookie}"`,
     );
   }
+  let priority: number | undefined;
+  if (values.priority !== undefined) {
+    priority = Number(values.priority);
+    if (
+      !/^-?[0-9]+$/.test(values.priority) || Math.abs(priority) > MAX_PRIORITY
+    ) {
+      throw new TypeError(
+        `--priority must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}, got "${values.priority}"`,
+      );
+    }
+  }
   let waitSeconds = DEFAULT_WAIT_SECONDS;
   if (values.wait !== undefined) {
     waitSeconds = Number(values.wait);
@@ -149,6 +163,7 @@ export function parseCommand(
       lease: positiveInt("LEASE_SECONDS", lease),
       cookie,
       ...(resources && resources.length > 1 && { resources }),
+      ...(priority !== undefined && priority !== 0 && { priority }),
     },
     socket,
     waitSeconds,
@@ -272,6 +287,7 @@ async function runParent(
     command.socket,
     "--wait",
     String(command.waitSeconds),
+    ...(spec.priority ? [`--priority=${spec.priority}`] : []),
   ];
   void args;
   const { exe, args: argv } = holderCommand(holderArgs);

@@ -132,3 +132,56 @@ Deno.test("sai-resource NAME=AMOUNT,NAME=AMOUNT holds every resource", async () 
     async () => (await server.resource("b")).allocated === 0,
   );
 });
+
+Deno.test("parseCommand() reads --priority N", () => {
+  const cmd = parseCommand(["r", "1", "30", "--priority=-3"], env);
+  assert.equal(cmd.kind === "acquire" && cmd.spec.priority, -3);
+  for (const bad of ["1.5", "1001", "x"]) {
+    assert.throws(
+      () => parseCommand(["r", "1", "30", "--priority", bad], env),
+      TypeError,
+    );
+  }
+});
+
+Deno.test("sai-resource --priority N queues behind the head, ahead of priority 0", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const hold = await acquire(builder.socket, {
+    resname: "r",
+    amount: 1,
+    lease: 60,
+    cookie: "hold",
+  });
+  const queued = [];
+  for (const cookie of ["head", "low"]) {
+    queued.push(
+      acquire(builder.socket, { resname: "r", amount: 1, lease: 60, cookie }),
+    );
+    await waitFor(
+      `${cookie} to queue`,
+      async () =>
+        (await server.resource("r")).queue.some((q) => q.cookie === cookie),
+    );
+  }
+  const cli = runClient(["r", "1", "60", "vip", "--priority", "5", "--quiet"], {
+    SAI_BUILDER_RESOURCE_PROXY: builder.socket,
+  });
+  await waitFor(
+    "vip to queue",
+    async () => (await server.resource("r")).queue.length === 3,
+  );
+  assert.deepEqual(
+    (await server.resource("r")).queue.map((q) => q.cookie),
+    ["head", "vip", "low"],
+  );
+  hold.release();
+  (await queued[0]!).release();
+  const out = await cli;
+  assert.equal(out.code, 0, out.stderr);
+  assert.equal(out.stdout, "vip\n");
+  await runClient(["--release", "vip"], {
+    SAI_BUILDER_RESOURCE_PROXY: builder.socket,
+  });
+  (await queued[1]!).release();
+});

@@ -13,6 +13,7 @@ export {
   type ExpiryOutcome,
   type GrantedLease,
   type GrantOutcome,
+  type HeadStatus,
   type LeaseRequest,
   type LeaseStatus,
   type Outcome,
@@ -22,10 +23,15 @@ export {
   type ResourceStatus,
 } from "./src/allocator.ts";
 export {
+  backfill,
+  type BackfillOptions,
+  createBackfill,
   fifo,
   type LeaseView,
+  POLICIES,
   type Policy,
   type QueuedView,
+  reservation,
   type ResourceView,
 } from "./src/policy.ts";
 export {

@@ -16,12 +16,14 @@ import {
 } from "./src/admin.ts";
 import { startServer } from "./src/server_app.ts";
 import { runStatus } from "./src/status_cli.ts";
+import { POLICIES, type Policy } from "./src/policy.ts";
 
 const USAGE =
   `usage: sai-server --resources NAME=BUDGET[,NAME=BUDGET...] [--config FILE]
                   [--listen HOST:PORT] [--max-lease SECONDS]
                   [--builder-tokens FILE] [--cert FILE --key FILE]
                   [--heartbeat SECONDS] [--max-queued-per-builder N]
+                  [--policy backfill|fifo]
                   [--log-level error|warn|info|debug] [--log-format text|json]
                   [--admin-token TOKEN | --admin-token-file FILE]
        sai-server status [--server URL] [--json]`;
@@ -32,6 +34,7 @@ export interface ServerArgs {
   hostname: string;
   port: number;
   maxLease: number;
+  policy: Policy;
   logger: Logger;
   heartbeat: number;
   maxQueuedPerBuilder: number;
@@ -63,6 +66,7 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       config: { type: "string" },
       listen: { type: "string", default: "127.0.0.1:4460" },
       "max-lease": { type: "string", default: "86400" },
+      policy: { type: "string", default: "backfill" },
       "log-level": { type: "string", default: "info" },
       "log-format": { type: "string", default: "text" },
       heartbeat: { type: "string", default: "10" },
@@ -130,6 +134,14 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       adminTokenFile,
     );
   }
+  const policy = POLICIES.get(values.policy);
+  if (policy === undefined) {
+    throw new TypeError(
+      `--policy must be one of ${
+        [...POLICIES.keys()].join(", ")
+      }, got "${values.policy}"`,
+    );
+  }
   return {
     ...(values.resources === undefined && values.config !== undefined &&
       { configPath: values.config }),
@@ -147,6 +159,7 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       values["max-queued-per-builder"],
     ),
     budgets: parseBudgets(resources),
+    policy,
     ...parseListen(values.listen),
     maxLease: positiveInt("--max-lease", values["max-lease"]),
     logger: new Logger(parseLevel(values["log-level"]), {
@@ -186,7 +199,9 @@ export async function main(args: string[]): Promise<void> {
   }
   const budgets = [...parsed.budgets].map(([n, b]) => `${n}=${b}`).join(",");
 
-  console.log(`sai-server: listening on ${server.url} (resources ${budgets})`);
+  console.log(
+    `sai-server: listening on ${server.url} (resources ${budgets}, policy ${parsed.policy.name})`,
+  );
   const stop = () => server.shutdown();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);

@@ -7,11 +7,17 @@
  * Requests are identified by (owner, cookie): the owner is the builder
  * connection, so one builder cannot touch another's cookies.
  *
+ * A request may need several resources at once (all or nothing): it then has
+ * one part in each resource's queue and is granted only when every part can
+ * start.  Queues are ordered by one global rank (arrival order, with
+ * priority), so the waits between requests can never form a cycle: no
+ * deadlock, and nothing is held while waiting.
+ *
  * @module
  */
 
 import { MinHeap } from "./_heap.ts";
-import { fifo, type Policy, type ResourceView } from "./policy.ts";
+import { fifo, type Policy, reservation, type ResourceView } from "./policy.ts";
 
 /** Why a request was refused; stable, for metrics and tests. */
 export type RefusalReason =
@@ -22,13 +28,22 @@ export type RefusalReason =
   | "queue-limit"
   | "invalid";
 
+/** One resource and amount of a multi-resource request. */
+export interface ResourceAmount {
+  resname: string;
+  amount: number;
+}
+
 /** A request was granted. */
 export interface GrantOutcome {
   type: "grant";
   owner: string;
   cookie: string;
+  /** The first (or only) resource. */
   resname: string;
   amount: number;
+  /** Every resource granted, for a multi-resource request only. */
+  resources?: ResourceAmount[];
   lease: number;
   /** Epoch milliseconds by the injected clock. */
   expires: number;
@@ -54,6 +69,8 @@ export interface ExpiryOutcome {
   cookie: string;
   resname: string;
   amount: number;
+  /** Every resource freed, for a multi-resource request only. */
+  resources?: ResourceAmount[];
 }
 
 /** What a call on the allocator caused. */
@@ -66,6 +83,16 @@ export interface LeaseRequest {
   amount: number;
   /** Lease length in seconds. */
   lease: number;
+  /**
+   * Several resources at once, all or nothing; when given, `resname` and
+   * `amount` are ignored.
+   */
+  resources?: ResourceAmount[];
+  /**
+   * Higher goes first (default 0); ties in arrival order.  Never ahead of a
+   * queue's head, which holds the reservation.
+   */
+  priority?: number;
 }
 
 /** Options for {@linkcode Allocator}. */
@@ -103,6 +130,19 @@ export interface QueuedStatus {
   estimatedStart: number | null;
 }
 
+/** The head of a queue and when it is certain to start. */
+export interface HeadStatus {
+  owner: string;
+  cookie: string;
+  amount: number;
+  enqueuedAt: number;
+  /**
+   * The earliest time its amount is certain to be free, from declared lease
+   * ends: when fifo would start it from this state.
+   */
+  reservedAt: number;
+}
+
 /** One resource in a status snapshot. */
 export interface ResourceStatus {
   name: string;
@@ -129,23 +169,35 @@ export interface GrantedLease {
   amount: number;
 }
 
+/** A request: one part per resource it needs. */
 interface Entry {
   owner: string;
   cookie: string;
-  key: string;
-  res: Resource;
-  amount: number;
+  parts: Part[];
   lease: number;
   leaseMs: number;
   enqueuedAt: number;
+  priority: number;
+  /** Global queue order: lower first, the same in every queue. */
+  rank: number;
   state: "queued" | "leased";
   grantedAt: number;
   expires: number;
-  prev: Entry | null;
-  next: Entry | null;
 }
 
-class Resource implements ResourceView<Entry> {
+/** A request's share of one resource: a node of that resource's queue. */
+interface Part {
+  entry: Entry;
+  res: Resource;
+  amount: number;
+  leaseMs: number;
+  enqueuedAt: number;
+  expires: number;
+  prev: Part | null;
+  next: Part | null;
+}
+
+class Resource implements ResourceView<Part> {
   name: string;
   budget: number;
   allocated = 0;
@@ -153,34 +205,53 @@ class Resource implements ResourceView<Entry> {
   overBudgetGrants = 0;
   queuedAmount = 0;
   queuedRequests = 0;
-  head: Entry | null = null;
-  tail: Entry | null = null;
-  leased = new Set<Entry>();
+  head: Part | null = null;
+  tail: Part | null = null;
+  leased = new Set<Part>();
 
   constructor(name: string, budget: number) {
     this.name = name;
     this.budget = budget;
   }
 
-  *queue(): Iterable<Entry> {
-    for (let e = this.head; e; e = e.next) yield e;
+  queue(): Iterable<Part> {
+    // A plain iterator, not a generator: policies walk queues on hot paths.
+    let e = this.head;
+    const it: IterableIterator<Part> = {
+      next: () => {
+        if (e === null) return { done: true, value: undefined };
+        const value = e;
+        e = e.next;
+        return { done: false, value };
+      },
+      [Symbol.iterator]: () => it,
+    };
+    return it;
   }
 
-  leases(): Iterable<Entry> {
+  next(e: Part): Part | null {
+    return e.next;
+  }
+
+  leases(): Iterable<Part> {
     return this.leased;
   }
 
-  enqueue(e: Entry): void {
-    e.prev = this.tail;
-    e.next = null;
-    if (this.tail) this.tail.next = e;
+  /** Inserts by rank; O(1) for the usual append at the tail. */
+  insert(e: Part): void {
+    let after = this.tail;
+    while (after && after.entry.rank > e.entry.rank) after = after.prev;
+    e.prev = after;
+    e.next = after ? after.next : this.head;
+    if (e.next) e.next.prev = e;
+    else this.tail = e;
+    if (after) after.next = e;
     else this.head = e;
-    this.tail = e;
     this.queuedAmount += e.amount;
     this.queuedRequests++;
   }
 
-  unlink(e: Entry): void {
+  unlink(e: Part): void {
     if (e.prev) e.prev.next = e.next;
     else this.head = e.next;
     if (e.next) e.next.prev = e.prev;
@@ -189,10 +260,39 @@ class Resource implements ResourceView<Entry> {
     this.queuedAmount -= e.amount;
     this.queuedRequests--;
   }
+
+  /**
+   * The rank a request of `priority` must come after here: the head (its
+   * reservation is made) and anything of equal or higher priority.
+   */
+  protectedRank(priority: number): number {
+    let e = this.tail;
+    while (e && e !== this.head && e.entry.priority < priority) e = e.prev;
+    return e ? e.entry.rank : -Infinity;
+  }
+
+  /** The lowest rank above `rank` here, if any. */
+  rankAfter(rank: number): number {
+    let e = this.tail;
+    let found = Infinity;
+    while (e && e.entry.rank > rank) {
+      found = e.entry.rank;
+      e = e.prev;
+    }
+    return found;
+  }
 }
 
-function keyOf(owner: string, cookie: string): string {
-  return `${owner}\0${cookie}`;
+function resourcesTouched(entry: Entry): Resource[] {
+  return entry.parts.length === 1
+    ? [entry.parts[0]!.res]
+    : entry.parts.map((p) => p.res);
+}
+
+function resourcesOf(entry: Entry): ResourceAmount[] | undefined {
+  return entry.parts.length > 1
+    ? entry.parts.map((p) => ({ resname: p.res.name, amount: p.amount }))
+    : undefined;
 }
 
 /** Allocates leases on named resources within their budgets. */
@@ -201,11 +301,13 @@ export class Allocator {
   #maxLease: number;
   #policy: Policy;
   #resources = new Map<string, Resource>();
-  #entries = new Map<string, Entry>();
-  #byOwner = new Map<string, Set<Entry>>();
+  /** Live requests by owner, then cookie: no key strings to build. */
+  #owners = new Map<string, Map<string, Entry>>();
+  #expiries = new MinHeap<Entry>();
+  /** The last rank given at the tail; ranks between are for priorities. */
+  #seq = 0;
   #queuedByOwner = new Map<string, number>();
   #maxQueuedPerOwner: number;
-  #expiries = new MinHeap<Entry>();
 
   constructor(budgets: Iterable<[string, number]>, options: AllocatorOptions) {
     this.#now = options.now;
@@ -227,32 +329,12 @@ export class Allocator {
    * it never can, else nothing (it waits).
    */
   request(owner: string, req: LeaseRequest): Outcome[] {
-    const refuse = (reason: RefusalReason, message: string): Outcome[] => [
-      { type: "refuse", owner, cookie: req.cookie, reason, message },
-    ];
-    const res = this.#resources.get(req.resname);
-    if (!res) return this.#refuseUnknown(owner, req);
-    if (req.amount > res.budget) {
-      return refuse(
-        "exceeds-budget",
-        `Cannot lease "${req.resname}": amount ${req.amount} exceeds the budget of ${res.budget}`,
-      );
-    }
-    if (req.lease > this.#maxLease) {
-      return refuse(
-        "lease-too-long",
-        `Cannot lease "${req.resname}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
-      );
-    }
-    if (this.#entries.has(keyOf(owner, req.cookie))) {
-      return refuse(
-        "duplicate-cookie",
-        `Cannot lease "${req.resname}": cookie "${req.cookie}" is already in use`,
-      );
-    }
-    const entry = this.#add(owner, req, res);
-    this.#enqueue(entry);
-    const out = this.#schedule(res, []);
+    const checked = this.#check(owner, req);
+    if (!Array.isArray(checked)) return [checked];
+    const entry = this.#add(owner, req, checked);
+    for (const part of entry.parts) part.res.insert(part);
+    this.#countQueued(owner, 1);
+    const out = this.#schedule(resourcesTouched(entry), []);
     if (
       entry.state === "queued" &&
       (this.#queuedByOwner.get(owner) ?? 0) > this.#maxQueuedPerOwner
@@ -263,8 +345,9 @@ export class Allocator {
         owner,
         cookie: req.cookie,
         reason: "queue-limit",
-        message:
-          `Cannot queue "${req.resname}": this builder already has ${this.#maxQueuedPerOwner} requests queued (the per-builder limit)`,
+        message: `Cannot queue "${
+          entry.parts.map((p) => p.res.name).join(",")
+        }": this builder already has ${this.#maxQueuedPerOwner} requests queued (the per-builder limit)`,
       });
     }
     return out;
@@ -282,76 +365,146 @@ export class Allocator {
     req: LeaseRequest,
     kind: "lease" | "queued",
   ): Outcome[] {
-    const existing = this.#entries.get(keyOf(owner, req.cookie));
-    if (existing?.state === "leased") return [grantOf(existing, true)];
+    const existing = this.#owners.get(owner)?.get(req.cookie);
+    if (existing?.state === "leased") return [grantOf(existing, 0, true)];
     if (existing && kind === "queued") return [];
-    const res = this.#resources.get(req.resname);
-    if (!res) return this.#refuseUnknown(owner, req);
     if (kind === "queued") return this.request(owner, req);
-    const entry = existing ?? this.#add(owner, req, res);
-    if (existing) this.#unqueue(existing);
-    this.#lease(entry, this.#now());
-    return [grantOf(entry, true)];
+    const now = this.#now();
+    let entry = existing;
+    if (entry) {
+      for (const p of entry.parts) p.res.unlink(p);
+      this.#countQueued(owner, -1);
+    } else {
+      const checked = this.#check(owner, req, { restoring: true });
+      if (!Array.isArray(checked)) return [checked];
+      entry = this.#add(owner, req, checked);
+    }
+    this.#lease(entry, now);
+    return [grantOf(entry, now, true)];
   }
 
-  #refuseUnknown(owner: string, req: LeaseRequest): Outcome[] {
-    return [{
+  /**
+   * Validates a request: its resources and amounts as targets, or why it
+   * is refused.  A restored lease may exceed a budget (lowered meanwhile).
+   */
+  #check(
+    owner: string,
+    req: LeaseRequest,
+    options: { restoring?: boolean } = {},
+  ): [Resource, number][] | RefusalOutcome {
+    const refuse = (
+      reason: RefusalReason,
+      message: string,
+    ): RefusalOutcome => ({
       type: "refuse",
       owner,
       cookie: req.cookie,
-      reason: "unknown-resource",
-      message: `Cannot lease "${req.resname}": no such resource`,
-    }];
+      reason,
+      message,
+    });
+    const wanted = req.resources ?? [
+      { resname: req.resname, amount: req.amount },
+    ];
+    const label = () => wanted.map((w) => w.resname).join(",");
+    if (wanted.length === 0) {
+      return refuse("invalid", "Cannot lease: no resource named");
+    }
+    const targets: [Resource, number][] = [];
+    for (const { resname, amount } of wanted) {
+      const res = this.#resources.get(resname);
+      if (!res) {
+        return refuse(
+          "unknown-resource",
+          `Cannot lease "${resname}": no such resource`,
+        );
+      }
+      if (amount > res.budget && !options.restoring) {
+        return refuse(
+          "exceeds-budget",
+          `Cannot lease "${resname}": amount ${amount} exceeds the budget of ${res.budget}`,
+        );
+      }
+      if (targets.some(([r]) => r === res)) {
+        return refuse(
+          "invalid",
+          `Cannot lease "${label()}": "${resname}" is named twice`,
+        );
+      }
+      targets.push([res, amount]);
+    }
+    if (req.lease > this.#maxLease && !options.restoring) {
+      return refuse(
+        "lease-too-long",
+        `Cannot lease "${label()}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
+      );
+    }
+    if (this.#owners.get(owner)?.has(req.cookie)) {
+      return refuse(
+        "duplicate-cookie",
+        `Cannot lease "${label()}": cookie "${req.cookie}" is already in use`,
+      );
+    }
+    return targets;
   }
 
-  #add(owner: string, req: LeaseRequest, res: Resource): Entry {
+  /** Makes a queued entry (not yet in any queue) and records it. */
+  #add(owner: string, req: LeaseRequest, targets: [Resource, number][]): Entry {
+    const now = this.#now();
+    const priority = req.priority ?? 0;
     const entry: Entry = {
       owner,
       cookie: req.cookie,
-      key: keyOf(owner, req.cookie),
-      res,
-      amount: req.amount,
+      parts: [],
       lease: req.lease,
       leaseMs: req.lease * 1000,
-      enqueuedAt: this.#now(),
+      enqueuedAt: now,
+      priority,
+      rank: this.#rankFor(targets.map(([r]) => r), priority),
       state: "queued",
       grantedAt: 0,
       expires: 0,
-      prev: null,
-      next: null,
     };
-    this.#entries.set(entry.key, entry);
-    let owned = this.#byOwner.get(owner);
-    if (!owned) this.#byOwner.set(owner, owned = new Set());
-    owned.add(entry);
+    for (const [res, amount] of targets) {
+      entry.parts.push({
+        entry,
+        res,
+        amount,
+        leaseMs: entry.leaseMs,
+        enqueuedAt: now,
+        expires: 0,
+        prev: null,
+        next: null,
+      });
+    }
+    let owned = this.#owners.get(owner);
+    if (!owned) this.#owners.set(owner, owned = new Map());
+    owned.set(req.cookie, entry);
     return entry;
   }
 
-  #enqueue(entry: Entry): void {
-    entry.res.enqueue(entry);
-    this.#queuedByOwner.set(
-      entry.owner,
-      (this.#queuedByOwner.get(entry.owner) ?? 0) + 1,
-    );
+  #countQueued(owner: string, delta: number): void {
+    const n = (this.#queuedByOwner.get(owner) ?? 0) + delta;
+    if (n === 0) this.#queuedByOwner.delete(owner);
+    else this.#queuedByOwner.set(owner, n);
   }
 
-  #unqueue(entry: Entry): void {
-    entry.res.unlink(entry);
-    const n = (this.#queuedByOwner.get(entry.owner) ?? 1) - 1;
-    if (n === 0) this.#queuedByOwner.delete(entry.owner);
-    else this.#queuedByOwner.set(entry.owner, n);
-  }
-
-  /** Turns an entry into a live lease from `now`. */
-  #lease(entry: Entry, now: number): void {
-    const res = entry.res;
-    entry.state = "leased";
-    entry.grantedAt = now;
-    entry.expires = now + entry.leaseMs;
-    res.allocated += entry.amount;
-    if (res.allocated > res.peak) res.peak = res.allocated;
-    res.leased.add(entry);
-    this.#expiries.push(entry.expires, entry);
+  /**
+   * One rank for every queue the request joins, so that all queues agree on
+   * who is ahead of whom: after each queue's head and every request of equal
+   * or higher priority, else as early as the gaps allow.
+   */
+  #rankFor(resources: Resource[], priority: number): number {
+    let after = -Infinity;
+    for (const r of resources) {
+      after = Math.max(after, r.protectedRank(priority));
+    }
+    let before = Infinity;
+    for (const r of resources) before = Math.min(before, r.rankAfter(after));
+    if (before === Infinity) return ++this.#seq;
+    const mid = after === -Infinity ? before - 1 : (after + before) / 2;
+    // Out of float precision between two ranks: join the tail instead,
+    // which only gives up the priority's head start.
+    return mid > after && mid < before ? mid : ++this.#seq;
   }
 
   /**
@@ -362,25 +515,32 @@ export class Allocator {
     owner: string,
     cookie: string,
   ): { found: "lease" | "queued" | null; outcomes: Outcome[] } {
-    const entry = this.#entries.get(keyOf(owner, cookie));
+    const entry = this.#owners.get(owner)?.get(cookie);
     if (!entry) return { found: null, outcomes: [] };
     const found = entry.state === "leased" ? "lease" : "queued";
+    // Withdrawing a single-resource request from behind a single-resource
+    // head frees nothing and moves no reservation: that head does not fit,
+    // so nothing behind it could start before and nothing can now.  (A
+    // multi-resource head may fit and wait elsewhere: then look again.)
+    const part = entry.parts[0]!;
+    const head = part.res.head;
+    const inert = found === "queued" && entry.parts.length === 1 &&
+      head !== part && head !== null && head.entry.parts.length === 1;
     this.#remove(entry);
-    return { found, outcomes: this.#schedule(entry.res, []) };
+    if (inert) return { found, outcomes: [] };
+    return { found, outcomes: this.#schedule(resourcesTouched(entry), []) };
   }
 
   /** Ends everything an owner holds or waits for (its connection closed). */
   dropOwner(owner: string): Outcome[] {
-    const owned = this.#byOwner.get(owner);
+    const owned = this.#owners.get(owner);
     if (!owned) return [];
     const touched = new Set<Resource>();
-    for (const entry of [...owned]) {
+    for (const entry of [...owned.values()]) {
       this.#remove(entry);
-      touched.add(entry.res);
+      for (const p of entry.parts) touched.add(p.res);
     }
-    const out: Outcome[] = [];
-    for (const res of touched) this.#schedule(res, out);
-    return out;
+    return this.#schedule(touched, []);
   }
 
   /** Expires the leases that are due by now, and grants what that frees. */
@@ -394,17 +554,19 @@ export class Allocator {
       const entry = this.#expiries.pop()!;
       if (!this.#isLive(entry) || entry.expires !== at) continue;
       this.#remove(entry);
-      touched.add(entry.res);
+      for (const p of entry.parts) touched.add(p.res);
+      const first = entry.parts[0]!;
+      const resources = resourcesOf(entry);
       out.push({
         type: "expire",
         owner: entry.owner,
         cookie: entry.cookie,
-        resname: entry.res.name,
-        amount: entry.amount,
+        resname: first.res.name,
+        amount: first.amount,
+        ...(resources && { resources }),
       });
     }
-    for (const res of touched) this.#schedule(res, out);
-    return out;
+    return this.#schedule(touched, out);
   }
 
   /** When the next lease is due to expire, if any. */
@@ -423,9 +585,18 @@ export class Allocator {
   lookup(
     owner: string,
     cookie: string,
-  ): { state: "queued" | "leased"; resname: string } | undefined {
-    const e = this.#entries.get(keyOf(owner, cookie));
-    return e && { state: e.state, resname: e.res.name };
+  ): {
+    state: "queued" | "leased";
+    resname: string;
+    /** Every resource it needs, in request order. */
+    resnames: string[];
+  } | undefined {
+    const e = this.#owners.get(owner)?.get(cookie);
+    return e && {
+      state: e.state,
+      resname: e.parts[0]!.res.name,
+      resnames: e.parts.map((p) => p.res.name),
+    };
   }
 
   /** Names and budgets of the resources. */
@@ -433,39 +604,153 @@ export class Allocator {
     return new Map([...this.#resources].map(([n, r]) => [n, r.budget]));
   }
 
+  /**
+   * The head of a resource's queue, if any, with its reservation.  Costs
+   * O(leases), not O(queue): for simulations and metrics on hot paths.
+   */
+  head(resname: string): HeadStatus | undefined {
+    const res = this.#resources.get(resname);
+    const e = res?.head;
+    if (!res || !e) return undefined;
+    return {
+      owner: e.entry.owner,
+      cookie: e.entry.cookie,
+      amount: e.amount,
+      enqueuedAt: e.enqueuedAt,
+      reservedAt: reservation(res, e.amount, this.#now()).at,
+    };
+  }
+
+  /** How many requests wait for a resource: O(1). */
+  queued(resname: string): number {
+    return this.#resources.get(resname)?.queuedRequests ?? 0;
+  }
+
   /** A snapshot of every resource, its leases and its queue. */
   status(): ResourceStatus[] {
+    return [...this.#resources.values()].map((res) => this.#statusOf(res));
+  }
+
+  /**
+   * A snapshot of one resource: O(its leases + its queue), where
+   * {@linkcode status} costs that for every resource.
+   */
+  statusOf(resname: string): ResourceStatus | undefined {
+    const res = this.#resources.get(resname);
+    return res && this.#statusOf(res);
+  }
+
+  #statusOf(res: Resource): ResourceStatus {
     const now = this.#now();
-    return [...this.#resources.values()].map((res) => {
-      const starts = estimateStarts(res, now);
-      let position = 0;
-      return {
-        name: res.name,
-        budget: res.budget,
-        allocated: res.allocated,
-        peak: res.peak,
-        overBudgetGrants: res.overBudgetGrants,
-        queuedRequests: res.queuedRequests,
-        queuedAmount: res.queuedAmount,
-        leases: [...res.leased].map((e) => ({
-          owner: e.owner,
-          cookie: e.cookie,
-          amount: e.amount,
-          lease: e.lease,
-          grantedAt: e.grantedAt,
-          expires: e.expires,
-        })),
-        queue: [...res.queue()].map((e, i) => ({
-          owner: e.owner,
-          cookie: e.cookie,
-          amount: e.amount,
-          lease: e.lease,
-          enqueuedAt: e.enqueuedAt,
-          position: ++position,
-          estimatedStart: starts[i] ?? null,
-        })),
-      };
-    });
+    const starts = estimateStarts(res, now);
+    let position = 0;
+    return {
+      name: res.name,
+      budget: res.budget,
+      allocated: res.allocated,
+      peak: res.peak,
+      overBudgetGrants: res.overBudgetGrants,
+      queuedRequests: res.queuedRequests,
+      queuedAmount: res.queuedAmount,
+      leases: [...res.leased].map((p) => ({
+        owner: p.entry.owner,
+        cookie: p.entry.cookie,
+        amount: p.amount,
+        lease: p.entry.lease,
+        grantedAt: p.entry.grantedAt,
+        expires: p.expires,
+      })),
+      queue: [...res.queue()].map((p, i) => ({
+        owner: p.entry.owner,
+        cookie: p.entry.cookie,
+        amount: p.amount,
+        lease: p.entry.lease,
+        enqueuedAt: p.enqueuedAt,
+        position: ++position,
+        estimatedStart: starts[i] ?? null,
+      })),
+    };
+  }
+
+  #isLive(entry: Entry): boolean {
+    return this.#owners.get(entry.owner)?.get(entry.cookie) === entry;
+  }
+
+  #remove(entry: Entry): void {
+    const owned = this.#owners.get(entry.owner);
+    owned?.delete(entry.cookie);
+    if (owned?.size === 0) this.#owners.delete(entry.owner);
+    if (entry.state === "queued") this.#countQueued(entry.owner, -1);
+    for (const p of entry.parts) {
+      if (entry.state === "leased") {
+        p.res.allocated -= p.amount;
+        p.res.leased.delete(p);
+      } else {
+        p.res.unlink(p);
+      }
+    }
+  }
+
+  /**
+   * Grants what the policy picks in each resource, until nothing changes:
+   * a multi-resource grant touches other queues, which are then looked at
+   * again.
+   */
+  #schedule(start: Iterable<Resource>, out: Outcome[]): Outcome[] {
+    const now = this.#now();
+    // Only multi-resource grants need a work list: most calls never make one.
+    let again: Set<Resource> | undefined;
+    const run = (res: Resource) => {
+      if (res.head === null) return;
+      for (const part of this.#policy.pick(res, now)) {
+        const entry = part.entry;
+        if (entry.state !== "queued") continue;
+        if (entry.parts.length > 1) {
+          if (!this.#pickedEverywhere(entry, now)) continue;
+          for (const p of entry.parts) {
+            if (p.res !== res) (again ??= new Set()).add(p.res);
+          }
+        }
+        this.#grant(entry, now, out);
+      }
+    };
+    for (const res of start) run(res);
+    while (again !== undefined && again.size > 0) {
+      const [res] = again;
+      again.delete(res!);
+      run(res!);
+    }
+    return out;
+  }
+
+  /** Whether every part of a multi-resource request can start now. */
+  #pickedEverywhere(entry: Entry, now: number): boolean {
+    return entry.parts.every((p) => this.#policy.pick(p.res, now).includes(p));
+  }
+
+  #grant(entry: Entry, now: number, out: Outcome[]): void {
+    for (const p of entry.parts) p.res.unlink(p);
+    this.#countQueued(entry.owner, -1);
+    this.#lease(entry, now);
+    for (const p of entry.parts) {
+      if (p.res.allocated > p.res.budget) p.res.overBudgetGrants++;
+    }
+    out.push(grantOf(entry, now, false));
+  }
+
+  /** Makes an entry, already out of every queue, a live lease from `now`. */
+  #lease(entry: Entry, now: number): void {
+    entry.state = "leased";
+    entry.grantedAt = now;
+    entry.expires = now + entry.leaseMs;
+    for (const p of entry.parts) {
+      const res = p.res;
+      p.expires = entry.expires;
+      res.allocated += p.amount;
+      if (res.allocated > res.peak) res.peak = res.allocated;
+      res.leased.add(p);
+    }
+    this.#expiries.push(entry.expires, entry);
   }
 
   // --- Operator actions (issue #5) -------------------------------------
@@ -495,20 +780,16 @@ export class Allocator {
     }
     const previous = res.budget;
     res.budget = budget;
-    const out: Outcome[] = [];
-    for (const e of [...res.queue()]) {
-      if (e.amount <= budget) continue;
-      this.#remove(e);
-      out.push({
-        type: "refuse",
-        owner: e.owner,
-        cookie: e.cookie,
-        reason: "exceeds-budget",
-        message:
-          `Cannot lease "${name}": amount ${e.amount} exceeds the budget, lowered to ${budget}`,
-      });
-    }
-    return { previous, outcomes: this.#schedule(res, out) };
+    const touched = new Set<Resource>([res]);
+    const out = this.#refuseQueued(
+      res,
+      (p) => p.amount > budget,
+      "exceeds-budget",
+      (p) =>
+        `Cannot lease "${name}": amount ${p.amount} exceeds the budget, lowered to ${budget}`,
+      touched,
+    );
+    return { previous, outcomes: this.#schedule(touched, out) };
   }
 
   /**
@@ -522,19 +803,17 @@ export class Allocator {
     const res = this.#resources.get(name);
     if (!res) return { result: "unknown", outcomes: [] };
     if (res.leased.size > 0) return { result: "busy", outcomes: [] };
-    const out: Outcome[] = [];
-    for (const e of [...res.queue()]) {
-      this.#remove(e);
-      out.push({
-        type: "refuse",
-        owner: e.owner,
-        cookie: e.cookie,
-        reason: "unknown-resource",
-        message: `Cannot lease "${name}": the resource was removed`,
-      });
-    }
+    const touched = new Set<Resource>();
+    const out = this.#refuseQueued(
+      res,
+      () => true,
+      "unknown-resource",
+      () => `Cannot lease "${name}": the resource was removed`,
+      touched,
+    );
     this.#resources.delete(name);
-    return { result: "removed", outcomes: out };
+    touched.delete(res);
+    return { result: "removed", outcomes: this.#schedule(touched, out) };
   }
 
   /**
@@ -546,63 +825,59 @@ export class Allocator {
     owner: string,
     cookie: string,
   ): { lease: GrantedLease | undefined; outcomes: Outcome[] } {
-    const entry = this.#entries.get(keyOf(owner, cookie));
+    const entry = this.#owners.get(owner)?.get(cookie);
     if (!entry || entry.state !== "leased") {
       return { lease: undefined, outcomes: [] };
     }
     this.#remove(entry);
+    const first = entry.parts[0]!;
     return {
-      lease: {
-        owner,
-        cookie,
-        resname: entry.res.name,
-        amount: entry.amount,
-      },
-      outcomes: this.#schedule(entry.res, []),
+      lease: { owner, cookie, resname: first.res.name, amount: first.amount },
+      outcomes: this.#schedule(resourcesTouched(entry), []),
     };
   }
 
-  #isLive(entry: Entry): boolean {
-    return this.#entries.get(entry.key) === entry;
-  }
-
-  #remove(entry: Entry): void {
-    this.#entries.delete(entry.key);
-    const owned = this.#byOwner.get(entry.owner);
-    owned?.delete(entry);
-    if (owned?.size === 0) this.#byOwner.delete(entry.owner);
-    if (entry.state === "leased") {
-      entry.res.allocated -= entry.amount;
-      entry.res.leased.delete(entry);
-    } else {
-      this.#unqueue(entry);
-    }
-  }
-
-  #schedule(res: Resource, out: Outcome[]): Outcome[] {
-    if (res.head === null) return out;
-    const now = this.#now();
-    for (const entry of this.#policy.pick(res, now)) {
-      this.#unqueue(entry);
-      this.#lease(entry, now);
-      if (res.allocated > res.budget) res.overBudgetGrants++;
-      out.push(grantOf(entry, false));
+  /**
+   * Refuses (whole) every queued request with a part in `res` that `which`
+   * picks; adds every resource they were queued in to `touched`.
+   */
+  #refuseQueued(
+    res: Resource,
+    which: (p: Part) => boolean,
+    reason: RefusalReason,
+    message: (p: Part) => string,
+    touched: Set<Resource>,
+  ): Outcome[] {
+    const out: Outcome[] = [];
+    for (const p of [...res.queue()]) {
+      if (!which(p)) continue;
+      this.#remove(p.entry);
+      for (const q of p.entry.parts) touched.add(q.res);
+      out.push({
+        type: "refuse",
+        owner: p.entry.owner,
+        cookie: p.entry.cookie,
+        reason,
+        message: message(p),
+      });
     }
     return out;
   }
 }
 
-function grantOf(entry: Entry, restored: boolean): GrantOutcome {
+function grantOf(entry: Entry, now: number, restored: boolean): GrantOutcome {
+  const first = entry.parts[0]!;
   const grant: GrantOutcome = {
     type: "grant",
     owner: entry.owner,
     cookie: entry.cookie,
-    resname: entry.res.name,
-    amount: entry.amount,
+    resname: first.res.name,
+    amount: first.amount,
     lease: entry.lease,
     expires: entry.expires,
-    waited: entry.grantedAt - entry.enqueuedAt,
+    waited: restored ? 0 : now - entry.enqueuedAt,
   };
+  if (entry.parts.length > 1) grant.resources = resourcesOf(entry)!;
   if (restored) grant.restored = true;
   return grant;
 }

@@ -210,9 +210,8 @@ Deno.test("Allocator.restore() refuses an unknown resource", () => {
 });
 
 Deno.test("Allocator.request() refuses past the per-owner queue limit, without touching others", () => {
-  let now = 0;
   const alloc = new Allocator([["r", 1]], {
-    now: () => now,
+    now: () => 0,
     maxQueuedPerOwner: 2,
   });
   alloc.request("a", req("held", 1));
@@ -319,4 +318,115 @@ Deno.test("Allocator.forceRelease() ends a live lease, grants the next, and igno
   advance(10_000);
   assert.deepEqual(alloc.expire(), []);
   assert.equal(alloc.status()[0]!.allocated, 2);
+});
+
+Deno.test("Allocator.request() with resources grants all or nothing, holding nothing while it waits", () => {
+  const { alloc } = setup({ a: 2, b: 2 });
+  alloc.request("b", req("hold", 2, 10, "a"));
+  const multi = {
+    cookie: "m",
+    resname: "",
+    amount: 0,
+    lease: 10,
+    resources: [{ resname: "a", amount: 1 }, { resname: "b", amount: 1 }],
+  };
+  assert.deepEqual(alloc.request("b", multi), []);
+  const b = alloc.status().find((r) => r.name === "b")!;
+  assert.equal(b.allocated, 0, "b is not held while a is busy");
+  // The waiting multi request keeps its place (1 of b), not more.
+  assert.deepEqual(summary(alloc.request("b", req("solo", 1, 10, "b"))), [
+    "grant:b/solo",
+  ]);
+  assert.deepEqual(alloc.request("b", req("solo2", 1, 10, "b")), []);
+  alloc.release("b", "solo2");
+  alloc.release("b", "solo");
+  const out = alloc.release("b", "hold").outcomes;
+  assert.equal(out.length, 1);
+  const g = out[0]!;
+  assert.equal(g.type, "grant");
+  assert.deepEqual(g.type === "grant" && g.resources, multi.resources);
+  assert.deepEqual(alloc.status().map((r) => r.allocated), [1, 1]);
+});
+
+Deno.test("Allocator.request() refuses a resource named twice or unknown in a multi request", () => {
+  const { alloc } = setup({ a: 2, b: 1 });
+  const twice = alloc.request("b", {
+    cookie: "x",
+    resname: "",
+    amount: 0,
+    lease: 1,
+    resources: [{ resname: "a", amount: 1 }, { resname: "a", amount: 1 }],
+  });
+  assert.equal(twice[0]?.type === "refuse" && twice[0].reason, "invalid");
+  const unknown = alloc.request("b", {
+    cookie: "y",
+    resname: "",
+    amount: 0,
+    lease: 1,
+    resources: [{ resname: "a", amount: 1 }, { resname: "z", amount: 1 }],
+  });
+  assert.equal(
+    unknown[0]?.type === "refuse" && unknown[0].reason,
+    "unknown-resource",
+  );
+  assert.deepEqual(alloc.status().map((r) => r.allocated), [0, 0]);
+});
+
+Deno.test("Allocator: crossed multi-resource requests do not deadlock", () => {
+  const { alloc } = setup({ a: 1, b: 1 });
+  alloc.request("b", req("ha", 1, 10, "a"));
+  alloc.request("b", req("hb", 1, 10, "b"));
+  const both = (cookie: string, first: string, second: string) => ({
+    cookie,
+    resname: "",
+    amount: 0,
+    lease: 10,
+    resources: [{ resname: first, amount: 1 }, { resname: second, amount: 1 }],
+  });
+  alloc.request("b", both("x", "a", "b"));
+  alloc.request("b", both("y", "b", "a"));
+  assert.deepEqual(alloc.release("b", "ha").outcomes, [], "x still needs b");
+  assert.deepEqual(summary(alloc.release("b", "hb").outcomes), ["grant:b/x"]);
+  assert.deepEqual(summary(alloc.release("b", "x").outcomes), ["grant:b/y"]);
+});
+
+Deno.test("Allocator orders by priority, but never ahead of the head's reservation", () => {
+  const { alloc } = setup({ r: 1 });
+  alloc.request("b", req("hold", 1));
+  alloc.request("b", req("head", 1));
+  alloc.request("b", req("mid", 1));
+  alloc.request("b", { ...req("high", 1), priority: 5 });
+  alloc.request("b", { ...req("higher", 1), priority: 9 });
+  alloc.request("b", { ...req("high2", 1), priority: 5 });
+  assert.deepEqual(alloc.status()[0]!.queue.map((q) => q.cookie), [
+    "head",
+    "higher",
+    "high",
+    "high2",
+    "mid",
+  ]);
+  const order = [];
+  let out = alloc.release("b", "hold").outcomes;
+  while (out.length > 0) {
+    const g = out[0]!;
+    order.push(g.cookie);
+    out = alloc.release("b", g.cookie).outcomes;
+  }
+  assert.deepEqual(order, ["head", "higher", "high", "high2", "mid"]);
+});
+
+Deno.test("Allocator.release() of a queued request behind a waiting multi-resource head grants what now fits", () => {
+  const { alloc } = setup({ a: 2, b: 1 });
+  alloc.request("b", req("hb", 1, 10, "b"));
+  // The head of a: fits in a, waits for b.
+  alloc.request("b", {
+    cookie: "m",
+    resname: "",
+    amount: 0,
+    lease: 10,
+    resources: [{ resname: "a", amount: 1 }, { resname: "b", amount: 1 }],
+  });
+  alloc.request("b", req("w", 2, 10, "a")); // does not fit beside m
+  alloc.request("b", req("x", 1, 10, "a")); // would, but waits behind w
+  assert.deepEqual(summary(alloc.release("b", "w").outcomes), ["grant:b/x"]);
 });

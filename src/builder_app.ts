@@ -20,6 +20,7 @@ import {
   type ServerMessage,
 } from "./protocol.ts";
 import { writeAll } from "./lease_client.ts";
+import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
 
 /** Options for {@linkcode startBuilder}. */
 export interface BuilderOptions {
@@ -160,7 +161,7 @@ class BuilderApp {
   #listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
   #clients = new Map<string, Client>();
   #open = new Set<Deno.UnixConn>();
-  #ws: WebSocket | undefined;
+  #ws: WebSocketLike | undefined;
   #up = false;
   #stopping = false;
   #attempt = 0;
@@ -214,9 +215,9 @@ class BuilderApp {
 
   #connect(): void {
     if (this.#stopping) return;
-    let ws: WebSocket;
+    let ws: WebSocketLike;
     try {
-      ws = new WebSocket(this.#opts.server, this.#wsOptions());
+      ws = openWebSocket(this.#opts.server, this.#wsOptions());
     } catch (err) {
       this.#log.error("cannot connect to server", {
         server: this.#opts.server,
@@ -271,7 +272,7 @@ class BuilderApp {
    * The link is gone (closed, or silent past the heartbeat).  Clients stay:
    * their leases and requests are restored when the link returns.
    */
-  #linkLost(ws: WebSocket, why: string): void {
+  #linkLost(ws: WebSocketLike, why: string): void {
     if (this.#ws !== ws) return;
     const wasUp = this.#up;
     this.#ws = undefined;

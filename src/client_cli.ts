@@ -23,9 +23,11 @@ import {
 } from "./lease_client.ts";
 import {
   COOKIE_PATTERN,
+  MAX_PRIORITY,
   MAX_UINT,
   NAME_PATTERN,
   parseServerMessage,
+  type ResourceAmount,
 } from "./protocol.ts";
 import { JsonObjectSplitter } from "./json_splitter.ts";
 import {
@@ -42,7 +44,8 @@ export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
 export const USAGE =
-  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--socket PATH] [--quiet] [--optional]
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [--optional]
+       sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
        sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
        sai-resource (--release COOKIE | --release-scope SCOPE) [--socket PATH] [--optional]`;
 
@@ -132,6 +135,33 @@ function positiveInt(name: string, value: string): number {
   return Number(value);
 }
 
+/** Parses `NAME=AMOUNT[,NAME=AMOUNT...]`. */
+function parseResourceList(text: string): ResourceAmount[] {
+  const resources = text.split(",").map((item) => {
+    const [name = "", value = ""] = item.split("=");
+    if (!NAME_PATTERN.test(name)) {
+      throw new TypeError(
+        `NAME must match ${NAME_PATTERN.source}, got "${name}"`,
+      );
+    }
+    return { resname: name, amount: positiveInt("AMOUNT", value) };
+  });
+  if (new Set(resources.map((r) => r.resname)).size < resources.length) {
+    throw new TypeError(`a resource is named twice in "${text}"`);
+  }
+  return resources;
+}
+
+function parsePriority(value: string): number {
+  const priority = Number(value);
+  if (!/^-?[0-9]+$/.test(value) || Math.abs(priority) > MAX_PRIORITY) {
+    throw new TypeError(
+      `--priority must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}, got "${value}"`,
+    );
+  }
+  return priority;
+}
+
 /** Parses the command line; throws `TypeError` for usage errors. */
 export function parseCommand(
   args: string[],
@@ -154,6 +184,7 @@ export function parseCommand(
       grace: { type: "string" },
       help: { type: "boolean", short: "h" },
       holder: { type: "boolean" },
+      priority: { type: "string" },
     },
   });
   if (values.help) return { kind: "help" };
@@ -182,17 +213,24 @@ export function parseCommand(
     if (!socket && values.optional) return { kind: "unmanaged", quiet };
     return { kind: "release", cookie, socket: needSocket(socket) };
   }
-  if (positionals.length < 3 || positionals.length > 4) {
+  // NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE]: several at once.
+  const multi = positionals[0]?.includes("=") ?? false;
+  const [min, max] = multi ? [2, 3] : [3, 4];
+  if (positionals.length < min || positionals.length > max) {
     throw new TypeError(
-      `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`,
+      multi
+        ? `expected NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`
+        : `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`,
     );
   }
-  const [resname, amount, lease, given] = positionals as [
-    string,
-    string,
-    string,
-    string?,
-  ];
+  const resources = multi ? parseResourceList(positionals[0]!) : undefined;
+  const [resname, amount, lease, given] = resources
+    ? [
+      resources[0]!.resname,
+      String(resources[0]!.amount),
+      ...positionals.slice(1),
+    ] as [string, string, string, string?]
+    : positionals as [string, string, string, string?];
   if (!NAME_PATTERN.test(resname)) {
     throw new TypeError(
       `NAME must match ${NAME_PATTERN.source}, got "${resname}"`,
@@ -212,11 +250,16 @@ export function parseCommand(
   const waitSeconds = values.wait !== undefined
     ? seconds("--wait", values.wait)
     : DEFAULT_WAIT_SECONDS;
+  const priority = values.priority === undefined
+    ? 0
+    : parsePriority(values.priority);
   const spec: LeaseSpec = {
     resname,
     amount: positiveInt("AMOUNT", amount),
     lease: positiveInt("LEASE_SECONDS", lease),
     cookie,
+    ...(resources && resources.length > 1 && { resources }),
+    ...(priority !== 0 && { priority }),
   };
   const graceSeconds = values.grace !== undefined
     ? seconds("--grace", values.grace)
@@ -372,14 +415,16 @@ async function runParent(
   const { spec, quiet } = command;
   // The holder must use the same cookie and socket we settled on.
   const holderArgs = [
-    spec.resname,
-    String(spec.amount),
+    ...(spec.resources
+      ? [spec.resources.map((r) => `${r.resname}=${r.amount}`).join(",")]
+      : [spec.resname, String(spec.amount)]),
     String(spec.lease),
     spec.cookie,
     "--socket",
     command.socket,
     "--wait",
     String(command.waitSeconds),
+    ...(spec.priority ? [`--priority=${spec.priority}`] : []),
   ];
   void args;
   const { exe, args: argv } = holderCommand(holderArgs);

@@ -14,6 +14,7 @@ import {
   isRefusal,
   parseServerMessage,
   ProtocolError,
+  type ResourceAmount,
   type ServerMessage,
 } from "./protocol.ts";
 
@@ -24,6 +25,10 @@ export interface LeaseSpec {
   /** Seconds. */
   lease: number;
   cookie: string;
+  /** Several resources at once, all or nothing (then `resname`/`amount` are the first's). */
+  resources?: ResourceAmount[];
+  /** Higher goes first (default 0), never ahead of a queue's head. */
+  priority?: number;
 }
 
 /** Why acquiring failed. */

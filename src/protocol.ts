@@ -30,13 +30,32 @@ export const COOKIE_PATTERN = /^[!#-[\]-~]{1,64}$/;
 /** Largest amount or lease accepted: fits the C side's `unsigned int`. */
 export const MAX_UINT = 0xffff_ffff;
 
-/** A request for `amount` of `resname` for `lease` seconds. */
+/** Most resources one request may name at once. */
+export const MAX_RESOURCES_PER_REQUEST = 16;
+
+/** Priorities accepted: higher goes first, default 0. */
+export const MAX_PRIORITY = 1000;
+
+/** One resource and amount of a multi-resource request. */
+export interface ResourceAmount {
+  resname: string;
+  amount: number;
+}
+
+/**
+ * A request for `amount` of `resname` for `lease` seconds.  With
+ * `resources` it asks for all of them at once (all or nothing); `resname`
+ * and `amount` are then the first entry's, whatever the sender wrote.
+ */
 export interface RequestMessage {
   schema: typeof SCHEMA;
   resname: string;
   cookie: string;
   amount: number;
   lease: number;
+  resources?: ResourceAmount[];
+  /** Higher goes first (default 0), never ahead of a queue's head. */
+  priority?: number;
   /**
    * Builder to server only, after a reconnect: `"lease"` re-admits a lease
    * the builder's holder still holds (`lease` is then the seconds left);
@@ -73,6 +92,8 @@ export interface GrantMessage {
   lease: number;
   /** When the lease ends, in Unix epoch milliseconds (server clock). */
   expires: number;
+  /** Every resource granted, for a multi-resource request. */
+  resources?: ResourceAmount[];
 }
 
 /** The request was refused; no `amount`, as in real Sai. */
@@ -214,12 +235,60 @@ function positiveInt(obj: Json, key: string, cookie: string): number {
   return value;
 }
 
+function resourceName(value: unknown, cookie: string): string {
+  if (typeof value !== "string" || !NAME_PATTERN.test(value)) {
+    throw new ProtocolError(
+      `Cannot parse request: "resname" must match ${NAME_PATTERN.source}, got ${
+        describe(value)
+      }`,
+      { cookie },
+    );
+  }
+  return value;
+}
+
+function resourceList(value: unknown, cookie: string): ResourceAmount[] {
+  if (
+    !Array.isArray(value) || value.length === 0 ||
+    value.length > MAX_RESOURCES_PER_REQUEST
+  ) {
+    throw new ProtocolError(
+      `Cannot parse request: "resources" must be a list of 1 to ${MAX_RESOURCES_PER_REQUEST} {"resname","amount"} objects, got ${
+        describe(value)
+      }`,
+      { cookie },
+    );
+  }
+  const seen = new Set<string>();
+  return value.map((item) => {
+    if (typeof item !== "object" || item === null || Array.isArray(item)) {
+      throw new ProtocolError(
+        `Cannot parse request: each of "resources" must be an object, got ${
+          describe(item)
+        }`,
+        { cookie },
+      );
+    }
+    const resname = resourceName((item as Json).resname, cookie);
+    if (seen.has(resname)) {
+      throw new ProtocolError(
+        `Cannot parse request: "resources" names "${resname}" twice`,
+        { cookie },
+      );
+    }
+    seen.add(resname);
+    return { resname, amount: positiveInt(item as Json, "amount", cookie) };
+  });
+}
+
 function requestOrYield(
   obj: Json,
   fromBuilder: boolean,
 ): RequestMessage | YieldMessage {
   const cookie = cookieOf(obj);
-  if (obj.resname === undefined) return { schema: SCHEMA, cookie };
+  if (obj.resname === undefined && obj.resources === undefined) {
+    return { schema: SCHEMA, cookie };
+  }
   if (
     obj.restore !== undefined &&
     !(fromBuilder && (obj.restore === "lease" || obj.restore === "queued"))
@@ -233,25 +302,49 @@ function requestOrYield(
       { cookie },
     );
   }
-  if (typeof obj.resname !== "string" || !NAME_PATTERN.test(obj.resname)) {
-    throw new ProtocolError(
-      `Cannot parse request: "resname" must match ${NAME_PATTERN.source}, got ${
-        describe(obj.resname)
-      }`,
-      { cookie },
-    );
+  let priority: number | undefined;
+  if (obj.priority !== undefined) {
+    const p = obj.priority;
+    if (
+      typeof p !== "number" || !Number.isInteger(p) ||
+      Math.abs(p) > MAX_PRIORITY
+    ) {
+      throw new ProtocolError(
+        `Cannot parse request: "priority" must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}, got ${
+          describe(p)
+        }`,
+        { cookie },
+      );
+    }
+    priority = p;
   }
-  const request: RequestMessage = {
+  const lease = positiveInt(obj, "lease", cookie);
+  const extra = {
+    ...(priority !== undefined && { priority }),
+    ...(obj.restore !== undefined &&
+      { restore: obj.restore as "lease" | "queued" }),
+  };
+  if (obj.resources !== undefined) {
+    const resources = resourceList(obj.resources, cookie);
+    const first = resources[0]!;
+    return {
+      schema: SCHEMA,
+      resname: first.resname,
+      cookie,
+      amount: first.amount,
+      lease,
+      resources,
+      ...extra,
+    };
+  }
+  return {
     schema: SCHEMA,
-    resname: obj.resname,
+    resname: resourceName(obj.resname, cookie),
     cookie,
     amount: positiveInt(obj, "amount", cookie),
-    lease: positiveInt(obj, "lease", cookie),
+    lease,
+    ...extra,
   };
-  if (obj.restore !== undefined) {
-    request.restore = obj.restore as "lease" | "queued";
-  }
-  return request;
 }
 
 /** Validates one message from a `sai-resource` client. */
@@ -316,7 +409,7 @@ export function parseServerMessage(text: string): ServerMessage {
   if (obj.expired === true) return { schema: SCHEMA, cookie, expired: true };
   if (obj.released === true) return { schema: SCHEMA, cookie, released: true };
   if (typeof obj.amount === "number") {
-    return {
+    const grant: GrantMessage = {
       schema: SCHEMA,
       cookie,
       amount: positiveInt(obj, "amount", cookie),
@@ -324,6 +417,10 @@ export function parseServerMessage(text: string): ServerMessage {
       lease: typeof obj.lease === "number" ? obj.lease : 0,
       expires: typeof obj.expires === "number" ? obj.expires : 0,
     };
+    if (obj.resources !== undefined) {
+      grant.resources = resourceList(obj.resources, cookie);
+    }
+    return grant;
   }
   if (typeof obj.queued === "object" && obj.queued !== null) {
     const q = obj.queued as Json;

@@ -109,3 +109,59 @@ Deno.test("encode() writes schema first", () => {
     `{"schema":"${SCHEMA}","cookie":"c","error":"no"}`,
   );
 });
+
+Deno.test("parseClientMessage() reads a multi-resource request with a priority", () => {
+  const msg = parseClientMessage(
+    `{"schema":"${SCHEMA}","cookie":"m","lease":30,"priority":2,"resources":[{"resname":"warmcat_conns","amount":2},{"resname":"db","amount":1}]}`,
+  );
+  assert.deepEqual(msg, {
+    schema: SCHEMA,
+    resname: "warmcat_conns",
+    cookie: "m",
+    amount: 2,
+    lease: 30,
+    resources: [
+      { resname: "warmcat_conns", amount: 2 },
+      { resname: "db", amount: 1 },
+    ],
+    priority: 2,
+  });
+  // What the builder forwards parses to the same request on the server.
+  assert.deepEqual(parseBuilderMessage(encode(msg as never)), msg);
+});
+
+Deno.test("parseClientMessage() refuses bad resources lists and priorities", () => {
+  const bad = [
+    `"resources":[]`,
+    `"resources":{"resname":"a","amount":1}`,
+    `"resources":[{"resname":"a","amount":1},{"resname":"a","amount":2}]`,
+    `"resources":[{"resname":"a b","amount":1}]`,
+    `"resources":[{"resname":"a","amount":0}]`,
+    `"resources":[${
+      Array.from({ length: 17 }, (_, i) => `{"resname":"r${i}","amount":1}`)
+        .join(",")
+    }]`,
+    `"resname":"a","amount":1,"priority":1.5`,
+    `"resname":"a","amount":1,"priority":1001`,
+  ];
+  for (const fields of bad) {
+    assert.throws(
+      () =>
+        parseClientMessage(
+          `{"schema":"${SCHEMA}","cookie":"c","lease":1,${fields}}`,
+        ),
+      (err) => err instanceof ProtocolError && err.cookie === "c",
+      fields,
+    );
+  }
+});
+
+Deno.test("parseServerMessage() keeps the resources of a multi-resource grant", () => {
+  const msg = parseServerMessage(
+    `{"schema":"${SCHEMA}","cookie":"m","amount":2,"resname":"a","lease":5,"expires":9,"resources":[{"resname":"a","amount":2},{"resname":"b","amount":1}]}`,
+  );
+  assert.deepEqual("resources" in msg && msg.resources, [
+    { resname: "a", amount: 2 },
+    { resname: "b", amount: 1 },
+  ]);
+});

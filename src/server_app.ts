@@ -399,27 +399,16 @@ class ServerApp {
     }
     if (isRequest(msg)) {
       this.#log.debug("request", { builder: owner, ...msg });
-      this.#dirty.add(msg.resname);
-      if (msg.restore) {
-        const outcomes = this.#allocator.restore(owner, msg, msg.restore);
-        for (const o of outcomes) {
-          if (o.type === "grant" && o.restored) {
-            this.#log.info("restored", {
-              builder: owner,
-              cookie: o.cookie,
-              resname: o.resname,
-              amount: o.amount,
-            });
-          }
-        }
-        this.#apply(outcomes);
-        return;
-      }
-      this.#apply(this.#allocator.request(owner, msg));
+      for (const r of msg.resources ?? [msg]) this.#dirty.add(r.resname);
+      this.#apply(
+        msg.restore
+          ? this.#allocator.restore(owner, msg, msg.restore)
+          : this.#allocator.request(owner, msg),
+      );
       return;
     }
     const held = this.#allocator.lookup(owner, msg.cookie);
-    if (held) this.#dirty.add(held.resname);
+    for (const name of held?.resnames ?? []) this.#dirty.add(name);
     const { found, outcomes } = this.#allocator.release(owner, msg.cookie);
     if (found === "lease") this.#stats.releases++;
     if (found === "queued") this.#stats.withdrawals++;
@@ -457,20 +446,33 @@ class ServerApp {
   #apply(outcomes: Outcome[]): void {
     for (const o of outcomes) {
       const session = this.#sessions.get(o.owner);
-      if (o.type !== "refuse") this.#dirty.add(o.resname);
+      if (o.type !== "refuse") {
+        for (const r of o.resources ?? [o]) this.#dirty.add(r.resname);
+      }
       switch (o.type) {
         case "grant":
-          this.#stats.grants++;
-          this.#waits.observe(o.waited / 1000);
           this.#forget(o.owner, o.cookie);
-          this.#log.info("granted", {
-            builder: o.owner,
-            cookie: o.cookie,
-            resname: o.resname,
-            amount: o.amount,
-            lease: o.lease,
-            waited_ms: o.waited,
-          });
+          // A restored lease is an old holding re-admitted, not a grant.
+          if (o.restored) {
+            this.#log.info("restored", {
+              builder: o.owner,
+              cookie: o.cookie,
+              resname: o.resname,
+              amount: o.amount,
+              lease: o.lease,
+            });
+          } else {
+            this.#stats.grants++;
+            this.#waits.observe(o.waited / 1000);
+            this.#log.info("granted", {
+              builder: o.owner,
+              cookie: o.cookie,
+              resname: o.resname,
+              amount: o.amount,
+              lease: o.lease,
+              waited_ms: o.waited,
+            });
+          }
           this.#send(session, {
             schema: SCHEMA,
             cookie: o.cookie,
@@ -478,6 +480,7 @@ class ServerApp {
             resname: o.resname,
             lease: o.lease,
             expires: o.expires,
+            ...(o.resources && { resources: o.resources }),
           });
           break;
         case "refuse":
@@ -547,8 +550,12 @@ class ServerApp {
     const now = this.#now();
     const dirty = this.#dirty;
     this.#dirty = new Set();
-    for (const res of this.#allocator.status()) {
-      if (!dirty.has(res.name)) continue;
+    // Only the resources that changed: status() would walk every queue.
+    for (const name of dirty) {
+      // A snapshot copies every lease: not for a queue that is empty.
+      if (this.#allocator.queued(name) === 0) continue;
+      const res = this.#allocator.statusOf(name);
+      if (!res) continue;
       for (const q of res.queue) {
         const key = `${q.owner}\0${q.cookie}`;
         const start = q.estimatedStart;

@@ -70,7 +70,12 @@ Deno.test("budget is never exceeded with 20 concurrent clients on budget 3", asy
 });
 
 Deno.test("grants follow FIFO order, and a big head is not overtaken", async () => {
-  await using server = await ServerProc.start(["--resources", "r=3"]);
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=3",
+    "--policy",
+    "fifo",
+  ]);
   await using builder = await BuilderProc.start(server);
   const first = await acquire(builder.socket, {
     resname: "r",

@@ -49,7 +49,13 @@ Deno.test("a builder reconnects through a cut link and restores its lease withou
 });
 
 Deno.test("after a server restart, builders restore leases and queued requests in order", async () => {
-  const first = await ServerProc.start(["--resources", "r=2"]);
+  // fifo: the order after the restore is then the whole story.
+  const first = await ServerProc.start([
+    "--resources",
+    "r=2",
+    "--policy",
+    "fifo",
+  ]);
   await using proxy = new FaultProxy(first.port);
   await using builder = await BuilderProc.start(first, { url: proxy.url });
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
@@ -64,7 +70,12 @@ Deno.test("after a server restart, builders restore leases and queued requests i
 
   first.kill("SIGKILL");
   await first.finished();
-  await using second = await ServerProc.start(["--resources", "r=2"]);
+  await using second = await ServerProc.start([
+    "--resources",
+    "r=2",
+    "--policy",
+    "fifo",
+  ]);
   proxy.target = second.port;
   await waitFor("the restore on the new server", async () => {
     const r = await second.resource("r");

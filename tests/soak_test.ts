@@ -6,24 +6,14 @@ import {
   ServerProc,
   waitFor,
 } from "./_harness.ts";
-
-/** A small seeded PRNG (mulberry32) so a failing run can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "../bench/sim.ts";
 
 const SOAK_MS = Number(Deno.env.get("SAI_SOAK_MS") ?? 30_000);
 const SEED = Number(Deno.env.get("SAI_SOAK_SEED") ?? Date.now() % 100_000);
 
 Deno.test(`soak: mixed acquire/release, holder kills and a builder restart leak nothing (seed ${SEED})`, async () => {
-  const random = rng(SEED);
+  // Seeded, so a failing run can be replayed with SAI_SOAK_SEED.
+  const random = prng(SEED);
   const budgets = { r: 3, s: 2 };
   await using server = await ServerProc.start(["--resources", "r=3,s=2"]);
   await using steady = await BuilderProc.start(server, { name: "steady" });

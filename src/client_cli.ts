@@ -340,7 +340,7 @@ export async function runClient(args: string[]): Promise<number> {
     case "acquire":
       return command.holder
         ? await runHolder(command)
-        : await runParent(command, args);
+        : await runParent(command);
   }
 }
 
@@ -410,7 +410,6 @@ function holderCommand(args: string[]): { exe: string; args: string[] } {
 
 async function runParent(
   command: Extract<Command, { kind: "acquire" }>,
-  args: string[],
 ): Promise<number> {
   const { spec, quiet } = command;
   // The holder must use the same cookie and socket we settled on.
@@ -426,7 +425,6 @@ async function runParent(
     String(command.waitSeconds),
     ...(spec.priority ? [`--priority=${spec.priority}`] : []),
   ];
-  void args;
   const { exe, args: argv } = holderCommand(holderArgs);
   const child = new Deno.Command(exe, {
     args: argv,

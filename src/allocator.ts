@@ -599,6 +599,11 @@ export class Allocator {
     };
   }
 
+  /** The cookies an owner holds or waits for. */
+  cookiesOf(owner: string): string[] {
+    return [...(this.#owners.get(owner)?.keys() ?? [])];
+  }
+
   /** Names and budgets of the resources. */
   budgets(): Map<string, number> {
     return new Map([...this.#resources].map(([n, r]) => [n, r.budget]));

@@ -163,6 +163,7 @@ class BuilderApp {
   #open = new Set<Deno.UnixConn>();
   #ws: WebSocketLike | undefined;
   #up = false;
+  #welcomed = false;
   #stopping = false;
   #attempt = 0;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -230,7 +231,6 @@ class BuilderApp {
     ws.onopen = () => {
       if (this.#ws !== ws) return;
       this.#up = true;
-      this.#attempt = 0;
       this.#lastHeard = Date.now();
       ws.send(encode({
         schema: SCHEMA,
@@ -240,9 +240,10 @@ class BuilderApp {
           ...(this.#opts.token !== undefined && { token: this.#opts.token }),
         },
       }));
-      this.#log.info("connected to server", { server: this.#opts.server });
-      this.#connected.resolve();
       this.#restore();
+      // Whatever the server kept for us that we did not just re-send (a
+      // yield lost with the old link) is to be dropped.
+      this.#toServer(encode({ schema: SCHEMA, restored: true }));
     };
     ws.onmessage = (ev) => {
       if (this.#ws !== ws) return;
@@ -254,6 +255,8 @@ class BuilderApp {
       error = (ev as ErrorEvent).message ?? "";
     };
     ws.onclose = (ev) => {
+      // A refused token will not fix itself: retry, but at the slowest pace.
+      if (ev.code === 1008) this.#attempt = Math.max(this.#attempt, 16);
       const why = ev.code === 1008
         ? `refused by the server: ${ev.reason}`
         : error ||
@@ -274,9 +277,11 @@ class BuilderApp {
    */
   #linkLost(ws: WebSocketLike, why: string): void {
     if (this.#ws !== ws) return;
-    const wasUp = this.#up;
+    // Up means welcomed: a link refused at its hello was never up.
+    const wasUp = this.#welcomed;
     this.#ws = undefined;
     this.#up = false;
+    this.#welcomed = false;
     try {
       ws.close();
     } catch {
@@ -377,6 +382,17 @@ class BuilderApp {
       return;
     }
     if ("pong" in msg) return;
+    if ("welcome" in msg) {
+      // Only now is the link healthy: the backoff starts again from short.
+      this.#attempt = 0;
+      this.#welcomed = true;
+      this.#log.info("connected to server", {
+        server: this.#opts.server,
+        id: msg.welcome.id,
+      });
+      this.#connected.resolve();
+      return;
+    }
     const client = this.#clients.get(msg.cookie);
     if (!client) {
       if ("amount" in msg) {

@@ -126,7 +126,7 @@ export async function acquire(
         );
       }
       const msg = next.value;
-      if ("pong" in msg) continue;
+      if ("pong" in msg || "welcome" in msg) continue;
       if (msg.cookie !== spec.cookie && msg.cookie !== "") continue;
       if (isGrant(msg)) {
         signal?.removeEventListener("abort", onAbort);

@@ -77,6 +77,22 @@ export interface PongMessage {
   pong: number;
 }
 
+/** Server to builder: the hello was accepted; `id` is the builder's public id. */
+export interface WelcomeMessage {
+  schema: typeof SCHEMA;
+  welcome: { id: string };
+}
+
+/**
+ * Builder to server, after its restores: everything it still holds or
+ * waits for has been re-sent.  Whatever else the server kept for this
+ * builder across the reconnect (a yield lost with the old link) is dropped.
+ */
+export interface RestoredMessage {
+  schema: typeof SCHEMA;
+  restored: true;
+}
+
 /** Gives up a lease, or withdraws a queued request: no `resname`. */
 export interface YieldMessage {
   schema: typeof SCHEMA;
@@ -143,7 +159,8 @@ export type BuilderMessage =
   | HelloMessage
   | RequestMessage
   | YieldMessage
-  | PingMessage;
+  | PingMessage
+  | RestoredMessage;
 
 /** What the server may send to a builder, and the builder to a client. */
 export type ServerMessage =
@@ -152,7 +169,8 @@ export type ServerMessage =
   | ExpiredMessage
   | QueuedMessage
   | ReleasedMessage
-  | PongMessage;
+  | PongMessage
+  | WelcomeMessage;
 
 /**
  * Thrown for a message that does not follow the protocol.  `cookie` is set
@@ -362,6 +380,7 @@ export function parseBuilderMessage(text: string): BuilderMessage {
     return { schema: SCHEMA, ping: obj.ping };
   }
   if (obj.hello !== undefined) return parseHello(obj.hello);
+  if (obj.restored === true) return { schema: SCHEMA, restored: true };
   return requestOrYield(obj, true);
 }
 
@@ -401,6 +420,13 @@ function parseHello(value: unknown): HelloMessage {
 export function parseServerMessage(text: string): ServerMessage {
   const obj = parseObject(text);
   if (typeof obj.pong === "number") return { schema: SCHEMA, pong: obj.pong };
+  if (typeof obj.welcome === "object" && obj.welcome !== null) {
+    const id = (obj.welcome as Json).id;
+    return {
+      schema: SCHEMA,
+      welcome: { id: typeof id === "string" ? id : "" },
+    };
+  }
   if (obj.cookie === "" && typeof obj.error === "string") {
     // An error about a message whose cookie could not be read.
     return { schema: SCHEMA, cookie: "", error: obj.error };
@@ -460,6 +486,11 @@ export function isRequest(
 /** Whether a builder message is a ping. */
 export function isPing(msg: BuilderMessage): msg is PingMessage {
   return "ping" in msg;
+}
+
+/** Whether a builder message ends its restore after a reconnect. */
+export function isRestored(msg: BuilderMessage): msg is RestoredMessage {
+  return "restored" in msg;
 }
 
 /** Whether a builder message is the hello. */

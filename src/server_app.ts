@@ -33,6 +33,7 @@ import {
   isHello,
   isPing,
   isRequest,
+  isRestored,
   parseBuilderMessage,
   ProtocolError,
   SCHEMA,
@@ -106,9 +107,20 @@ export interface StatusDocument {
 interface Session {
   /** This connection. */
   id: string;
-  /** The builder (its session across reconnects), once it said hello. */
+  /**
+   * The builder (its session across reconnects), once it said hello.  A
+   * secret between the builder and the server: never shown or logged.
+   */
   owner: string | undefined;
+  /** The builder's public id, shown in status and logs. */
+  publicId: string;
   name: string | undefined;
+  /**
+   * After a reconnect of a known session: the cookies the server still had
+   * for it, until the builder re-sends them; the rest are dropped at its
+   * `restored` marker.
+   */
+  unconfirmed?: Set<string> | undefined;
   socket: WebSocket;
   connectedAt: number;
 }
@@ -143,7 +155,10 @@ class ServerApp {
   #now: () => number;
   #allocator: Allocator;
   #sessions = new Map<string, Session>();
+  /** Public ids by session, kept while the session lives. */
+  #publicIds = new Map<string, string>();
   #nextId = 1;
+  #nextPublicId = 1;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt: number | undefined;
   #helloTimeoutMs: number;
@@ -237,6 +252,7 @@ class ServerApp {
     );
     const named = <T extends { owner: string }>(x: T) => ({
       ...x,
+      owner: this.#pid(x.owner),
       builder: names.get(x.owner) ?? "",
     });
     return {
@@ -244,7 +260,7 @@ class ServerApp {
       time: this.#now(),
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
-        id: s.owner!,
+        id: s.publicId,
         name: s.name ?? "",
         connectedAt: s.connectedAt,
       })),
@@ -276,6 +292,7 @@ class ServerApp {
     const conn: Session = {
       id: `c${this.#nextId++}`,
       owner: undefined,
+      publicId: "",
       name: undefined,
       socket,
       connectedAt: this.#now(),
@@ -304,9 +321,10 @@ class ServerApp {
       if (owner === undefined || this.#sessions.get(owner) !== conn) return;
       this.#sessions.delete(owner);
       this.#log.info("builder disconnected", {
-        builder: owner,
+        builder: conn.publicId,
         name: conn.name,
       });
+      this.#publicIds.delete(owner);
       if (this.#closing) return;
       for (const key of this.#lastProgress.keys()) {
         if (key.startsWith(`${owner}\0`)) this.#lastProgress.delete(key);
@@ -342,19 +360,36 @@ class ServerApp {
       );
       return;
     }
+    const owner = hello.session ?? conn.id;
+    const previous = this.#sessions.get(owner);
+    if (previous && previous.name !== hello.name) {
+      this.#reject(conn, "this session belongs to another builder", {
+        name: hello.name,
+      });
+      return;
+    }
     conn.name = hello.name;
-    conn.owner = hello.session ?? conn.id;
-    const previous = this.#sessions.get(conn.owner);
-    this.#sessions.set(conn.owner, conn);
+    conn.owner = owner;
+    let publicId = this.#publicIds.get(owner);
+    if (publicId === undefined) {
+      publicId = `b${this.#nextPublicId++}`;
+      this.#publicIds.set(owner, publicId);
+    }
+    conn.publicId = publicId;
+    this.#sessions.set(owner, conn);
     if (previous) {
       // The same builder process reconnected before its old connection
-      // was seen to drop: keep its leases and queue places, close the old.
+      // was seen to drop: keep its leases and queue places, close the old,
+      // and drop at its `restored` marker whatever it does not re-send (a
+      // yield lost with the old link).
+      conn.unconfirmed = new Set(this.#allocator.cookiesOf(owner));
       previous.socket.close(1000, "replaced by a new connection");
     }
     this.#log.info(previous ? "builder reconnected" : "builder connected", {
-      builder: conn.owner,
+      builder: publicId,
       name: conn.name,
     });
+    this.#send(conn, { schema: SCHEMA, welcome: { id: publicId } });
     this.#routes.changed();
   }
 
@@ -397,8 +432,13 @@ class ServerApp {
       this.#send(conn, { schema: SCHEMA, pong: msg.ping });
       return;
     }
+    if (isRestored(msg)) {
+      this.#dropUnconfirmed(conn, owner);
+      return;
+    }
+    conn.unconfirmed?.delete(msg.cookie);
     if (isRequest(msg)) {
-      this.#log.debug("request", { builder: owner, ...msg });
+      this.#log.debug("request", { builder: this.#pid(owner), ...msg });
       for (const r of msg.resources ?? [msg]) this.#dirty.add(r.resname);
       this.#apply(
         msg.restore
@@ -414,12 +454,37 @@ class ServerApp {
     if (found === "queued") this.#stats.withdrawals++;
     if (found) {
       this.#log.info(found === "lease" ? "released" : "withdrawn", {
-        builder: owner,
+        builder: this.#pid(owner),
         cookie: msg.cookie,
       });
       this.#forget(owner, msg.cookie);
     }
     this.#apply(outcomes);
+  }
+
+  /** Drops what a reconnected builder did not re-send. */
+  #dropUnconfirmed(conn: Session, owner: string): void {
+    const stale = conn.unconfirmed;
+    conn.unconfirmed = undefined;
+    for (const cookie of stale ?? []) {
+      const held = this.#allocator.lookup(owner, cookie);
+      for (const name of held?.resnames ?? []) this.#dirty.add(name);
+      const { found, outcomes } = this.#allocator.release(owner, cookie);
+      if (found === "lease") this.#stats.releases++;
+      if (found === "queued") this.#stats.withdrawals++;
+      this.#log.info("dropped after reconnect: not restored", {
+        builder: conn.publicId,
+        cookie,
+        was: found,
+      });
+      this.#forget(owner, cookie);
+      this.#apply(outcomes);
+    }
+  }
+
+  /** The public id of a builder session, for status and logs. */
+  #pid(owner: string): string {
+    return this.#publicIds.get(owner) ?? "";
   }
 
   #reject(conn: Session, reason: string, fields: Fields = {}): void {
@@ -455,7 +520,7 @@ class ServerApp {
           // A restored lease is an old holding re-admitted, not a grant.
           if (o.restored) {
             this.#log.info("restored", {
-              builder: o.owner,
+              builder: this.#pid(o.owner),
               cookie: o.cookie,
               resname: o.resname,
               amount: o.amount,
@@ -465,7 +530,7 @@ class ServerApp {
             this.#stats.grants++;
             this.#waits.observe(o.waited / 1000);
             this.#log.info("granted", {
-              builder: o.owner,
+              builder: this.#pid(o.owner),
               cookie: o.cookie,
               resname: o.resname,
               amount: o.amount,
@@ -488,7 +553,7 @@ class ServerApp {
           // Queued requests can be refused too (a budget lowered under them).
           this.#forget(o.owner, o.cookie);
           this.#log.info("refused", {
-            builder: o.owner,
+            builder: this.#pid(o.owner),
             cookie: o.cookie,
             reason: o.reason,
             error: o.message,
@@ -502,7 +567,7 @@ class ServerApp {
         case "expire":
           this.#stats.expiries++;
           this.#log.info("expired", {
-            builder: o.owner,
+            builder: this.#pid(o.owner),
             cookie: o.cookie,
             resname: o.resname,
             amount: o.amount,
@@ -621,10 +686,9 @@ class ServerApp {
   }
 
   forceRelease(builder: string, cookie: string, by: Actor): ForceReleaseResult {
-    const byId = this.#sessions.get(builder);
-    const matches = byId
-      ? [byId]
-      : [...this.#sessions.values()].filter((s) => s.name === builder);
+    const sessions = [...this.#sessions.values()];
+    const byId = sessions.find((s) => s.publicId === builder);
+    const matches = byId ? [byId] : sessions.filter((s) => s.name === builder);
     if (matches.length !== 1) {
       this.#audit("force-release", by, {
         builder,
@@ -633,7 +697,7 @@ class ServerApp {
       });
       return matches.length === 0
         ? { result: "unknown-builder" }
-        : { result: "ambiguous-builder", ids: matches.map((s) => s.owner!) };
+        : { result: "ambiguous-builder", ids: matches.map((s) => s.publicId) };
     }
     const session = matches[0]!;
     const { lease, outcomes } = this.#allocator.forceRelease(
@@ -641,7 +705,7 @@ class ServerApp {
       cookie,
     );
     this.#audit("force-release", by, {
-      builder: session.owner!,
+      builder: session.publicId,
       name: session.name,
       cookie,
       result: lease ? "released" : "no-lease",
@@ -661,7 +725,7 @@ class ServerApp {
     this.#apply(outcomes);
     return {
       result: "released",
-      builder: session.name ?? session.owner!,
+      builder: session.name ?? session.publicId,
       resource: lease.resname,
       amount: lease.amount,
     };

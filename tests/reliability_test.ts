@@ -203,3 +203,33 @@ Deno.test("a lease that expired while the link was down is ended by the builder,
   assert.equal(r.allocated, 0);
   assert.equal(r.leases.length, 0);
 });
+
+Deno.test("a release lost in a silent link is dropped when the builder reconnects", async () => {
+  // The server would wait 30 s to see the old link die; the builder sees the
+  // silence after 1 s and reconnects under the same session first.
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=2",
+    "--heartbeat",
+    "30",
+  ]);
+  await using proxy = new FaultProxy(server.port);
+  await using builder = await BuilderProc.start(server, {
+    url: proxy.url,
+    args: ["--heartbeat", "1"],
+  });
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  assert.equal((await runClient(["r", "1", "300", "stale"], env)).code, 0);
+  assert.equal((await runClient(["r", "1", "300", "keep"], env)).code, 0);
+  proxy.blackhole();
+  // The builder ends the holder and yields, into the void.
+  assert.equal((await runClient(["--release", "stale"], env)).code, 0);
+  await server.stderr.wait(
+    /dropped after reconnect: not restored builder=\S+ cookie=stale/,
+    10_000,
+  );
+  const r = await server.resource("r");
+  assert.deepEqual(r.leases.map((l) => l.cookie), ["keep"]);
+  assert.equal(r.allocated, 1);
+  assert.equal((await server.status()).builders.length, 1);
+});

@@ -56,17 +56,17 @@ Deno.test("builders must present a valid token when the server has --builder-tok
         ["b4", []],
       ] as [string, string[]][]
     ) {
-      const started = Date.now();
       await using bad = await BuilderProc.start(server, {
         name,
         args,
         noWait: true,
       });
+      // Refused at the hello, well inside the 5 s hello timeout.
       await bad.stderr.wait(
         /refused by the server: authentication failed/,
-        5_000,
+        4_000,
       );
-      assert.ok(Date.now() - started < 5_000);
+      assert.doesNotMatch(bad.stderr.text, /connected to server/);
     }
     await server.stderr.wait(
       /builder refused .*name=b4 reason=authentication failed: no token/,
@@ -526,4 +526,66 @@ Deno.test("hundreds of WebSocket connections opened and dropped leave the server
   await using b = await RawBuilder.connect(server.url, { name: "after" });
   b.send({ resname: "r", cookie: "ok", amount: 2, lease: 30 });
   await b.next((m) => m.cookie === "ok" && m.amount === 2);
+});
+
+Deno.test("a builder whose token is refused retries slowly, not in a tight loop", async () => {
+  await withTempDir(async (dir) => {
+    await Deno.writeTextFile(`${dir}/tokens`, `${SHARED}\n`);
+    await Deno.writeTextFile(`${dir}/wrong`, "not-the-token-at-all-000\n");
+    await using server = await ServerProc.start([
+      "--resources",
+      "r=1",
+      "--builder-tokens",
+      `${dir}/tokens`,
+    ]);
+    await using bad = await BuilderProc.start(server, {
+      args: ["--token-file", `${dir}/wrong`],
+      noWait: true,
+    });
+    const refusals =
+      /(\S+) ERROR cannot connect to server .*authentication failed/g;
+    await bad.stderr.wait(
+      /authentication failed[^]*authentication failed/,
+      15_000,
+    );
+    const [first, second] = [...bad.stderr.text.matchAll(refusals)].map((m) =>
+      Date.parse(m[1]!)
+    );
+    // The backoff jumps to its cap (5 s, jittered down to half).
+    assert.ok(
+      second! - first! >= 2_000,
+      `retried after ${second! - first!} ms`,
+    );
+  });
+});
+
+Deno.test("a builder session cannot be taken over, and is never published", async () => {
+  await using server = await ServerProc.start(["--resources", "r=2"]);
+  await using owner = await RawBuilder.connect(server.url, {
+    name: "owner",
+    session: "secret-session-1",
+  });
+  owner.send({ resname: "r", cookie: "mine", amount: 2, lease: 60 });
+  await owner.next((m) => m.cookie === "mine" && m.amount === 2);
+  const welcome = await owner.next((m) => m.welcome !== undefined);
+  const doc = await server.status();
+  assert.doesNotMatch(JSON.stringify(doc), /secret-session-1/);
+  assert.deepEqual(doc.builders.map((b) => b.id), [
+    (welcome.welcome as { id: string }).id,
+  ]);
+  assert.equal(doc.resources[0]!.leases[0]!.owner, doc.builders[0]!.id);
+
+  // Same session, another name: refused; the owner keeps its link and lease.
+  await using thief = await RawBuilder.connect(server.url, {
+    name: "thief",
+    session: "secret-session-1",
+  });
+  thief.send({ cookie: "mine" });
+  const ev = await thief.closed;
+  assert.equal(ev.code, 1008);
+  assert.match(ev.reason, /this session belongs to another builder/);
+  assert.equal(owner.ws.readyState, WebSocket.OPEN);
+  const r = await server.resource("r");
+  assert.deepEqual(r.leases.map((l) => l.cookie), ["mine"]);
+  assert.doesNotMatch(server.stderr.text, /secret-session-1/);
 });

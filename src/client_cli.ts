@@ -20,6 +20,8 @@ import {
   AcquireError,
   connectUnix,
   type LeaseSpec,
+  specAmounts,
+  specNames,
 } from "./lease_client.ts";
 import {
   COOKIE_PATTERN,
@@ -444,7 +446,8 @@ async function runParent(
   try {
     for await (const report of readReports(child.stdout)) {
       if (report.event === "queued") {
-        const line = `queued for ${spec.resname}: position ${report.position}` +
+        const line =
+          `queued for ${specNames(spec)}: position ${report.position}` +
           (report.eta >= 0 ? `, about ${report.eta} s` : "");
         if (!quiet && line !== lastProgress) printErr(line);
         lastProgress = line;
@@ -456,7 +459,9 @@ async function runParent(
         child.unref();
         if (!quiet) {
           printErr(
-            `granted ${spec.amount} of ${spec.resname} for ${spec.lease} s (cookie ${spec.cookie})`,
+            `granted ${
+              specAmounts(spec)
+            } for ${spec.lease} s (cookie ${spec.cookie})`,
           );
         }
         Deno.stdout.writeSync(encoder.encode(spec.cookie + "\n"));

@@ -8,7 +8,13 @@
  * @module
  */
 
-import { acquire, AcquireError, type LeaseSpec } from "./lease_client.ts";
+import {
+  acquire,
+  AcquireError,
+  type LeaseSpec,
+  specAmounts,
+  specNames,
+} from "./lease_client.ts";
 
 /** Signals forwarded to the command, with their numbers for exit codes. */
 const FORWARDED = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
@@ -165,7 +171,7 @@ export async function launch(
         relay.aborted.signal,
       ]),
       onQueued: (q) => {
-        const line = `queued for ${spec.resname}: position ${q.position}` +
+        const line = `queued for ${specNames(spec)}: position ${q.position}` +
           (q.eta >= 0 ? `, about ${q.eta} s` : "");
         if (!quiet && line !== lastProgress) printErr(line);
         lastProgress = line;
@@ -189,7 +195,9 @@ export async function launch(
   }
   if (!quiet) {
     printErr(
-      `granted ${spec.amount} of ${spec.resname} for ${spec.lease} s (cookie ${spec.cookie})`,
+      `granted ${
+        specAmounts(spec)
+      } for ${spec.lease} s (cookie ${spec.cookie})`,
     );
   }
   const child = spawn(argv);

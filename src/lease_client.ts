@@ -31,6 +31,17 @@ export interface LeaseSpec {
   priority?: number;
 }
 
+/** The resources a spec asks for, for messages: `db` or `warmcat_conns,db`. */
+export function specNames(spec: LeaseSpec): string {
+  return spec.resources?.map((r) => r.resname).join(",") ?? spec.resname;
+}
+
+/** What a spec asks for, for messages: `2 of db` or `warmcat_conns=2,db=1`. */
+export function specAmounts(spec: LeaseSpec): string {
+  return spec.resources?.map((r) => `${r.resname}=${r.amount}`).join(",") ??
+    `${spec.amount} of ${spec.resname}`;
+}
+
 /** Why acquiring failed. */
 export type FailureKind = "refused" | "timeout" | "unreachable" | "closed";
 

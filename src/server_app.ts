@@ -615,19 +615,45 @@ class ServerApp {
     const now = this.#now();
     const dirty = this.#dirty;
     this.#dirty = new Set();
-    // Only the resources that changed: status() would walk every queue.
-    for (const name of dirty) {
+    // One snapshot per resource, taken only for those that changed (and
+    // the other resources of multi-resource requests queued in them).
+    const snaps = new Map<string, Map<string, QueuedStatus>>();
+    const snap = (name: string) => {
+      let queue = snaps.get(name);
+      if (queue) return queue;
+      queue = new Map();
       // A snapshot copies every lease: not for a queue that is empty.
-      if (this.#allocator.queued(name) === 0) continue;
-      const res = this.#allocator.statusOf(name);
-      if (!res) continue;
-      for (const q of res.queue) {
-        const key = `${q.owner}\0${q.cookie}`;
-        const start = q.estimatedStart;
+      const res = this.#allocator.queued(name) === 0
+        ? undefined
+        : this.#allocator.statusOf(name);
+      for (const q of res?.queue ?? []) {
+        queue.set(`${q.owner}\0${q.cookie}`, q);
+      }
+      snaps.set(name, queue);
+      return queue;
+    };
+    const done = new Set<string>();
+    for (const name of dirty) {
+      for (const [key, q] of snap(name)) {
+        if (done.has(key)) continue;
+        done.add(key);
+        // A request waiting in several queues is as far back as its
+        // furthest place, and starts when its last resource frees.
+        let position = q.position;
+        let start = q.estimatedStart;
+        const names = this.#allocator.lookup(q.owner, q.cookie)?.resnames;
+        for (const other of names ?? []) {
+          const o = snap(other).get(key);
+          if (!o || o === q) continue;
+          position = Math.max(position, o.position);
+          start = start === null || o.estimatedStart === null
+            ? null
+            : Math.max(start, o.estimatedStart);
+        }
         const eta = start === null
           ? -1
           : Math.max(0, Math.ceil((start - now) / 1000));
-        const sig = `${q.position}:${
+        const sig = `${position}:${
           start === null ? "-" : Math.ceil(start / 1000)
         }`;
         if (this.#lastProgress.get(key) === sig) continue;
@@ -635,7 +661,7 @@ class ServerApp {
         this.#send(this.#sessions.get(q.owner), {
           schema: SCHEMA,
           cookie: q.cookie,
-          queued: { position: q.position, eta },
+          queued: { position, eta },
         });
       }
     }

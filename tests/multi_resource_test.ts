@@ -185,3 +185,71 @@ Deno.test("sai-resource --priority N queues behind the head, ahead of priority 0
   });
   (await queued[1]!).release();
 });
+
+Deno.test("a queued multi-resource request gets one position and the later ETA, not one per queue", async () => {
+  await using server = await ServerProc.start([
+    "--resources",
+    "a=1,b=1,c=1",
+    "--policy",
+    "fifo",
+  ]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  const held = [];
+  held.push(
+    await acquire(builder.socket, {
+      resname: "a",
+      amount: 1,
+      lease: 60,
+      cookie: "ha",
+    }),
+    await acquire(builder.socket, {
+      resname: "b",
+      amount: 1,
+      lease: 120,
+      cookie: "hb",
+    }),
+  );
+  const queued: string[] = [];
+  const waiter = acquire(builder.socket, {
+    resname: "a",
+    amount: 1,
+    lease: 10,
+    cookie: "both",
+    resources: [{ resname: "a", amount: 1 }, { resname: "b", amount: 1 }],
+  }, { onQueued: (q) => queued.push(`${q.position}@${q.eta}`) });
+  // If an assertion fails first, the server's teardown rejects these.
+  waiter.catch(() => {});
+  await waitFor("the progress message", () => queued.length > 0);
+  // Churn on another resource, and another request queued behind on b, must
+  // not make it flap between a's and b's figures.
+  for (let i = 0; i < 5; i++) {
+    const c = await acquire(builder.socket, {
+      resname: "c",
+      amount: 1,
+      lease: 5,
+      cookie: `c${i}`,
+    });
+    c.release();
+  }
+  // A request queued behind it on b: its own position arrives in a push
+  // that also looks again at "both" (b changed), so any flap shows by then.
+  const { promise: behindQueued, resolve } = Promise.withResolvers<void>();
+  const behind = acquire(builder.socket, {
+    resname: "b",
+    amount: 1,
+    lease: 5,
+    cookie: "behind",
+  }, { onQueued: () => resolve() });
+  behind.catch(() => {});
+  await behindQueued;
+  assert.equal(queued.length, 1, `got ${queued.join(", ")}`);
+  const [position, eta] = queued[0]!.split("@").map(Number);
+  assert.equal(position, 1);
+  assert.ok(eta! > 100, `the ETA is b's (120 s), got ${eta}`);
+  for (const h of held) h.release();
+  (await waiter).release();
+  (await behind).release();
+  const cli = await runClient(["a=1,b=1", "10", "--quiet"], env);
+  assert.equal(cli.code, 0, cli.stderr);
+});

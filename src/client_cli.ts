@@ -32,6 +32,7 @@ import {
   type ResourceAmount,
 } from "./protocol.ts";
 import { JsonObjectSplitter } from "./json_splitter.ts";
+import { positiveSeconds } from "./cli_flags.ts";
 import {
   afterSeconds,
   DEFAULT_GRACE_SECONDS,
@@ -93,11 +94,17 @@ export function splitLaunch(
   return { ours: args.slice(0, at), argv: args.slice(at + 1) };
 }
 
+/**
+ * The longest `--wait` or `--grace`: a week.  Timers cannot run past about
+ * 24.8 days, and no test should wait that long for a lease anyway.
+ */
+export const MAX_WAIT_SECONDS = 7 * 86_400;
+
 function seconds(flag: string, value: string): number {
-  const n = Number(value);
-  if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || !(n > 0)) {
+  const n = positiveSeconds(flag, value);
+  if (n > MAX_WAIT_SECONDS) {
     throw new TypeError(
-      `${flag} must be a positive number of seconds, got "${value}"`,
+      `${flag} must be at most ${MAX_WAIT_SECONDS} seconds (a week), got "${value}"`,
     );
   }
   return n;

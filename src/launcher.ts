@@ -121,6 +121,25 @@ export function signalExitCode(sig: Forwarded): number {
  * Spawns `argv` with inherited stdio.  Returns the child, or an exit code
  * when it could not be started.
  */
+/**
+ * Whether `cmd` names a file we could run, as the shell would look it up:
+ * checked before taking a lease, so a typo holds no budget.
+ */
+function findCommand(cmd: string): boolean {
+  const candidates = cmd.includes("/")
+    ? [cmd]
+    : (Deno.env.get("PATH") ?? "").split(":").filter(Boolean).map((dir) =>
+      `${dir}/${cmd}`
+    );
+  return candidates.some((path) => {
+    try {
+      return Deno.statSync(path).isFile;
+    } catch {
+      return false;
+    }
+  });
+}
+
 function spawn(argv: string[]): Deno.ChildProcess | number {
   const [cmd, ...args] = argv as [string, ...string[]];
   try {
@@ -161,6 +180,10 @@ export async function launch(
   options: LaunchOptions,
 ): Promise<number> {
   const { spec, quiet } = options;
+  if (!findCommand(argv[0]!)) {
+    printErr(`cannot run "${argv[0]}": not found; no lease was taken`);
+    return EXIT_NOT_FOUND;
+  }
   using relay = new SignalRelay();
   let lastProgress = "";
   let lease;
@@ -216,12 +239,12 @@ export async function launch(
     reported = true;
     lease.release();
     printErr(
-      `the lease on ${spec.resname} (cookie ${spec.cookie}) ${why} while "${
+      `the lease on ${specNames(spec)} (cookie ${spec.cookie}) ${why} while "${
         argv[0]
       }" (pid ${child.pid}) is still running` +
         (options.killOnExpiry
           ? `; sending SIGTERM, then SIGKILL after ${options.graceSeconds} s`
-          : ""),
+          : "; it goes on without the lease (--kill-on-expiry stops it)"),
     );
     if (!options.killOnExpiry) return;
     try {
@@ -238,7 +261,7 @@ export async function launch(
     onLeaseEnd(
       how === "expired"
         ? "expired"
-        : "was lost (the builder closed it: released by cookie, or its link to the server dropped)",
+        : "was lost (the builder closed the connection: released by cookie or by an operator, or the builder stopped)",
     );
   });
   // A real Sai builder never says a lease expired: watch the clock as well.

@@ -229,7 +229,7 @@ Deno.test("launcher warns when the lease expires under CMD, and --kill-on-expiry
   assert.match(stubborn.stderr, /SIGKILL after 0\.3 s/);
 });
 
-Deno.test("launcher exits 127 when CMD does not exist, and releases the lease", async () => {
+Deno.test("launcher exits 127 when CMD does not exist, without taking a lease", async () => {
   await using server = await ServerProc.start(["--resources", "r=1"]);
   await using builder = await BuilderProc.start(server);
   const got = await runClient(
@@ -237,11 +237,14 @@ Deno.test("launcher exits 127 when CMD does not exist, and releases the lease", 
     { SAI_BUILDER_RESOURCE_PROXY: builder.socket },
   );
   assert.equal(got.code, 127);
-  assert.match(got.stderr, /cannot run "no-such-command-sai"/);
-  await waitFor(
-    "the lease to be released",
-    async () => (await server.resource("r")).allocated === 0,
+  assert.match(
+    got.stderr,
+    /cannot run "no-such-command-sai": not found; no lease was taken/,
   );
+  assert.doesNotMatch(got.stderr, /granted/);
+  const doc = await server.status();
+  assert.equal(doc.stats.grants, 0);
+  assert.equal(doc.resources[0]!.allocated, 0);
 });
 
 Deno.test("--optional without a builder socket runs CMD unmanaged; without it, a usage error", async () => {

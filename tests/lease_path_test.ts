@@ -200,6 +200,10 @@ Deno.test("sai-resource usage errors exit 2 with a usage line", async () => {
     [["bad name", "1", "10"], /NAME must match/],
     [["r", "1", "10", 'bad"cookie'], /COOKIE must be/],
     [["r", "1", "10", "--wait", "soon"], /--wait must be a positive number/],
+    [
+      ["r", "1", "10", "--wait", "3000000"],
+      /--wait must be at most 604800 seconds/,
+    ],
     [["r", "1", "10", "--bogus"], /Unknown option '--bogus'/],
   ];
   for (const [args, reason] of cases) {

@@ -10,13 +10,12 @@ import {
   Proc,
   runClient,
   ServerProc,
+  uniq,
   waitFor,
 } from "./_harness.ts";
 import { type HistogramSample, parseMetrics, valueOf } from "./_prometheus.ts";
 
 const TOKEN = "t0ken-for-tests-5f3a";
-/** Cookies that holderPids() looks for are unique: other test runs share pgrep. */
-const uniq = (name: string) => `${name}-${crypto.randomUUID().slice(0, 8)}`;
 
 function admin(
   server: ServerProc,
@@ -250,7 +249,7 @@ Deno.test("admin API: raising a budget grants waiting requests at once; lowering
   await shrink.body?.cancel();
   let r = await server.resource("r");
   assert.equal(r.allocated, 2, "no lease is revoked");
-  assert.equal((await holderPids(q1c)).length, 1);
+  assert.equal((await holderPids(q1c, builder)).length, 1);
   const q2 = runClient(["r", "1", "60", "q2", "--wait", "30", "--quiet"], env);
   await waitFor(
     "q2 to queue",
@@ -297,7 +296,7 @@ Deno.test("admin API: force-release ends the holder and grants the next; resourc
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
   const victim = uniq("victim");
   assert.equal((await runClient(["r", "2", "600", victim], env)).code, 0);
-  assert.equal((await holderPids(victim)).length, 1);
+  assert.equal((await holderPids(victim, builder)).length, 1);
   const next = runClient(
     ["r", "2", "60", "next", "--wait", "30", "--quiet"],
     env,
@@ -330,7 +329,7 @@ Deno.test("admin API: force-release ends the holder and grants the next; resourc
   });
   await waitFor(
     "the holder to exit",
-    async () => (await holderPids(victim)).length === 0,
+    async () => (await holderPids(victim, builder)).length === 0,
   );
   assert.equal((await next).code, 0, "the next request got the amount");
   await builder.stderr.wait(/revoked by an operator/);

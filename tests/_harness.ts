@@ -230,16 +230,46 @@ export async function runClient(
   return await new Proc(["client.ts", ...args], { env }).finished();
 }
 
-/** Pids of holder processes whose command line mentions `marker`. */
-export async function holderPids(marker: string): Promise<number[]> {
+/**
+ * A name unique to this run, for cookies that tests look up with
+ * {@linkcode holderPids}: other test runs on the machine share `pgrep`.
+ */
+export function uniq(name: string): string {
+  return `${name}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * Pids of holder processes whose command line mentions `marker` (a regular
+ * expression, as `pgrep -f` takes).  With `socket`, only holders started
+ * with `--socket` exactly that path: the test's own builder, never another
+ * run's holders with the same cookie.
+ */
+export async function holderPids(
+  marker: string,
+  options: { socket?: string } = {},
+): Promise<number[]> {
   const out = await new Deno.Command("pgrep", {
     args: ["-f", "--", `--holder.*${marker}`],
     stdout: "piped",
     stderr: "null",
   }).output();
-  return new TextDecoder().decode(out.stdout).split("\n").filter(Boolean).map(
-    Number,
-  );
+  const pids = new TextDecoder().decode(out.stdout).split("\n").filter(
+    Boolean,
+  ).map(Number);
+  const { socket } = options;
+  if (socket === undefined) return pids;
+  const mine: number[] = [];
+  for (const pid of pids) {
+    let argv: string[];
+    try {
+      argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
+    } catch {
+      continue; // Exited since pgrep saw it.
+    }
+    const at = argv.indexOf("--socket");
+    if (at >= 0 && argv[at + 1] === socket) mine.push(pid);
+  }
+  return mine;
 }
 
 /** SIGKILLs any holder whose command line mentions `marker`. */

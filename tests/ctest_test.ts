@@ -250,7 +250,9 @@ Deno.test({
       assert.match(log, /cookie gateA\.grp-[0-9a-f]{8}\)/);
       await waitFor(
         "no holder process to be left",
-        async () => (await holderPids("gate[AB]\\.")).length === 0,
+        async () =>
+          (await holderPids("gate[AB]\\.", b1)).length +
+              (await holderPids("gate[AB]\\.", b2)).length === 0,
         5_000,
       );
 
@@ -335,7 +337,7 @@ Deno.test({
       );
       const res = await server.resource("r");
       assert.deepEqual(res.leases.map((l) => l.cookie), ["owner"]);
-      assert.equal((await holderPids("late\\.")).length, 0);
+      assert.equal((await holderPids("late\\.", builder)).length, 0);
     } finally {
       owner.release();
       await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -28,7 +28,7 @@ Deno.test("sai-resource exits 0 on a grant and the holder keeps the lease until 
   const res = await server.resource("warmcat_conns");
   assert.equal(res.allocated, 3);
   assert.deepEqual(res.leases.map((l) => l.cookie), ["cookie-a"]);
-  assert.equal((await holderPids("cookie-a")).length, 1);
+  assert.equal((await holderPids("cookie-a", builder)).length, 1);
 
   const rel = await runClient(["--release", "cookie-a"], env);
   assert.equal(rel.code, 0, rel.stderr);
@@ -38,7 +38,7 @@ Deno.test("sai-resource exits 0 on a grant and the holder keeps the lease until 
   );
   await waitFor(
     "the holder to exit",
-    async () => (await holderPids("cookie-a")).length === 0,
+    async () => (await holderPids("cookie-a", builder)).length === 0,
   );
 
   const again = await runClient(["--release", "cookie-a"], env);
@@ -166,7 +166,7 @@ Deno.test("sai-resource times out waiting with exit 1 and withdraws its request"
     "the queue to empty",
     async () => (await server.resource("r")).queuedRequests === 0,
   );
-  assert.equal((await holderPids("waiter")).length, 0);
+  assert.equal((await holderPids("waiter", builder)).length, 0);
 });
 
 Deno.test("sai-resource exits 1 when the builder is unreachable", async () => {
@@ -222,7 +222,7 @@ Deno.test("kill -9 of a holder frees its lease promptly", async () => {
   await using builder = await BuilderProc.start(server);
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
   assert.equal((await runClient(["r", "2", "600", "victim"], env)).code, 0);
-  const [pid] = await holderPids("victim");
+  const [pid] = await holderPids("victim", builder);
   assert.ok(pid, "a holder process holds the lease");
   Deno.kill(pid, "SIGKILL");
   // Far sooner than the 600 s lease: the closed socket is the signal.
@@ -246,7 +246,7 @@ Deno.test("an expired lease is freed, the holder exits and the queue advances", 
   assert.deepEqual(doc.resources[0]!.leases.map((l) => l.cookie), ["next"]);
   await waitFor(
     "the expired holder to exit",
-    async () => (await holderPids("short")).length === 0,
+    async () => (await holderPids("short", builder)).length === 0,
   );
 });
 
@@ -266,7 +266,7 @@ Deno.test("a client killed while queued leaves no trace", async () => {
   );
   await waitFor(
     "its holder to exit",
-    async () => (await holderPids("doomed")).length === 0,
+    async () => (await holderPids("doomed", builder)).length === 0,
   );
   const res = await server.resource("r");
   assert.deepEqual(res.leases.map((l) => l.cookie), ["owner"]);
@@ -286,7 +286,7 @@ Deno.test("a killed builder's leases are freed by the server", async () => {
   });
   await waitFor(
     "the orphaned holder to exit",
-    async () => (await holderPids("orphan")).length === 0,
+    async () => (await holderPids("orphan", builder)).length === 0,
   );
 });
 

@@ -10,13 +10,12 @@ import {
   Proc,
   runClient,
   ServerProc,
+  uniq,
   waitFor,
 } from "./_harness.ts";
 import { type HistogramSample, parseMetrics, valueOf } from "./_prometheus.ts";
 
 const TOKEN = "t0ken-for-tests-5f3a";
-/** Cookies that holderPids() looks for are unique: other test runs share pgrep. */
-const uniq = (name: string) => `${name}-${crypto.randomUUID().slice(0, 8)}`;
 
 function admin(
   server: ServerProc,
@@ -212,78 +211,110 @@ Deno.test("admin API: refused without the right token, 400 on bad input, and not
 
 Deno.test("admin API: raising a budget grants waiting requests at once; lowering drains without revoking", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sai-admin-" });
-  const tokenFile = `${dir}/token`;
-  await Deno.writeTextFile(tokenFile, `${TOKEN}\n`);
-  await using server = await ServerProc.start([
-    "--resources",
-    "r=1",
-    "--admin-token-file",
-    tokenFile,
-  ]);
-  await using builder = await BuilderProc.start(server);
-  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
-  const q1c = uniq("q1");
-  assert.equal((await runClient(["r", "1", "60", "c1"], env)).code, 0);
-  const q1 = runClient(["r", "1", "60", q1c, "--wait", "30", "--quiet"], env);
-  await waitFor(
-    "q1 to queue",
-    async () => (await server.resource("r")).queuedRequests === 1,
-  );
+  try {
+    const tokenFile = `${dir}/token`;
+    await Deno.writeTextFile(tokenFile, `${TOKEN}\n`);
+    await using server = await ServerProc.start([
+      "--resources",
+      "r=1",
+      "--admin-token-file",
+      tokenFile,
+    ]);
+    await using builder = await BuilderProc.start(server);
+    const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+    const q1c = uniq("q1");
+    assert.equal((await runClient(["r", "1", "60", "c1"], env)).code, 0);
+    const q1 = runClient(["r", "1", "60", q1c, "--wait", "30", "--quiet"], env);
+    await waitFor(
+      "q1 to queue",
+      async () => (await server.resource("r")).queuedRequests === 1,
+    );
 
-  const grow = await admin(server, "POST", "/api/resources/r", {
-    body: '{"budget":2}',
-  });
-  assert.equal(grow.status, 200);
-  assert.deepEqual(await grow.json(), {
-    resource: "r",
-    budget: 2,
-    previous: 1,
-    granted: 1,
-    refused: 0,
-  });
-  assert.equal((await q1).code, 0, "granted by the raise");
+    const grow = await admin(server, "POST", "/api/resources/r", {
+      body: '{"budget":3}',
+    });
+    assert.equal(grow.status, 200);
+    assert.deepEqual(await grow.json(), {
+      resource: "r",
+      budget: 3,
+      previous: 1,
+      granted: 1,
+      refused: 0,
+    });
+    assert.equal((await q1).code, 0, "granted by the raise");
+    assert.equal((await runClient(["r", "1", "60", "c3"], env)).code, 0);
 
-  const shrink = await admin(server, "POST", "/api/resources/r", {
-    body: '{"budget":1}',
-  });
-  assert.equal(shrink.status, 200);
-  await shrink.body?.cancel();
-  let r = await server.resource("r");
-  assert.equal(r.allocated, 2, "no lease is revoked");
-  assert.equal((await holderPids(q1c)).length, 1);
-  const q2 = runClient(["r", "1", "60", "q2", "--wait", "30", "--quiet"], env);
-  await waitFor(
-    "q2 to queue",
-    async () => (await server.resource("r")).queuedRequests === 1,
-  );
-  assert.equal((await runClient(["--release", "c1"], env)).code, 0);
-  await waitFor(
-    "c1 to be freed",
-    async () => (await server.resource("r")).allocated === 1,
-  );
-  r = await server.resource("r");
-  assert.deepEqual(r.queue.map((q) => q.cookie), ["q2"], "still draining");
-  assert.equal((await runClient(["--release", q1c], env)).code, 0);
-  assert.equal((await q2).code, 0, "granted once under the new budget");
-  // Budget 0: a queued request that can never fit is refused, not left.
-  const never = runClient(["r", "1", "60", "never", "--wait", "30"], env);
-  await waitFor(
-    "never to queue",
-    async () => (await server.resource("r")).queuedRequests === 1,
-  );
-  const zero = await admin(server, "POST", "/api/resources/r", {
-    body: '{"budget":0}',
-  });
-  assert.equal((await zero.json()).refused, 1);
-  const refused = await never;
-  assert.equal(refused.code, 1);
-  assert.match(refused.stderr, /exceeds the budget, lowered to 0/);
-  assert.equal((await server.resource("r")).allocated, 1, "q2 keeps its lease");
-  assert.match(
-    server.stderr.text,
-    /INFO admin action=set-budget by=127\.0\.0\.1:\d+ resname=r budget=1 previous=2/,
-  );
-  await Deno.remove(dir, { recursive: true });
+    // 3 allocated; lowered to 1, two over the budget.
+    const shrink = await admin(server, "POST", "/api/resources/r", {
+      body: '{"budget":1}',
+    });
+    assert.equal(shrink.status, 200);
+    await shrink.body?.cancel();
+    let r = await server.resource("r");
+    assert.equal(r.allocated, 3, "no lease is revoked");
+    assert.equal((await holderPids(q1c, builder)).length, 1);
+    const q2 = runClient(
+      ["r", "1", "60", "q2", "--wait", "30", "--quiet"],
+      env,
+    );
+    // 1 free under the old budget, 2 over the new one: q2 must queue.
+    r = await waitFor("q2 to reach the server", async () => {
+      const now = await server.resource("r");
+      const seen = [...now.queue, ...now.leases].some((x) => x.cookie === "q2");
+      return seen ? now : undefined;
+    });
+    assert.deepEqual(
+      r.queue.map((q) => q.cookie),
+      ["q2"],
+      "not granted while over the lowered budget",
+    );
+    // Freeing c1 leaves 2 allocated, still over the new budget of 1 but
+    // with room for q2 under the old one of 3: the pass that follows must
+    // not grant it.
+    assert.equal((await runClient(["--release", "c1"], env)).code, 0);
+    r = await waitFor("c1 to be freed", async () => {
+      const now = await server.resource("r");
+      return now.leases.every((l) => l.cookie !== "c1") ? now : undefined;
+    });
+    assert.deepEqual(r.queue.map((q) => q.cookie), ["q2"], "still draining");
+    assert.equal(r.allocated, 2, "still over the lowered budget");
+    assert.deepEqual(r.leases.map((l) => l.cookie).sort(), [q1c, "c3"].sort());
+    // At the budget exactly: still no room.
+    assert.equal((await runClient(["--release", "c3"], env)).code, 0);
+    await waitFor(
+      "c3 to be freed",
+      async () => (await server.resource("r")).allocated === 1,
+    );
+    r = await server.resource("r");
+    assert.deepEqual(r.queue.map((q) => q.cookie), ["q2"], "at the budget");
+    assert.equal(r.overBudgetGrants, 0);
+    assert.equal((await runClient(["--release", q1c], env)).code, 0);
+    assert.equal((await q2).code, 0, "granted once under the new budget");
+    // Budget 0: a queued request that can never fit is refused, not left.
+    const never = runClient(["r", "1", "60", "never", "--wait", "30"], env);
+    await waitFor(
+      "never to queue",
+      async () => (await server.resource("r")).queuedRequests === 1,
+    );
+    const zero = await admin(server, "POST", "/api/resources/r", {
+      body: '{"budget":0}',
+    });
+    assert.equal((await zero.json()).refused, 1);
+    const refused = await never;
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /exceeds the budget, lowered to 0/);
+    assert.equal(
+      (await server.resource("r")).allocated,
+      1,
+      "q2 keeps its lease",
+    );
+    assert.match(
+      server.stderr.text,
+      /INFO admin action=set-budget by=127\.0\.0\.1:\d+ resname=r budget=1 previous=3/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("admin API: force-release ends the holder and grants the next; resources are added and removed", async () => {
@@ -297,7 +328,7 @@ Deno.test("admin API: force-release ends the holder and grants the next; resourc
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
   const victim = uniq("victim");
   assert.equal((await runClient(["r", "2", "600", victim], env)).code, 0);
-  assert.equal((await holderPids(victim)).length, 1);
+  assert.equal((await holderPids(victim, builder)).length, 1);
   const next = runClient(
     ["r", "2", "60", "next", "--wait", "30", "--quiet"],
     env,
@@ -330,7 +361,7 @@ Deno.test("admin API: force-release ends the holder and grants the next; resourc
   });
   await waitFor(
     "the holder to exit",
-    async () => (await holderPids(victim)).length === 0,
+    async () => (await holderPids(victim, builder)).length === 0,
   );
   assert.equal((await next).code, 0, "the next request got the amount");
   await builder.stderr.wait(/revoked by an operator/);
@@ -370,43 +401,49 @@ Deno.test("admin API: force-release ends the holder and grants the next; resourc
 
 Deno.test("SIGHUP re-reads --config: a raise grants at once, a bad file changes nothing", async () => {
   const dir = await Deno.makeTempDir({ prefix: "sai-hup-" });
-  const config = `${dir}/sai.json`;
-  const write = (resources: string) =>
-    Deno.writeTextFile(
-      config,
-      JSON.stringify({
-        "ws-protocols": [{ "com-warmcat-sai": { resources } }],
-      }),
+  try {
+    const config = `${dir}/sai.json`;
+    const write = (resources: string) =>
+      Deno.writeTextFile(
+        config,
+        JSON.stringify({
+          "ws-protocols": [{ "com-warmcat-sai": { resources } }],
+        }),
+      );
+    await write("r=1");
+    await using server = await ServerProc.start(["--config", config]);
+    await using builder = await BuilderProc.start(server);
+    const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+    assert.equal((await runClient(["r", "1", "60", "h1"], env)).code, 0);
+    const h2 = runClient(
+      ["r", "1", "60", "h2", "--wait", "30", "--quiet"],
+      env,
     );
-  await write("r=1");
-  await using server = await ServerProc.start(["--config", config]);
-  await using builder = await BuilderProc.start(server);
-  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
-  assert.equal((await runClient(["r", "1", "60", "h1"], env)).code, 0);
-  const h2 = runClient(["r", "1", "60", "h2", "--wait", "30", "--quiet"], env);
-  await waitFor(
-    "h2 to queue",
-    async () => (await server.resource("r")).queuedRequests === 1,
-  );
+    await waitFor(
+      "h2 to queue",
+      async () => (await server.resource("r")).queuedRequests === 1,
+    );
 
-  await write("r=2,extra=4");
-  server.kill("SIGHUP");
-  assert.equal((await h2).code, 0);
-  assert.equal((await server.resource("extra")).budget, 4);
+    await write("r=2,extra=4");
+    server.kill("SIGHUP");
+    assert.equal((await h2).code, 0);
+    assert.equal((await server.resource("extra")).budget, 4);
 
-  await Deno.writeTextFile(config, "{ not json");
-  server.kill("SIGHUP");
-  await server.stderr.wait(/SIGHUP: config not applied/);
-  assert.equal((await server.resource("r")).budget, 2);
+    await Deno.writeTextFile(config, "{ not json");
+    server.kill("SIGHUP");
+    await server.stderr.wait(/SIGHUP: config not applied/);
+    assert.equal((await server.resource("r")).budget, 2);
 
-  // r leaves the config while leased: it drains at budget 0 instead.
-  await write("extra=4");
-  server.kill("SIGHUP");
-  await server.stderr.wait(/resource not removed: leases are live/);
-  const r = await server.resource("r");
-  assert.equal(r.budget, 0);
-  assert.equal(r.allocated, 2);
-  await Deno.remove(dir, { recursive: true });
+    // r leaves the config while leased: it drains at budget 0 instead.
+    await write("extra=4");
+    server.kill("SIGHUP");
+    await server.stderr.wait(/resource not removed: leases are live/);
+    const r = await server.resource("r");
+    assert.equal(r.budget, 0);
+    assert.equal(r.allocated, 2);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("sai-server status prints the view as an aligned table, or JSON", async () => {

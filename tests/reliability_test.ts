@@ -24,7 +24,7 @@ Deno.test("a builder reconnects through a cut link and restores its lease withou
   assert.equal((await runClient(["r", "2", "60", "kept"], env)).code, 0);
   const waiter = new Proc(["client.ts", "r", "2", "60", "waiter"], { env });
   await waiter.stderr.wait(/queued for r: position 1/);
-  const [holder] = await holderPids("kept");
+  const [holder] = await holderPids("kept", builder);
 
   proxy.cut();
   await waitFor("the builder to reconnect", () => proxy.accepted >= 2);
@@ -37,7 +37,7 @@ Deno.test("a builder reconnects through a cut link and restores its lease withou
   assert.deepEqual(r.leases.map((l) => l.cookie), ["kept"]);
   assert.equal(r.overBudgetGrants, 0);
   assert.deepEqual(
-    await holderPids("kept"),
+    await holderPids("kept", builder),
     [holder],
     "the holder never noticed",
   );
@@ -66,7 +66,7 @@ Deno.test("after a server restart, builders restore leases and queued requests i
     await p.stderr.wait(/queued for r: position \d/);
     waiters.push(p);
   }
-  const [holder] = await holderPids("held");
+  const [holder] = await holderPids("held", builder);
 
   first.kill("SIGKILL");
   await first.finished();
@@ -88,7 +88,7 @@ Deno.test("after a server restart, builders restore leases and queued requests i
     ["q1", "q2", "q3"],
     "original order",
   );
-  assert.deepEqual(await holderPids("held"), [holder]);
+  assert.deepEqual(await holderPids("held", builder), [holder]);
 
   assert.equal((await runClient(["--release", "held"], env)).code, 0);
   assert.equal((await waiters[0]!.finished()).code, 0);
@@ -177,7 +177,7 @@ Deno.test("a blackholed link is detected by the heartbeat on both sides", async 
     return proxy.accepted >= 2 && doc.builders.length === 1 &&
       doc.resources[0]!.leases.map((l) => l.cookie).join() === "hb";
   }, 10_000);
-  assert.equal((await holderPids("hb")).length, 1);
+  assert.equal((await holderPids("hb", builder)).length, 1);
 });
 
 Deno.test("a lease that expired while the link was down is ended by the builder, not restored", async () => {
@@ -190,7 +190,7 @@ Deno.test("a lease that expired while the link was down is ended by the builder,
   proxy.cut();
   await waitFor(
     "the holder to exit at the end of its lease",
-    async () => (await holderPids("brief")).length === 0,
+    async () => (await holderPids("brief", builder)).length === 0,
     10_000,
   );
   proxy.target = server.port;

@@ -36,6 +36,9 @@ Deno.test(`soak: mixed acquire/release, holder kills and a builder restart leak 
       const amount = 1 + Math.floor(random() * budgets[name]);
       const lease = 1 + Math.floor(random() * 3);
       const cookie = `w${id}-${n}`;
+      const socket = `${builder.dir}/${
+        builder === steady ? "steady" : "flaky"
+      }.sock`;
       const got = await runClient(
         [
           name,
@@ -46,11 +49,7 @@ Deno.test(`soak: mixed acquire/release, holder kills and a builder restart leak 
           "20",
           "--quiet",
         ],
-        {
-          SAI_BUILDER_RESOURCE_PROXY: `${builder.dir}/${
-            builder === steady ? "steady" : "flaky"
-          }.sock`,
-        },
+        { SAI_BUILDER_RESOURCE_PROXY: socket },
       );
       if (got.code !== 0) {
         // Only a builder being restarted may turn a request away.
@@ -66,14 +65,13 @@ Deno.test(`soak: mixed acquire/release, holder kills and a builder restart leak 
       const fate = random();
       if (fate < 0.4) {
         const rel = await runClient(["--release", cookie], {
-          SAI_BUILDER_RESOURCE_PROXY: `${builder.dir}/${
-            builder === steady ? "steady" : "flaky"
-          }.sock`,
+          SAI_BUILDER_RESOURCE_PROXY: socket,
         });
         // It may have expired, or its builder restarted, just before.
         if (rel.code === 0) outcomes.released++;
       } else if (fate < 0.7) {
-        for (const pid of await holderPids(cookie)) {
+        // Spaces around the cookie: "w0-1" must not match "w0-10".
+        for (const pid of await holderPids(` ${cookie} `, { socket })) {
           try {
             Deno.kill(pid, "SIGKILL");
             outcomes.killed++;

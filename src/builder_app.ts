@@ -288,11 +288,14 @@ class BuilderApp {
       // Closing already.
     }
     if (this.#stopping) return;
-    if (wasUp) this.#log.warn("lost the server", { reason: why });
-    else {this.#log.error("cannot connect to server", {
+    if (wasUp) {
+      this.#log.warn("lost the server", { reason: why });
+    } else {
+      this.#log.error("cannot connect to server", {
         server: this.#opts.server,
         reason: why,
-      });}
+      });
+    }
     for (const client of this.#clients.values()) {
       if (client.state === "sent") client.state = "pending";
     }

@@ -15,7 +15,7 @@ DIST := dist
 SOURCES := $(wildcard *.ts src/*.ts) src/_web_asset.ts deno.json
 WEB_SOURCES := $(wildcard web/*) src/format.ts scripts/build_web.ts
 
-.PHONY: all build test run ok check fmt lint clean deno web
+.PHONY: all build test run ok check fmt lint clean deno web chromium
 
 all: build
 
@@ -51,7 +51,17 @@ $(DIST)/sai-builder: $(SOURCES) | $(DENO)
 $(DIST)/sai-resource: $(SOURCES) | $(DENO)
 	$(DENO) compile --allow-read --allow-write --allow-env --allow-run --allow-net -o $@ client.ts
 
-test: | $(DENO)
+# The status page test drives Debian's Chromium; install it when missing
+# (as root, or through sudo).  CHROMIUM=/path points the test at another.
+chromium:
+	@command -v chromium >/dev/null || [ -n "$$CHROMIUM" ] || { \
+	  echo "make: installing Debian's chromium for the status page test"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  { $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "make: could not install chromium; the status page test will fail"; }
+
+test: chromium | $(DENO)
 	$(DENO) task test
 
 ok: | $(DENO)

@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import { BuilderProc, holderPids, ServerProc } from "../tests/_harness.ts";
 import { TextLineStream } from "./_lines.ts";
 import { publish, type Row } from "./_report.ts";
+import { holderCommand } from "../src/client_cli.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.execPath();
@@ -106,27 +107,12 @@ async function holderRun(
   v8flags: string,
 ): Promise<{ ms: number } & Mem> {
   const t = performance.now();
-  const child = new Deno.Command(DENO, {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-net",
-      "--no-config",
-      "--quiet",
-      ...(v8flags ? [`--v8-flags=${v8flags}`] : []),
-      new URL("../client.ts", import.meta.url).href,
-      "--holder",
-      "r",
-      "1",
-      "60",
-      cookie,
-      "--socket",
-      socket,
-      "--wait",
-      "60",
-    ],
+  const { exe, args } = holderCommand(
+    ["r", "1", "60", cookie, "--socket", socket, "--wait", "60"],
+    { denoFlags: v8flags ? [`--v8-flags=${v8flags}`] : [] },
+  );
+  const child = new Deno.Command(exe, {
+    args,
     stdin: "piped",
     stdout: "piped",
     stderr: "null",

@@ -395,8 +395,15 @@ async function release(socket: string, cookie: string): Promise<number> {
   }
 }
 
-/** The command that re-runs this program as a holder. */
-function holderCommand(args: string[]): { exe: string; args: string[] } {
+/**
+ * The command that re-runs this program as a holder.  `denoFlags` (such as
+ * `--v8-flags=…`) go to `deno run` when running from source; the benchmark
+ * uses them to measure holders exactly as this spawns them.
+ */
+export function holderCommand(
+  args: string[],
+  options: { denoFlags?: string[] } = {},
+): { exe: string; args: string[] } {
   const exe = Deno.execPath();
   if (Deno.build.standalone) return { exe, args: ["--holder", ...args] };
   const script = new URL("../client.ts", import.meta.url);
@@ -410,6 +417,7 @@ function holderCommand(args: string[]): { exe: string; args: string[] } {
       "--allow-net",
       "--no-config",
       "--quiet",
+      ...(options.denoFlags ?? []),
       script.href,
       "--holder",
       ...args,

@@ -12,8 +12,8 @@ export DENORT_BIN
 endif
 
 DIST := dist
-SOURCES := $(wildcard *.ts src/*.ts) src/_web_asset.ts deno.json
-WEB_SOURCES := $(wildcard web/*) src/format.ts scripts/build_web.ts
+SOURCES := $(wildcard *.ts src/*/*.ts) src/server/_web_asset.ts deno.json
+WEB_SOURCES := $(wildcard web/*) src/shared/format.ts scripts/build_web.ts
 
 .PHONY: all build test run ok check fmt lint clean deno web chromium
 
@@ -33,11 +33,11 @@ $(LOCAL_DENO):
 # The status page, bundled by esbuild into a module the server imports.  The
 # script rebuilds only when the hash of web/ differs from the recorded one;
 # the touch keeps make from asking again when only mtimes moved.
-src/_web_asset.ts: $(WEB_SOURCES) | $(DENO)
+src/server/_web_asset.ts: $(WEB_SOURCES) | $(DENO)
 	$(DENO) task web
 	touch $@
 
-web: src/_web_asset.ts
+web: src/server/_web_asset.ts
 
 build: $(DIST)/sai-server $(DIST)/sai-builder $(DIST)/sai-resource
 

@@ -7,14 +7,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { defaultSocketPath, startBuilder } from "./src/builder_app.ts";
-import { Logger, parseLevel } from "./src/log.ts";
+import { defaultSocketPath, startBuilder } from "./src/builder/builder_app.ts";
+import { Logger, parseLevel } from "./src/shared/log.ts";
 import {
   parseLogFormat,
   positiveSeconds,
   readFlagFile,
-} from "./src/cli_flags.ts";
-import { NAME_PATTERN } from "./src/protocol.ts";
+} from "./src/shared/cli_flags.ts";
+import { NAME_PATTERN } from "./src/protocol/protocol.ts";
 
 const USAGE =
   `usage: sai-builder --server ws[s]://HOST:PORT [--socket PATH] [--name NAME]

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { runClient } from "./src/client_cli.ts";
+import { runClient } from "./src/client/client_cli.ts";
 
 /** Runs `sai-resource` and exits with its code. */
 export async function main(args: string[]): Promise<void> {

@@ -21,7 +21,7 @@ export {
   type RefusalOutcome,
   type RefusalReason,
   type ResourceStatus,
-} from "./src/allocator.ts";
+} from "./src/allocator/allocator.ts";
 export {
   backfill,
   type BackfillOptions,
@@ -33,14 +33,14 @@ export {
   type QueuedView,
   reservation,
   type ResourceView,
-} from "./src/policy.ts";
+} from "./src/allocator/policy.ts";
 export {
   MAX_BUDGET,
   parseBudgets,
   resourcesFromConfig,
-} from "./src/budgets.ts";
-export * from "./src/protocol.ts";
-export { JsonObjectSplitter } from "./src/json_splitter.ts";
+} from "./src/server/budgets.ts";
+export * from "./src/protocol/protocol.ts";
+export { JsonObjectSplitter } from "./src/protocol/json_splitter.ts";
 export {
   acquire,
   AcquireError,
@@ -49,7 +49,7 @@ export {
   HeldLease,
   type LeaseEnd,
   type LeaseSpec,
-} from "./src/lease_client.ts";
+} from "./src/client/lease_client.ts";
 export {
   type SaiServer,
   type ServerOptions,
@@ -59,11 +59,16 @@ export {
   type StatusLease,
   type StatusQueued,
   type StatusResource,
-} from "./src/server_app.ts";
+} from "./src/server/server_app.ts";
 export {
   type BuilderOptions,
   defaultSocketPath,
   type SaiBuilder,
   startBuilder,
-} from "./src/builder_app.ts";
-export { type Fields, type Level, type LogFormat, Logger } from "./src/log.ts";
+} from "./src/builder/builder_app.ts";
+export {
+  type Fields,
+  type Level,
+  type LogFormat,
+  Logger,
+} from "./src/shared/log.ts";

@@ -6,17 +6,21 @@
  */
 
 import { parseArgs } from "node:util";
-import { parseBudgets, resourcesFromConfig } from "./src/budgets.ts";
-import { Logger, parseLevel } from "./src/log.ts";
-import { parseLogFormat, positiveInt, readFlagFile } from "./src/cli_flags.ts";
-import { parseTokenFile, type TokenEntry } from "./src/auth.ts";
+import { parseBudgets, resourcesFromConfig } from "./src/server/budgets.ts";
+import { Logger, parseLevel } from "./src/shared/log.ts";
+import {
+  parseLogFormat,
+  positiveInt,
+  readFlagFile,
+} from "./src/shared/cli_flags.ts";
+import { parseTokenFile, type TokenEntry } from "./src/server/auth.ts";
 import {
   applyBudgets,
   parseTokenFile as parseAdminTokenFile,
-} from "./src/admin.ts";
-import { startServer } from "./src/server_app.ts";
-import { runStatus } from "./src/status_cli.ts";
-import { POLICIES, type Policy } from "./src/policy.ts";
+} from "./src/server/admin.ts";
+import { startServer } from "./src/server/server_app.ts";
+import { runStatus } from "./src/server/status_cli.ts";
+import { POLICIES, type Policy } from "./src/allocator/policy.ts";
 
 const USAGE =
   `usage: sai-server --resources NAME=BUDGET[,NAME=BUDGET...] [--config FILE]

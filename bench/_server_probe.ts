@@ -7,9 +7,9 @@
  */
 
 import { percentile } from "./_report.ts";
-import { Logger } from "../src/log.ts";
-import { backfill } from "../src/policy.ts";
-import { startServer } from "../src/server_app.ts";
+import { Logger } from "../src/shared/log.ts";
+import { backfill } from "../src/allocator/policy.ts";
+import { startServer } from "../src/server/server_app.ts";
 
 const budgets = new Map(
   (Deno.args[0] ?? "r=10000").split(",").map((kv) => {

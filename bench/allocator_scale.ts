@@ -10,8 +10,13 @@
 
 import { parseArgs } from "node:util";
 import process from "node:process";
-import { Allocator } from "../src/allocator.ts";
-import { backfill, createBackfill, fifo, type Policy } from "../src/policy.ts";
+import { Allocator } from "../src/allocator/allocator.ts";
+import {
+  backfill,
+  createBackfill,
+  fifo,
+  type Policy,
+} from "../src/allocator/policy.ts";
 import { prng } from "./sim.ts";
 import { publish } from "./_report.ts";
 

@@ -2,7 +2,7 @@
  * Benchmark 4, CLI cost: `sai-resource` run from source, uncontended, until
  * it exits 0; the RSS of the holder it leaves; and the same holder started
  * with V8 flags that trade speed for memory (the bench plays the parent, as
- * `holderCommand()` in src/client_cli.ts would with those flags).
+ * `holderCommand()` in src/client/client_cli.ts would with those flags).
  *
  * @module
  */
@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { BuilderProc, holderPids, ServerProc } from "../tests/_harness.ts";
 import { TextLineStream } from "./_lines.ts";
 import { publish, type Row } from "./_report.ts";
-import { holderCommand } from "../src/client_cli.ts";
+import { holderCommand } from "../src/client/client_cli.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.execPath();

@@ -9,9 +9,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { Allocator, type Outcome } from "../src/allocator.ts";
-import { MinHeap } from "../src/_heap.ts";
-import { backfill, fifo, type Policy } from "../src/policy.ts";
+import { Allocator, type Outcome } from "../src/allocator/allocator.ts";
+import { MinHeap } from "../src/allocator/_heap.ts";
+import { backfill, fifo, type Policy } from "../src/allocator/policy.ts";
 
 /** What to simulate. */
 export interface SimOptions {

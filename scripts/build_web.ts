@@ -1,6 +1,6 @@
 // deno-lint-ignore-file no-console -- a build script: printing is its job
 /**
- * Bundles the status page (`web/`) with esbuild into `src/_web_asset.ts`,
+ * Bundles the status page (`web/`) with esbuild into `src/server/_web_asset.ts`,
  * which the server imports, so the page ends up inside the `deno compile`
  * binary and the server never runs esbuild.
  *
@@ -16,7 +16,7 @@ import * as esbuild from "esbuild";
 
 const ROOT = new URL("..", import.meta.url);
 const WEB = new URL("web/", ROOT);
-const OUT = new URL("src/_web_asset.ts", ROOT);
+const OUT = new URL("src/server/_web_asset.ts", ROOT);
 
 /** Every file the asset is made from, in a stable order. */
 async function sources(): Promise<URL[]> {
@@ -26,7 +26,7 @@ async function sources(): Promise<URL[]> {
   return [
     ...names.map((n) => new URL(n, WEB)),
     // Bundled into the page too.
-    new URL("src/format.ts", ROOT),
+    new URL("src/shared/format.ts", ROOT),
     new URL("scripts/build_web.ts", ROOT),
   ];
 }
@@ -81,7 +81,7 @@ async function main(args: string[]): Promise<number> {
   if (check) {
     await esbuild.stop();
     console.error(
-      "build_web: src/_web_asset.ts is stale: run `deno task web` and commit it",
+      "build_web: src/server/_web_asset.ts is stale: run `deno task web` and commit it",
     );
     return 1;
   }
@@ -102,7 +102,7 @@ export const APP_JS = ${JSON.stringify(js)};
 `;
     await Deno.writeTextFile(OUT, text);
     console.error(
-      `build_web: wrote src/_web_asset.ts (${js.length} bytes of script)`,
+      `build_web: wrote src/server/_web_asset.ts (${js.length} bytes of script)`,
     );
     return 0;
   } finally {

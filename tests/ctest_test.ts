@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { BuilderProc, holderPids, ServerProc, waitFor } from "./_harness.ts";
-import { acquire } from "../src/lease_client.ts";
+import { acquire } from "../src/client/lease_client.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODULE = `${ROOT}cmake/SaiResource.cmake`;

@@ -9,7 +9,7 @@ import {
   ServerProc,
   waitFor,
 } from "./_harness.ts";
-import { acquire } from "../src/lease_client.ts";
+import { acquire } from "../src/client/lease_client.ts";
 
 Deno.test("sai-resource exits 0 on a grant and the holder keeps the lease until released", async () => {
   await using server = await ServerProc.start([

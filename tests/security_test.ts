@@ -9,7 +9,7 @@ import {
   ServerProc,
   waitFor,
 } from "./_harness.ts";
-import { connectUnix } from "../src/lease_client.ts";
+import { connectUnix } from "../src/client/lease_client.ts";
 
 const GOOD = "b1-token-0123456789abcdef";
 const SHARED = "shared-token-fedcba9876543210";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { makeTrace, runSim, simulate } from "../bench/sim.ts";
-import { backfill } from "../src/policy.ts";
+import { backfill } from "../src/allocator/policy.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 

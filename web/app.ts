@@ -4,13 +4,19 @@
  * Events (`/api/events`), ticks the durations locally between pushes, and
  * reconnects by itself when the server goes away.
  *
- * Bundled by `scripts/build_web.ts` into `src/_web_asset.ts`.
+ * Bundled by `scripts/build_web.ts` into `src/server/_web_asset.ts`.
  *
  * @module
  */
 
-import { formatDuration as duration, formatStart } from "../src/format.ts";
-import type { StatusDocument, StatusResource } from "../src/server_app.ts";
+import {
+  formatDuration as duration,
+  formatStart,
+} from "../src/shared/format.ts";
+import type {
+  StatusDocument,
+  StatusResource,
+} from "../src/server/server_app.ts";
 
 let doc: StatusDocument | undefined;
 /** Server clock minus ours, from the last snapshot. */

@@ -5,7 +5,7 @@
  */
 
 import { timingSafeEqual } from "node:crypto";
-import { NAME_PATTERN } from "./protocol.ts";
+import { NAME_PATTERN } from "../protocol/protocol.ts";
 
 /** One accepted token, optionally bound to one builder name. */
 export interface TokenEntry {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { JsonObjectSplitter } from "./json_splitter.ts";
+import { JsonObjectSplitter } from "../protocol/json_splitter.ts";
 import {
   encode,
   type GrantMessage,
@@ -16,7 +16,7 @@ import {
   ProtocolError,
   type ResourceAmount,
   type ServerMessage,
-} from "./protocol.ts";
+} from "../protocol/protocol.ts";
 
 /** What to ask for. */
 export interface LeaseSpec {

@@ -14,9 +14,9 @@ import {
   type QueuedStatus,
   type RefusalReason,
   type ResourceStatus,
-} from "./allocator.ts";
+} from "../allocator/allocator.ts";
 import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
-import { type Fields, Logger } from "./log.ts";
+import { type Fields, Logger } from "../shared/log.ts";
 import type {
   Actor,
   AdminTarget,
@@ -26,7 +26,7 @@ import type {
 } from "./admin.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
-import type { Policy } from "./policy.ts";
+import type { Policy } from "../allocator/policy.ts";
 import {
   encode,
   type HelloMessage,
@@ -38,7 +38,7 @@ import {
   ProtocolError,
   SCHEMA,
   type ServerMessage,
-} from "./protocol.ts";
+} from "../protocol/protocol.ts";
 
 /** Options for {@linkcode startServer}. */
 export interface ServerOptions {

@@ -6,7 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { formatDuration, formatStart } from "./format.ts";
+import { formatDuration, formatStart } from "../shared/format.ts";
 import type { StatusDocument } from "./server_app.ts";
 
 export { formatDuration };

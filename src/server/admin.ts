@@ -9,7 +9,7 @@
 
 import { createHash, timingSafeEqual } from "node:crypto";
 import { MAX_BUDGET } from "./budgets.ts";
-import { COOKIE_PATTERN, NAME_PATTERN } from "./protocol.ts";
+import { COOKIE_PATTERN, NAME_PATTERN } from "../protocol/protocol.ts";
 
 /** Who asked for an admin action, for the log. */
 export interface Actor {

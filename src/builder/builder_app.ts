@@ -7,8 +7,8 @@
  * @module
  */
 
-import { JsonObjectSplitter } from "./json_splitter.ts";
-import { Logger } from "./log.ts";
+import { JsonObjectSplitter } from "../protocol/json_splitter.ts";
+import { Logger } from "../shared/log.ts";
 import {
   encode,
   isRequest,
@@ -18,8 +18,8 @@ import {
   type RequestMessage,
   SCHEMA,
   type ServerMessage,
-} from "./protocol.ts";
-import { writeAll } from "./lease_client.ts";
+} from "../protocol/protocol.ts";
+import { writeAll } from "../client/lease_client.ts";
 import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
 
 /** Options for {@linkcode startBuilder}. */

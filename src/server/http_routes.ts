@@ -13,7 +13,7 @@ import {
   isAdminPath,
   jsonError,
 } from "./admin.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../shared/log.ts";
 import { APP_JS, INDEX_HTML } from "./_web_asset.ts";
 import type { StatusDocument } from "./server_app.ts";
 

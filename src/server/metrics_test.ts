@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { escapeLabel, renderMetrics, WaitHistogram } from "./metrics.ts";
 import type { StatusDocument } from "./server_app.ts";
-import { type HistogramSample, parseMetrics } from "../tests/_prometheus.ts";
+import { type HistogramSample, parseMetrics } from "../../tests/_prometheus.ts";
 
 Deno.test("WaitHistogram.cumulative() counts each wait in its bucket and every larger one", () => {
   const h = new WaitHistogram();

@@ -30,9 +30,9 @@ import {
   NAME_PATTERN,
   parseServerMessage,
   type ResourceAmount,
-} from "./protocol.ts";
-import { JsonObjectSplitter } from "./json_splitter.ts";
-import { positiveSeconds } from "./cli_flags.ts";
+} from "../protocol/protocol.ts";
+import { JsonObjectSplitter } from "../protocol/json_splitter.ts";
+import { positiveSeconds } from "../shared/cli_flags.ts";
 import {
   afterSeconds,
   DEFAULT_GRACE_SECONDS,
@@ -406,7 +406,7 @@ export function holderCommand(
 ): { exe: string; args: string[] } {
   const exe = Deno.execPath();
   if (Deno.build.standalone) return { exe, args: ["--holder", ...args] };
-  const script = new URL("../client.ts", import.meta.url);
+  const script = new URL("../../client.ts", import.meta.url);
   return {
     exe,
     args: [

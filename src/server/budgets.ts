@@ -5,7 +5,7 @@
  * @module
  */
 
-import { NAME_PATTERN } from "./protocol.ts";
+import { NAME_PATTERN } from "../protocol/protocol.ts";
 
 /** Largest budget accepted. */
 export const MAX_BUDGET = 1_000_000_000;

@@ -5,7 +5,7 @@ import {
   bearerMatches,
   parseTokenFile,
 } from "./admin.ts";
-import { Allocator } from "./allocator.ts";
+import { Allocator } from "../allocator/allocator.ts";
 
 Deno.test("bearerMatches() accepts only the exact bearer token", () => {
   assert.equal(bearerMatches("Bearer s3cret-token", "s3cret-token"), true);

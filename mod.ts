@@ -53,13 +53,15 @@ export {
 export {
   type SaiServer,
   type ServerOptions,
-  type ServerStats,
   startServer,
-  type StatusDocument,
-  type StatusLease,
-  type StatusQueued,
-  type StatusResource,
 } from "./src/server/server_app.ts";
+export type {
+  ServerStats,
+  StatusDocument,
+  StatusLease,
+  StatusQueued,
+  StatusResource,
+} from "./src/server/status_document.ts";
 export {
   type BuilderOptions,
   defaultSocketPath,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { StatusDocument } from "../src/server/server_app.ts";
+import type { StatusDocument } from "../src/server/status_document.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.execPath();

@@ -16,7 +16,7 @@ import {
 import type {
   StatusDocument,
   StatusResource,
-} from "../src/server/server_app.ts";
+} from "../src/server/status_document.ts";
 
 let doc: StatusDocument | undefined;
 /** Server clock minus ours, from the last snapshot. */

@@ -15,7 +15,7 @@ import {
 } from "./admin.ts";
 import type { Logger } from "../shared/log.ts";
 import { APP_JS, INDEX_HTML } from "./_web_asset.ts";
-import type { StatusDocument } from "./server_app.ts";
+import type { StatusDocument } from "./status_document.ts";
 
 /** What the routes need from the server. */
 export interface RouteOptions {

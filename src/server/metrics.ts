@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { StatusDocument } from "./server_app.ts";
+import type { StatusDocument } from "./status_document.ts";
 
 /** Upper bounds of the wait histogram, in seconds. */
 export const WAIT_BUCKETS = [

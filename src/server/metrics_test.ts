@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { escapeLabel, renderMetrics, WaitHistogram } from "./metrics.ts";
-import type { StatusDocument } from "./server_app.ts";
+import type { StatusDocument } from "./status_document.ts";
 import { type HistogramSample, parseMetrics } from "../../tests/_prometheus.ts";
 
 Deno.test("WaitHistogram.cumulative() counts each wait in its bucket and every larger one", () => {

@@ -9,11 +9,9 @@
 
 import {
   Allocator,
-  type LeaseStatus,
   type Outcome,
   type QueuedStatus,
   type RefusalReason,
-  type ResourceStatus,
 } from "../allocator/allocator.ts";
 import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
 import { type Fields, Logger } from "../shared/log.ts";
@@ -26,6 +24,7 @@ import type {
 } from "./admin.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
+import type { ServerStats, StatusDocument } from "./status_document.ts";
 import type { Policy } from "../allocator/policy.ts";
 import {
   encode,
@@ -70,37 +69,6 @@ export interface ServerOptions {
   now?: () => number;
   /** Bearer token for the admin API; without it the API is disabled. */
   adminToken?: string;
-}
-
-/** Counters since start, for `/api/status` and metrics. */
-export interface ServerStats {
-  grants: number;
-  refusals: Partial<Record<RefusalReason, number>>;
-  expiries: number;
-  releases: number;
-  withdrawals: number;
-  /** Leases ended by an operator (also counted in `releases`). */
-  forcedReleases: number;
-}
-
-/** A lease in `/api/status`: the allocator's view plus the builder's name. */
-export type StatusLease = LeaseStatus & { builder: string };
-/** A queued request in `/api/status`, with the builder's name. */
-export type StatusQueued = QueuedStatus & { builder: string };
-/** A resource in `/api/status`. */
-export type StatusResource = Omit<ResourceStatus, "leases" | "queue"> & {
-  leases: StatusLease[];
-  queue: StatusQueued[];
-};
-
-/** The `/api/status` document. */
-export interface StatusDocument {
-  version: 1;
-  time: number;
-  policy: string;
-  builders: { id: string; name: string; connectedAt: number }[];
-  resources: StatusResource[];
-  stats: ServerStats;
 }
 
 /** One builder connection. */

@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { formatDuration, formatStart } from "../shared/format.ts";
-import type { StatusDocument } from "./server_app.ts";
+import type { StatusDocument } from "./status_document.ts";
 
 export { formatDuration };
 

@@ -1,0 +1,45 @@
+/**
+ * The `/api/status` document: what the status page, `sai-server status`,
+ * the metrics and the tests read.  Its own module so that none of them
+ * depends on the server shell, and the shell not on them in a circle.
+ *
+ * @module
+ */
+
+import type {
+  LeaseStatus,
+  QueuedStatus,
+  RefusalReason,
+  ResourceStatus,
+} from "../allocator/allocator.ts";
+
+/** Counters since start, for `/api/status` and metrics. */
+export interface ServerStats {
+  grants: number;
+  refusals: Partial<Record<RefusalReason, number>>;
+  expiries: number;
+  releases: number;
+  withdrawals: number;
+  /** Leases ended by an operator (also counted in `releases`). */
+  forcedReleases: number;
+}
+
+/** A lease in `/api/status`: the allocator's view plus the builder's name. */
+export type StatusLease = LeaseStatus & { builder: string };
+/** A queued request in `/api/status`, with the builder's name. */
+export type StatusQueued = QueuedStatus & { builder: string };
+/** A resource in `/api/status`. */
+export type StatusResource = Omit<ResourceStatus, "leases" | "queue"> & {
+  leases: StatusLease[];
+  queue: StatusQueued[];
+};
+
+/** The `/api/status` document. */
+export interface StatusDocument {
+  version: 1;
+  time: number;
+  policy: string;
+  builders: { id: string; name: string; connectedAt: number }[];
+  resources: StatusResource[];
+  stats: ServerStats;
+}

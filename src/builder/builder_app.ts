@@ -20,7 +20,11 @@ import {
   type ServerMessage,
 } from "../protocol/protocol.ts";
 import { writeAll } from "../client/lease_client.ts";
-import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
+import {
+  openWebSocket,
+  type WebSocketLike,
+  type WebSocketOptions,
+} from "./ws_client.ts";
 
 /** Options for {@linkcode startBuilder}. */
 export interface BuilderOptions {
@@ -174,7 +178,6 @@ class BuilderApp {
   #pings = 0;
   #heartbeatMs: number;
   #beatTimer: ReturnType<typeof setInterval> | undefined;
-  #httpClient: Deno.HttpClient | undefined;
 
   constructor(
     opts: BuilderOptions,
@@ -204,7 +207,6 @@ class BuilderApp {
     await this.#accepting;
     for (const conn of this.#open) closeQuietly(conn);
     this.#ws?.close(1000, "builder shutting down");
-    this.#httpClient?.close();
     try {
       await Deno.remove(this.#opts.socketPath);
     } catch {
@@ -265,10 +267,8 @@ class BuilderApp {
     };
   }
 
-  #wsOptions(): { client: Deno.HttpClient } | undefined {
-    if (this.#opts.ca === undefined) return undefined;
-    this.#httpClient ??= Deno.createHttpClient({ caCerts: [this.#opts.ca] });
-    return { client: this.#httpClient };
+  #wsOptions(): WebSocketOptions {
+    return this.#opts.ca === undefined ? {} : { caCerts: [this.#opts.ca] };
   }
 
   /**

@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import type { LeaseSpec } from "./lease_client.ts";
 import {
   COOKIE_PATTERN,
+  COOKIE_RULE,
   MAX_PRIORITY,
   MAX_UINT,
   NAME_PATTERN,
@@ -18,10 +19,21 @@ import { positiveSeconds } from "../shared/cli_flags.ts";
 import { DEFAULT_GRACE_SECONDS, type LaunchOptions } from "./launcher.ts";
 
 export const USAGE =
-  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [--optional]
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground]
        sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
        sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
-       sai-resource (--release COOKIE | --release-scope SCOPE) [--socket PATH] [--optional]`;
+       sai-resource (--release COOKIE | --release-scope SCOPE) [--socket PATH] [--optional] [--strict]
+PATH may be @NAME: an abstract Unix socket (Linux)`;
+
+/** Set to 1, makes an acquire hold the lease in the foreground (`--foreground`). */
+export const FOREGROUND_ENV = "SAI_RESOURCE_FOREGROUND";
+
+/**
+ * libwebsockets' log bits that `-d LEVEL` reads: LLL_INFO and LLL_DEBUG make
+ * `sai-resource` verbose; 0 makes it quiet.
+ */
+const LLL_INFO = 8;
+const LLL_DEBUG = 16;
 
 const DEFAULT_WAIT_SECONDS = 600;
 
@@ -31,14 +43,24 @@ export const COOKIE_PREFIX_ENV = "SAI_RESOURCE_COOKIE_PREFIX";
 /** A parsed command line. */
 export type Command =
   | { kind: "help" }
-  | { kind: "release"; cookie: string; socket: string }
+  | {
+    kind: "release";
+    cookie: string;
+    socket: string;
+    /** Fail, not warn, when the lease had already expired. */
+    strict: boolean;
+  }
   | {
     kind: "acquire";
     spec: LeaseSpec;
     socket: string;
     waitSeconds: number;
     quiet: boolean;
+    /** `-d` with LLL_INFO or LLL_DEBUG: say what goes over the socket. */
+    verbose: boolean;
     holder: boolean;
+    /** Hold the lease in this process (no detached holder). */
+    foreground: boolean;
   }
   | {
     kind: "launch";
@@ -84,7 +106,7 @@ function seconds(flag: string, value: string): number {
 function checkedCookie(cookie: string, from: string): string {
   if (!COOKIE_PATTERN.test(cookie)) {
     throw new TypeError(
-      `${from} must be 1 to 64 printable ASCII characters other than '"' and '\\', got "${cookie}"`,
+      `${from} must be ${COOKIE_RULE}, got "${cookie}"`,
     );
   }
   return cookie;
@@ -165,9 +187,14 @@ export function parseCommand(
       help: { type: "boolean", short: "h" },
       holder: { type: "boolean" },
       priority: { type: "string" },
+      foreground: { type: "boolean" },
+      strict: { type: "boolean" },
+      // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
+      debug: { type: "string", short: "d" },
     },
   });
   if (values.help) return { kind: "help" };
+  const level = values.debug === undefined ? undefined : logBits(values.debug);
   if (argv !== undefined && argv.length === 0) {
     throw new TypeError("no command after --");
   }
@@ -179,7 +206,9 @@ export function parseCommand(
     }
   }
   const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
-  const quiet = values.quiet ?? false;
+  const quiet = (values.quiet ?? false) || level === 0;
+  const verbose = !quiet && level !== undefined &&
+    (level & (LLL_INFO | LLL_DEBUG)) !== 0;
   if (values.release !== undefined || values["release-scope"] !== undefined) {
     if (positionals.length > 0 || argv !== undefined) {
       throw new TypeError("--release takes no other arguments");
@@ -191,7 +220,15 @@ export function parseCommand(
       ? checkedCookie(values.release, "COOKIE")
       : scopeCookie(values["release-scope"]!, env);
     if (!socket && values.optional) return { kind: "unmanaged", quiet };
-    return { kind: "release", cookie, socket: needSocket(socket) };
+    return {
+      kind: "release",
+      cookie,
+      socket: needSocket(socket),
+      strict: values.strict ?? false,
+    };
+  }
+  if (values.strict) {
+    throw new TypeError("--strict is for --release and --release-scope");
   }
   // NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE]: several at once.
   const multi = positionals[0]?.includes("=") ?? false;
@@ -267,8 +304,25 @@ export function parseCommand(
     socket: needSocket(socket),
     waitSeconds,
     quiet,
+    verbose,
     holder: values.holder ?? false,
+    foreground: (values.foreground ?? false) || isSet(env.get(FOREGROUND_ENV)),
   };
+}
+
+/** `-d LEVEL`: a libwebsockets log bitmask, a non-negative integer. */
+function logBits(value: string): number {
+  if (!/^[0-9]+$/.test(value) || Number(value) > MAX_UINT) {
+    throw new TypeError(
+      `-d must be a log level (a non-negative integer), got "${value}"`,
+    );
+  }
+  return Number(value);
+}
+
+/** Whether an on/off environment variable is on. */
+function isSet(value: string | undefined): boolean {
+  return value !== undefined && /^(1|true|yes|on)$/i.test(value.trim());
 }
 
 function needSocket(socket: string | undefined): string {

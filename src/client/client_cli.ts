@@ -8,6 +8,10 @@
  * connection (so the lease) open after the parent exits.  Its stdio is never
  * the caller's: ctest waits for every process that holds its pipes.
  *
+ * With `--foreground` (or `SAI_RESOURCE_FOREGROUND=1`) the started process
+ * holds the lease itself until signalled (`foreground.ts`), as upstream
+ * Sai's CMake scripts expect.
+ *
  * With `-- CMD [ARGS...]` it is a launcher instead (`launcher.ts`): no
  * holder, the lease lasts as long as CMD.
  *
@@ -19,6 +23,7 @@ import { launch, runUnmanaged } from "./launcher.ts";
 import { release } from "./release.ts";
 import { runHolder } from "./holder.ts";
 import { runParent } from "./parent.ts";
+import { runForeground } from "./foreground.ts";
 import { encoder, EXIT_OK, EXIT_USAGE, printErr } from "./_common.ts";
 
 /** Runs `sai-resource`; returns the exit code. */
@@ -36,7 +41,7 @@ export async function runClient(args: string[]): Promise<number> {
       Deno.stdout.writeSync(encoder.encode(USAGE + "\n"));
       return EXIT_OK;
     case "release":
-      return await release(command.socket, command.cookie);
+      return await release(command.socket, command.cookie, command);
     case "launch":
       return await launch(command.argv, command.options);
     case "unmanaged":
@@ -49,6 +54,8 @@ export async function runClient(args: string[]): Promise<number> {
     case "acquire":
       return command.holder
         ? await runHolder(command)
+        : command.foreground
+        ? await runForeground(command)
         : await runParent(command);
   }
 }

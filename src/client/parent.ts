@@ -36,6 +36,13 @@ export async function runParent(
     stderr: "null",
     detached: true,
   }).spawn();
+  if (command.verbose) {
+    printErr(
+      `holder pid ${child.pid} asks the builder at "${command.socket}" for ${
+        specAmounts(spec)
+      } (cookie ${spec.cookie})`,
+    );
+  }
   const writer = child.stdin.getWriter();
   // Backstop: a holder that never reports is killed, which withdraws it.
   const backstop = setTimeout(() => {

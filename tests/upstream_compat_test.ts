@@ -244,6 +244,30 @@ Deno.test("--foreground holds until signalled, warns at expiry and keeps running
       async () => (await server.resource("r")).allocated === 0,
     );
 
+    // A signal while still queued withdraws the request.
+    const all = new Proc([
+      "client.ts",
+      "r=2",
+      "60",
+      "fg-all",
+      "--socket",
+      builder.socket,
+      "--foreground",
+    ]);
+    await all.stdout.wait(/^fg-all$/m);
+    const waiting = start("fg-waiting", 60);
+    await waiting.stderr.wait(/queued for r: position 1/);
+    waiting.kill("SIGTERM");
+    const w = await waiting.finished();
+    assert.equal(w.code, 143, w.stderr);
+    assert.match(w.stderr, /SIGTERM while waiting; the request was withdrawn/);
+    await waitFor(
+      "the withdrawal",
+      async () => (await server.resource("r")).queuedRequests === 0,
+    );
+    all.kill("SIGINT");
+    assert.equal((await all.finished()).code, 0);
+
     // The builder goes away while the lease is held: exit 1.
     const orphan = start("fg-orphan", 60);
     await orphan.stdout.wait(/^fg-orphan$/m);

@@ -32,11 +32,14 @@ type HoldSignal = typeof SIGNALS[number];
 class Signals implements Disposable {
   readonly received = Promise.withResolvers<HoldSignal>();
   readonly aborted = new AbortController();
+  /** The first signal received, if any. */
+  first: HoldSignal | undefined;
   #handlers: [HoldSignal, () => void][] = [];
 
   constructor() {
     for (const sig of SIGNALS) {
       const handler = () => {
+        this.first ??= sig;
         this.received.resolve(sig);
         this.aborted.abort(new Error(`received ${sig}`));
       };
@@ -58,8 +61,6 @@ export async function runForeground(
 ): Promise<number> {
   const { spec, quiet, verbose } = command;
   using signals = new Signals();
-  let signalled: HoldSignal | undefined;
-  signals.received.promise.then((sig) => signalled = sig);
   let lastProgress = "";
   let lease: HeldLease;
   try {
@@ -80,9 +81,9 @@ export async function runForeground(
       }),
     });
   } catch (err) {
-    if (signalled) {
-      printErr(`${signalled} while waiting; the request was withdrawn`);
-      return signalExitCode(signalled);
+    if (signals.first) {
+      printErr(`${signals.first} while waiting; the request was withdrawn`);
+      return signalExitCode(signals.first);
     }
     printErr(
       err instanceof AcquireError

@@ -13,7 +13,8 @@
 #     ONE lease is held from setup to cleanup and shared by every test of the
 #     scope, however many of them ctest -j runs at once: size AMOUNT for all
 #     of them together, and LEASE for the whole span of the scope.  The same
-#     SCOPE may be declared in several directories: one lease, shared.
+#     SCOPE may be declared in several directories: one lease, shared (the
+#     first declaration's AMOUNT and LEASE; another NAME is an error).
 #     The scopes of a project take their leases one after another (each
 #     setup test DEPENDS on the previous scope's cleanup), so a setup test
 #     waiting for a lease can never hold up the tests that would end a lease
@@ -103,12 +104,19 @@ function(sai_resource NAME AMOUNT LEASE SCOPE)
   # the first declaration's, shared by the tests of all of them.
   get_property(taken GLOBAL PROPERTY _SAI_RESOURCE_SCOPE_${SCOPE})
   if(taken)
-    if(NOT taken STREQUAL "${NAME} ${AMOUNT} ${LEASE}")
-      string(REPLACE " " ", " first "${taken}")
+    string(REPLACE " " ";" first "${taken}")
+    list(GET first 0 first_name)
+    if(NOT first_name STREQUAL NAME)
       message(FATAL_ERROR "sai_resource: SCOPE \"${SCOPE}\" is declared "
-        "again with NAME, AMOUNT, LEASE = ${NAME}, ${AMOUNT}, ${LEASE}; it "
-        "was ${first}.  One scope is one lease: declare it the same way "
-        "everywhere")
+        "again for NAME \"${NAME}\"; it was for \"${first_name}\".  One "
+        "scope is one lease of one resource")
+    endif()
+    if(NOT taken STREQUAL "${NAME} ${AMOUNT} ${LEASE}")
+      string(REPLACE ";" ", " first "${first}")
+      message(WARNING "sai_resource: SCOPE \"${SCOPE}\" is declared again "
+        "with NAME, AMOUNT, LEASE = ${NAME}, ${AMOUNT}, ${LEASE}; the first "
+        "declaration's ${first} holds for all its tests (one scope is one "
+        "lease)")
     endif()
     return()
   endif()

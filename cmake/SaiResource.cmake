@@ -15,10 +15,13 @@
 #     of them together, and LEASE for the whole span of the scope.  The same
 #     SCOPE may be declared in several directories: one lease, shared (the
 #     first declaration's AMOUNT and LEASE; another NAME is an error).
-#     The scopes of a project take their leases one after another (each
-#     setup test DEPENDS on the previous scope's cleanup), so a setup test
-#     waiting for a lease can never hold up the tests that would end a lease
-#     this same ctest run holds: no -j can deadlock until an expiry.
+#     The scopes of one resource take their leases one after another (each
+#     setup test DEPENDS on the previous such scope's cleanup) and setup
+#     tests run one at a time (RESOURCE_LOCK sai_resource.acquire), so a
+#     setup test never waits for a lease its own ctest run holds, and at
+#     most one slot waits at all: no -j can deadlock until an expiry.  A test
+#     may require scopes of different resources, but not two scopes of one
+#     resource (ctest reports a dependency cycle): use one scope instead.
 #     A release after the lease expired passes with a warning; STRICT makes
 #     it fail.
 #
@@ -150,18 +153,21 @@ function(sai_resource NAME AMOUNT LEASE SCOPE)
     COMMAND ${cmd} --release-scope ${key} ${strict} --optional)
   set_tests_properties(sai_resource.${SCOPE}.release PROPERTIES
     FIXTURES_CLEANUP res_${SCOPE})
-  # No hold-and-wait: this scope's setup starts only after the previous
-  # scope's cleanup, so at most one fixture lease of this project is held or
-  # awaited at a time.  Otherwise waiting setup tests can fill every ctest
-  # slot while the tests that would end a held lease wait for a slot, until
-  # that lease expires (ctest -j2, budget 1, three scopes).
-  get_property(previous GLOBAL PROPERTY _SAI_RESOURCE_LAST_RELEASE)
+  # A setup test must never wait for a lease this same run holds: waiting
+  # setup tests could fill every ctest slot while the tests that would end
+  # that lease wait for a slot, until it expires (ctest -j2, budget 1, three
+  # scopes).  So this scope's setup starts only after the cleanup of the
+  # previous scope of the same resource, and setup tests run one at a time:
+  # at most one slot waits, and only for leases held outside this run.
+  get_property(previous GLOBAL PROPERTY _SAI_RESOURCE_LAST_RELEASE_${NAME})
   if(previous)
     set_property(TEST sai_resource.${SCOPE}.acquire APPEND PROPERTY
       DEPENDS ${previous})
   endif()
-  set_property(GLOBAL PROPERTY _SAI_RESOURCE_LAST_RELEASE
+  set_property(GLOBAL PROPERTY _SAI_RESOURCE_LAST_RELEASE_${NAME}
     sai_resource.${SCOPE}.release)
+  set_property(TEST sai_resource.${SCOPE}.acquire APPEND PROPERTY
+    RESOURCE_LOCK sai_resource.acquire)
 endfunction()
 
 function(sai_resource_launcher OUT_VAR NAME AMOUNT LEASE)

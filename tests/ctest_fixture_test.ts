@@ -18,14 +18,19 @@ const LEASE = 120;
 const FAST_MS = LEASE * 1000 / 2;
 const SCOPES = ["s1", "s2", "s3"];
 
-/** Scopes s1 and s2 here; s3 here and in sub/, one lease for both. */
+/**
+ * Scopes s1 and s2 here; s3 here and in sub/, one lease for both.  The
+ * scopes are declared before their tests, so `ctest -j1` (which keeps that
+ * order) starts s2's setup before s1's tests.
+ */
 const TOP = `cmake_minimum_required(VERSION 3.16)
 project(fixtures NONE)
 enable_testing()
 include("${MODULE}")
 set(work /bin/sh "\${CMAKE_CURRENT_SOURCE_DIR}/work.sh" "\${CMAKE_BINARY_DIR}/times.txt")
+sai_resource(r 1 ${LEASE} s1 WAIT 100)
+sai_resource(r 1 ${LEASE} s2 WAIT 100)
 foreach(s IN ITEMS s1 s2)
-  sai_resource(r 1 ${LEASE} \${s} WAIT 100)
   foreach(i IN ITEMS 1 2)
     add_test(NAME \${s}.\${i} COMMAND \${work} \${s}.\${i})
     set_tests_properties(\${s}.\${i} PROPERTIES FIXTURES_REQUIRED res_\${s})
@@ -169,6 +174,65 @@ Deno.test({
       );
       assert.equal(more.code, 0, more.out);
       assert.match(more.out, /the first\s+declaration's r, 1, 120 holds/);
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+Deno.test({
+  name:
+    `sai_resource() fixtures of two resources: a test may require both, with no cycle and no wait for an expiry${SKIP}`,
+  ignore: !HAVE_CMAKE,
+  async fn() {
+    await using server = await ServerProc.start(["--resources", "r=1,q=1"]);
+    await using builder = await BuilderProc.start(server);
+    const dir = await Deno.makeTempDir({ prefix: "sai-fixture-" });
+    try {
+      await Deno.mkdir(`${dir}/src`, { recursive: true });
+      await Deno.writeTextFile(
+        `${dir}/src/CMakeLists.txt`,
+        `cmake_minimum_required(VERSION 3.16)
+project(two NONE)
+enable_testing()
+include("${MODULE}")
+set(work /bin/sh "\${CMAKE_CURRENT_SOURCE_DIR}/work.sh" "\${CMAKE_BINARY_DIR}/times.txt")
+sai_resource(r 1 ${LEASE} a WAIT 100)
+sai_resource(r 1 ${LEASE} c WAIT 100)
+sai_resource(q 1 ${LEASE} b WAIT 100)
+add_test(NAME ab.1 COMMAND \${work} ab.1)
+set_tests_properties(ab.1 PROPERTIES FIXTURES_REQUIRED "res_a;res_b")
+add_test(NAME c.1 COMMAND \${work} c.1)
+set_tests_properties(c.1 PROPERTIES FIXTURES_REQUIRED res_c)
+`,
+      );
+      await Deno.writeTextFile(`${dir}/src/work.sh`, WORK);
+      const build = `${dir}/build`;
+      const configured = await run("cmake", [
+        "-S",
+        `${dir}/src`,
+        "-B",
+        build,
+        `-DSAI_RESOURCE_COMMAND=${SAI_RESOURCE.join(";")}`,
+      ], { cwd: dir, env: { PATH: "/usr/bin:/bin" } });
+      assert.equal(configured.code, 0, configured.out);
+      for (const j of ["-j1", "-j2"]) {
+        const got = await run("ctest", [j, "--output-on-failure"], {
+          cwd: build,
+          env: { SAI_BUILDER_RESOURCE_PROXY: builder.socket },
+          timeoutMs: FAST_MS + 20_000,
+        });
+        assert.equal(got.code, 0, `ctest ${j}:\n${got.out}`);
+        assert.match(got.out, /100% tests passed, 0 tests failed out of 8/);
+        assert.ok(got.ms < FAST_MS, `ctest ${j} took ${Math.round(got.ms)} ms`);
+      }
+      await waitFor("the last lease to be released", async () => {
+        const doc = await server.status();
+        return doc.resources.every((r) => r.allocated === 0);
+      }, 5_000);
+      const { stats } = await server.status();
+      assert.equal(stats.grants, 2 * 3);
+      assert.equal(stats.expiries, 0);
     } finally {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }

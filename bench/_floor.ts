@@ -46,6 +46,11 @@ export async function main(args: string[]): Promise<void> {
   const path = args[0];
   if (!path) throw new TypeError("Usage: _floor.ts SOCKET");
   const listener = Deno.listen({ transport: "unix", path });
+  // Exit cleanly on SIGTERM, so that --cpu-prof writes its profile.
+  Deno.addSignalListener("SIGTERM", () => {
+    listener.close();
+    Deno.exit(0);
+  });
   await Deno.stdout.write(encoder.encode("listening\n"));
   for await (const conn of listener) serve(conn);
 }

@@ -134,7 +134,10 @@ class ServerApp {
   #progressIntervalMs: number;
   #progressTimer: ReturnType<typeof setTimeout> | undefined;
   #dirty = new Set<string>();
-  #lastProgress = new Map<string, string>();
+  /** The last queue position pushed, by owner then cookie. */
+  #lastProgress = new Map<string, Map<string, string>>();
+  /** Whether info events are written (their fields are built only then). */
+  #logInfo: boolean;
   #stats: ServerStats = {
     grants: 0,
     refusals: {},
@@ -153,6 +156,7 @@ class ServerApp {
     this.#tokens = options.builderTokens;
     this.#tls = options.tls;
     this.#log = options.logger ?? new Logger("info");
+    this.#logInfo = this.#log.enabled("info");
     this.#now = options.now ?? Date.now;
     this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
     this.#heartbeat = options.heartbeat ?? 10;
@@ -294,9 +298,7 @@ class ServerApp {
       });
       this.#publicIds.delete(owner);
       if (this.#closing) return;
-      for (const key of this.#lastProgress.keys()) {
-        if (key.startsWith(`${owner}\0`)) this.#lastProgress.delete(key);
-      }
+      this.#lastProgress.delete(owner);
       for (const name of this.#allocator.budgets().keys()) {
         this.#dirty.add(name);
       }
@@ -406,7 +408,9 @@ class ServerApp {
     }
     conn.unconfirmed?.delete(msg.cookie);
     if (isRequest(msg)) {
-      this.#log.debug("request", { builder: this.#pid(owner), ...msg });
+      if (this.#log.enabled("debug")) {
+        this.#log.debug("request", { builder: this.#pid(owner), ...msg });
+      }
       for (const r of msg.resources ?? [msg]) this.#dirty.add(r.resname);
       this.#apply(
         msg.restore
@@ -421,10 +425,12 @@ class ServerApp {
     if (found === "lease") this.#stats.releases++;
     if (found === "queued") this.#stats.withdrawals++;
     if (found) {
-      this.#log.info(found === "lease" ? "released" : "withdrawn", {
-        builder: this.#pid(owner),
-        cookie: msg.cookie,
-      });
+      if (this.#logInfo) {
+        this.#log.info(found === "lease" ? "released" : "withdrawn", {
+          builder: this.#pid(owner),
+          cookie: msg.cookie,
+        });
+      }
       this.#forget(owner, msg.cookie);
     }
     this.#apply(outcomes);
@@ -497,14 +503,17 @@ class ServerApp {
           } else {
             this.#stats.grants++;
             this.#waits.observe(o.waited / 1000);
-            this.#log.info("granted", {
-              builder: this.#pid(o.owner),
-              cookie: o.cookie,
-              resname: o.resname,
-              amount: o.amount,
-              lease: o.lease,
-              waited_ms: o.waited,
-            });
+            // On every grant: the fields are built only when written.
+            if (this.#logInfo) {
+              this.#log.info("granted", {
+                builder: this.#pid(o.owner),
+                cookie: o.cookie,
+                resname: o.resname,
+                amount: o.amount,
+                lease: o.lease,
+                waited_ms: o.waited,
+              });
+            }
           }
           this.#send(session, {
             schema: SCHEMA,
@@ -554,7 +563,11 @@ class ServerApp {
   }
 
   #forget(owner: string, cookie: string): void {
-    this.#lastProgress.delete(`${owner}\0${cookie}`);
+    // Per grant and release: two lookups, no key string to build.
+    const mine = this.#lastProgress.get(owner);
+    if (mine?.delete(cookie) && mine.size === 0) {
+      this.#lastProgress.delete(owner);
+    }
   }
 
   #armExpiry(): void {
@@ -624,8 +637,10 @@ class ServerApp {
         const sig = `${position}:${
           start === null ? "-" : Math.ceil(start / 1000)
         }`;
-        if (this.#lastProgress.get(key) === sig) continue;
-        this.#lastProgress.set(key, sig);
+        let mine = this.#lastProgress.get(q.owner);
+        if (mine?.get(q.cookie) === sig) continue;
+        if (!mine) this.#lastProgress.set(q.owner, mine = new Map());
+        mine.set(q.cookie, sig);
         this.#send(this.#sessions.get(q.owner), {
           schema: SCHEMA,
           cookie: q.cookie,

@@ -71,7 +71,8 @@ Deno.test("sai-server start-up errors exit 2 with a clear message", async () => 
       ["--resources", "a=1", "--log-level", "loud"],
       /--log-level: expected one of/,
     ],
-    [["--resources", "a=1", "--frobnicate"], /Unknown option '--frobnicate'/],
+    [["--resources", "a=1", "--frobnicate"], /unknown option "--frobnicate"/],
+    [["--resources", "a=1", "--listen"], /--listen needs a value/],
     [["--config", "/nonexistent/conf"], /cannot read --config/],
   ];
   for (const [args, re] of cases) {
@@ -171,4 +172,42 @@ Deno.test("sai-server refuses a WebSocket peer that never says hello", async () 
   assert.equal(ev.code, 1008);
   assert.match(ev.reason, /first message must be a hello/);
   assert.equal((await server.resource("r")).allocated, 0);
+});
+
+Deno.test("every program answers --help and -h with its usage on stdout", async () => {
+  const programs: [string[], RegExp][] = [
+    [["server.ts"], /^usage: sai-server --resources/],
+    [["server.ts", "status"], /^usage: sai-server status/],
+    [["builder.ts"], /^usage: sai-builder --server/],
+    [["client.ts"], /^usage: sai-resource NAME AMOUNT/],
+  ];
+  for (const [program, usage] of programs) {
+    // Help wins over anything else on the line, valid or not.
+    for (const extra of [["--help"], ["-h"], ["--bogus", "-h"]]) {
+      const args = [...program, ...extra];
+      const got = await new Proc(args).finished();
+      assert.equal(got.code, 0, `${args.join(" ")}: ${got.stderr}`);
+      assert.match(got.stdout, usage, args.join(" "));
+      assert.equal(got.stderr, "", args.join(" "));
+    }
+  }
+});
+
+Deno.test("sai-server names the address that is already in use", async () => {
+  await using first = await ServerProc.start(["--resources", "r=1"]);
+  const second = await new Proc([
+    "server.ts",
+    "--resources",
+    "r=1",
+    "--listen",
+    `127.0.0.1:${first.port}`,
+  ]).finished();
+  assert.equal(second.code, 1, second.stderr);
+  assert.match(
+    second.stderr,
+    new RegExp(
+      `^sai-server: Cannot listen on "127\\.0\\.0\\.1:${first.port}": address already in use$`,
+      "m",
+    ),
+  );
 });

@@ -14,7 +14,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   acquire,
   AcquireError,
@@ -32,7 +31,7 @@ import {
   type ResourceAmount,
 } from "../protocol/protocol.ts";
 import { JsonObjectSplitter } from "../protocol/json_splitter.ts";
-import { positiveSeconds } from "../shared/cli_flags.ts";
+import { parseFlags, positiveSeconds, wantsHelp } from "../shared/cli_flags.ts";
 import {
   afterSeconds,
   DEFAULT_GRACE_SECONDS,
@@ -177,26 +176,26 @@ export function parseCommand(
   env: { get(key: string): string | undefined },
 ): Command {
   const { ours, argv } = splitLaunch(args);
-  const { values, positionals } = parseArgs({
+  const options = {
+    wait: { type: "string" },
+    socket: { type: "string" },
+    quiet: { type: "boolean", short: "q" },
+    release: { type: "string" },
+    "release-scope": { type: "string" },
+    scope: { type: "string" },
+    optional: { type: "boolean" },
+    "kill-on-expiry": { type: "boolean" },
+    grace: { type: "string" },
+    holder: { type: "boolean" },
+    priority: { type: "string" },
+  } as const;
+  if (wantsHelp(ours, options)) return { kind: "help" };
+  const { values, positionals } = parseFlags({
     args: ours,
     strict: true,
     allowPositionals: true,
-    options: {
-      wait: { type: "string" },
-      socket: { type: "string" },
-      quiet: { type: "boolean", short: "q" },
-      release: { type: "string" },
-      "release-scope": { type: "string" },
-      scope: { type: "string" },
-      optional: { type: "boolean" },
-      "kill-on-expiry": { type: "boolean" },
-      grace: { type: "string" },
-      help: { type: "boolean", short: "h" },
-      holder: { type: "boolean" },
-      priority: { type: "string" },
-    },
+    options,
   });
-  if (values.help) return { kind: "help" };
   if (argv !== undefined && argv.length === 0) {
     throw new TypeError("no command after --");
   }

@@ -6,19 +6,19 @@
  */
 
 import assert from "node:assert/strict";
-import { BuilderProc, holderPids, ServerProc, waitFor } from "./_harness.ts";
+import {
+  BuilderProc,
+  holderPids,
+  runArgs,
+  ServerProc,
+  waitFor,
+} from "./_harness.ts";
 import { acquire } from "../src/client/lease_client.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODULE = `${ROOT}cmake/SaiResource.cmake`;
 /** How the tests run sai-resource: from source, as everywhere in tests/. */
-const SAI_RESOURCE = [
-  Deno.execPath(),
-  "run",
-  "-A",
-  "--quiet",
-  `${ROOT}client.ts`,
-];
+const SAI_RESOURCE = [Deno.execPath(), ...runArgs(`${ROOT}client.ts`)];
 
 async function found(cmd: string): Promise<boolean> {
   return await new Deno.Command(cmd, { args: ["--version"], stdout: "null" })

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BuilderProc, Proc, ServerProc, waitFor } from "./_harness.ts";
+import { BuilderProc, Proc, ServerProc, uniq, waitFor } from "./_harness.ts";
 
 Deno.test("sai-server reads its budgets from a Sai vhost config", async () => {
   const dir = await Deno.makeTempDir();
@@ -211,3 +211,46 @@ Deno.test("sai-server names the address that is already in use", async () => {
     ),
   );
 });
+
+Deno.test("sai-builder's defaults work with its permissions: name from the host name, socket by XDG_RUNTIME_DIR or uid", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  const runtime = await Deno.makeTempDir();
+  const named = uniq("b");
+  const cases: [string[], Record<string, string>, string][] = [
+    // No --name: the host name (--allow-sys=hostname).
+    [[], { XDG_RUNTIME_DIR: runtime }, `${runtime}/sai/${hostName()}.sock`],
+    // No XDG_RUNTIME_DIR: /tmp/sai-UID (--allow-sys=uid).  A unique name,
+    // as that directory is shared with other runs.
+    [
+      ["--name", named],
+      { XDG_RUNTIME_DIR: "" },
+      `/tmp/sai-${Deno.uid()}/${named}.sock`,
+    ],
+  ];
+  try {
+    for (const [args, env, socket] of cases) {
+      const builder = new Proc(
+        ["builder.ts", "--server", server.url, ...args],
+        {
+          env,
+        },
+      );
+      try {
+        const m = await builder.stdout.wait(/SAI_BUILDER_RESOURCE_PROXY=(\S+)/)
+          .catch((err) => {
+            throw new Error(`${err.message}\nstderr: ${builder.stderr.text}`);
+          });
+        assert.equal(m[1], socket);
+      } finally {
+        await builder.stop();
+        await Deno.remove(socket).catch(() => {});
+      }
+    }
+  } finally {
+    await Deno.remove(runtime, { recursive: true });
+  }
+});
+
+function hostName(): string {
+  return Deno.hostname().split(".")[0]!.slice(0, 64);
+}

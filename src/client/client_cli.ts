@@ -31,6 +31,7 @@ import {
   type ResourceAmount,
 } from "../protocol/protocol.ts";
 import { JsonObjectSplitter } from "../protocol/json_splitter.ts";
+import { PROGRAMS } from "../shared/permissions.ts";
 import { parseFlags, positiveSeconds, wantsHelp } from "../shared/cli_flags.ts";
 import {
   afterSeconds,
@@ -395,25 +396,27 @@ async function release(socket: string, cookie: string): Promise<number> {
 }
 
 /**
- * The command that re-runs this program as a holder.  `denoFlags` (such as
- * `--v8-flags=…`) go to `deno run` when running from source; the benchmark
- * uses them to measure holders exactly as this spawns them.
+ * The command that re-runs this program as a holder: the binary itself when
+ * compiled (`standalone`, default `Deno.build.standalone`), else `deno run`
+ * with the binary's permissions.  `denoFlags` (such as `--v8-flags=…`) go to
+ * `deno run` when running from source; the benchmark uses them to measure
+ * holders exactly as this spawns them.
  */
 export function holderCommand(
   args: string[],
-  options: { denoFlags?: string[] } = {},
+  options: { denoFlags?: string[]; standalone?: boolean } = {},
 ): { exe: string; args: string[] } {
   const exe = Deno.execPath();
-  if (Deno.build.standalone) return { exe, args: ["--holder", ...args] };
+  if (options.standalone ?? Deno.build.standalone) {
+    return { exe, args: ["--holder", ...args] };
+  }
   const script = new URL("../../client.ts", import.meta.url);
   return {
     exe,
     args: [
       "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-net",
+      ...PROGRAMS["sai-resource"].permissions,
+      "--no-prompt",
       "--no-config",
       "--quiet",
       ...(options.denoFlags ?? []),

@@ -1,6 +1,6 @@
 /**
- * `make build`'s compile step (`scripts/compile.ts`) when `deno compile`
- * cannot get its runtime: offline, through a `DENORT_BIN` that is not there.
+ * `make build` when `deno compile` cannot get its runtime: offline, through
+ * a `DENORT_BIN` that is not there.
  *
  * @module
  */
@@ -10,39 +10,59 @@ import { denortAdvice } from "../scripts/compile.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
-Deno.test("compile.ts says in two lines to set DENORT_BIN, and leaves no empty dist/", async () => {
-  const tmp = await Deno.makeTempDir();
-  try {
-    const out = `${tmp}/dist/sai-resource`;
-    const got = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--quiet", "-A", "scripts/compile.ts", out],
-      cwd: ROOT,
-      env: { DENORT_BIN: `${tmp}/no-denort`, RUST_BACKTRACE: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(got.stderr);
-    assert.equal(got.code, 1, stderr);
-    // The command it ran, with sai-resource's permissions.
-    assert.match(
-      new TextDecoder().decode(got.stdout),
-      /^deno compile --allow-read .*--allow-run .* -o \S+\/sai-resource client\.ts$/m,
-    );
-    const lines = stderr.trimEnd().split("\n");
-    assert.equal(lines.length, 2, stderr);
-    assert.match(
-      lines[0]!,
-      /cannot compile .*: DENORT_BIN=".*no-denort" is not usable/,
-    );
-    assert.match(
-      lines[1]!,
-      /set DENORT_BIN to the denort of Deno \d+\.\d+\.\d+/,
-    );
-    assert.doesNotMatch(stderr, /backtrace/i);
-    assert.equal(await Deno.stat(`${tmp}/dist`).catch(() => null), null);
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
+const HAVE_MAKE = await new Deno.Command("make", {
+  args: ["--version"],
+  stdout: "null",
+}).output().then((o) => o.success, () => false);
+
+Deno.test({
+  name:
+    "make build says in two lines to set DENORT_BIN, and leaves no empty dist/",
+  ignore: !HAVE_MAKE,
+  async fn() {
+    const tmp = await Deno.makeTempDir();
+    try {
+      const dist = `${tmp}/dist`;
+      const got = await new Deno.Command("make", {
+        args: [
+          "--no-print-directory",
+          "build",
+          `DIST=${dist}`,
+          `DENO=${Deno.execPath()}`,
+          `DENORT_BIN=${tmp}/no-denort`,
+        ],
+        cwd: ROOT,
+        env: { RUST_BACKTRACE: "1", NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stdout = new TextDecoder().decode(got.stdout);
+      const stderr = new TextDecoder().decode(got.stderr);
+      assert.notEqual(got.code, 0, stderr);
+      // The command it ran, with sai-server's permissions from the one list.
+      assert.match(
+        stdout,
+        /^deno compile --allow-net --allow-read --allow-env -o \S+\/dist\/sai-server server\.ts$/m,
+      );
+      // Ours, then make's own "*** [...] Error 1".
+      const lines = stderr.trimEnd().split("\n").filter((l) =>
+        !l.startsWith("make: ***")
+      );
+      assert.equal(lines.length, 2, stderr);
+      assert.match(
+        lines[0]!,
+        /^make: cannot compile \S+\/sai-server: DENORT_BIN=".*no-denort" is not usable \(Could not find denort/,
+      );
+      assert.match(
+        lines[1]!,
+        /^make: set DENORT_BIN to the denort of Deno \d+\.\d+\.\d+ /,
+      );
+      assert.doesNotMatch(stderr, /backtrace/i);
+      assert.equal(await Deno.stat(dist).catch(() => null), null);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
 });
 
 Deno.test("denortAdvice() names the download that failed", () => {

@@ -72,7 +72,13 @@ const stop = () => {
 Deno.addSignalListener("SIGINT", stop);
 Deno.addSignalListener("SIGTERM", stop);
 try {
-  const [, url] = await relay(server, /listening on (ws:\/\/\S+)/);
+  const [, url] = await relay(server, /listening on (ws:\/\/\S+)/).catch(
+    (err) => {
+      throw new Error(
+        `sai-server ${err.message}; SAI_LISTEN=HOST:PORT and SAI_RESOURCES=NAME=BUDGET,... change its --listen (now "${listen}") and --resources (now "${resources}")`,
+      );
+    },
+  );
   const builder = spawn("sai-builder", ["--server", url!, "--name", "local"]);
   children.push(builder);
   const [line] = await relay(builder, /SAI_BUILDER_RESOURCE_PROXY=\S+/);

@@ -1,4 +1,3 @@
-// deno-lint-ignore-file no-console -- a benchmark: printing is its job
 /**
  * Benchmark 3, allocator scale in-process: 100,000 queued requests over 100
  * resources, then 1,000,000 operations (request, withdraw, release with the

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { holderCommand, parseCommand } from "./client_cli.ts";
+import { holderCommand } from "./holder.ts";
+import { parseCommand } from "./client_args.ts";
 import { PROGRAMS } from "../shared/permissions.ts";
 
 const args = ["r", "1", "30", "ck", "--socket", "/s.sock", "--wait", "5"];

@@ -13,7 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { BuilderProc, Proc, ServerProc, waitFor } from "../tests/_harness.ts";
+import { BuilderProc, Lines, ServerProc, waitFor } from "../tests/_harness.ts";
 import { makeCertificates } from "../tests/_certs.ts";
 import type { StatusDocument } from "../src/server/status_document.ts";
 import { percentile, publish, type Row } from "./_report.ts";
@@ -350,22 +350,37 @@ class TlsServerProc extends ServerProc {
 /** The floor program on a socket in `dir`. */
 async function startFloor(
   dir: string,
-): Promise<Proc & { socket: string } & AsyncDisposable> {
+): Promise<{ pid: number; socket: string } & AsyncDisposable> {
   const socket = `${dir}/floor.sock`;
-  const p = new Proc([
-    new URL("./_floor.ts", import.meta.url).pathname,
-    socket,
-  ]);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      `--allow-read=${dir}`,
+      `--allow-write=${dir}`,
+      "--quiet",
+      new URL("./_floor.ts", import.meta.url).pathname,
+      socket,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const stdout = new Lines(child.stdout);
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* exited */ }
+    await child.status;
+    await stdout.done;
+  };
   try {
-    await p.stdout.wait(/listening/);
+    await stdout.wait(/listening/);
   } catch (err) {
-    await p.stop();
+    await stop();
     throw err;
   }
-  return Object.assign(p, {
-    socket,
-    [Symbol.asyncDispose]: () => p.stop(),
-  });
+  return { pid: child.pid, socket, [Symbol.asyncDispose]: stop };
 }
 
 /** `deno task bench:throughput [--quick] [--seconds S] [--clients N,M]` */

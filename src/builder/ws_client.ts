@@ -113,8 +113,6 @@ class NoDelayWebSocket implements WebSocketLike {
   #closeCode = 1006;
   #closeReason = "";
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Answer what we read at once (see `#readFrames`): over TLS only. */
-  #ackEarly = false;
 
   constructor(url: URL, options: WebSocketOptions) {
     this.#run(url, options);
@@ -229,7 +227,6 @@ class NoDelayWebSocket implements WebSocketLike {
       // Before TLS: the option is the socket's, and TlsConn cannot set it.
       tcp.setNoDelay(true);
       let conn: Deno.Conn = tcp;
-      this.#ackEarly = tls;
       if (tls) {
         try {
           conn = await Deno.startTls(tcp, {
@@ -389,13 +386,14 @@ class NoDelayWebSocket implements WebSocketLike {
           new MessageEvent("message", { data: decoder.decode(whole) }),
         );
       }
-      // Deno's server leaves Nagle's algorithm on for TLS connections, so
-      // its second message of a burst waits for our ACK of the first, which
-      // Linux delays up to 40 ms when we have nothing to send.  An empty
+      // A server with Nagle's algorithm on (Deno.serve over TLS, and Deno's
+      // own listeners, set no TCP_NODELAY on what they accept) holds its
+      // second message of a burst until we ACK the first, which Linux
+      // delays up to 40 ms when we have nothing to send.  An empty
       // unsolicited pong (RFC 6455, 5.5.3) carries the ACK at once; when we
       // answered in this turn anyway, our frames carry it.
       if (
-        delivered && this.#ackEarly && this.#outLength === 0 &&
+        delivered && this.#outLength === 0 &&
         this.readyState === WebSocket.OPEN
       ) this.#frame(0xa, 0);
       if (start === end) start = end = 0;

@@ -18,7 +18,6 @@ import { parseArgs } from "node:util";
 import {
   acquire,
   AcquireError,
-  connectUnix,
   type LeaseSpec,
   specAmounts,
   specNames,
@@ -28,11 +27,10 @@ import {
   MAX_PRIORITY,
   MAX_UINT,
   NAME_PATTERN,
-  parseServerMessage,
   type ResourceAmount,
 } from "../protocol/protocol.ts";
-import { JsonObjectSplitter } from "../protocol/json_splitter.ts";
 import { positiveSeconds } from "../shared/cli_flags.ts";
+import { DEFAULT_RELEASE_WAIT_SECONDS, releaseCookie } from "./release.ts";
 import {
   afterSeconds,
   DEFAULT_GRACE_SECONDS,
@@ -50,7 +48,7 @@ export const USAGE =
   `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [--optional]
        sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
        sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
-       sai-resource (--release COOKIE | --release-scope SCOPE) [--socket PATH] [--optional]`;
+       sai-resource (--release COOKIE | --release-scope SCOPE) [--wait SECONDS] [--socket PATH] [--optional]`;
 
 const DEFAULT_WAIT_SECONDS = 600;
 
@@ -60,7 +58,7 @@ export const COOKIE_PREFIX_ENV = "SAI_RESOURCE_COOKIE_PREFIX";
 /** A parsed command line. */
 export type Command =
   | { kind: "help" }
-  | { kind: "release"; cookie: string; socket: string }
+  | { kind: "release"; cookie: string; socket: string; waitSeconds: number }
   | {
     kind: "acquire";
     spec: LeaseSpec;
@@ -220,7 +218,14 @@ export function parseCommand(
       ? checkedCookie(values.release, "COOKIE")
       : scopeCookie(values["release-scope"]!, env);
     if (!socket && values.optional) return { kind: "unmanaged", quiet };
-    return { kind: "release", cookie, socket: needSocket(socket) };
+    return {
+      kind: "release",
+      cookie,
+      socket: needSocket(socket),
+      waitSeconds: values.wait !== undefined
+        ? seconds("--wait", values.wait)
+        : DEFAULT_RELEASE_WAIT_SECONDS,
+    };
   }
   // NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE]: several at once.
   const multi = positionals[0]?.includes("=") ?? false;
@@ -336,7 +341,13 @@ export async function runClient(args: string[]): Promise<number> {
       Deno.stdout.writeSync(encoder.encode(USAGE + "\n"));
       return EXIT_OK;
     case "release":
-      return await release(command.socket, command.cookie);
+      try {
+        await releaseCookie(command.socket, command.cookie, command);
+        return EXIT_OK;
+      } catch (err) {
+        printErr((err as Error).message);
+        return EXIT_FAILED;
+      }
     case "launch":
       return await launch(command.argv, command.options);
     case "unmanaged":
@@ -350,48 +361,6 @@ export async function runClient(args: string[]): Promise<number> {
       return command.holder
         ? await runHolder(command)
         : await runParent(command);
-  }
-}
-
-async function release(socket: string, cookie: string): Promise<number> {
-  let conn: Deno.UnixConn;
-  try {
-    conn = await connectUnix(socket);
-  } catch (err) {
-    printErr(
-      `cannot reach the builder at "${socket}": ${(err as Error).message}`,
-    );
-    return EXIT_FAILED;
-  }
-  try {
-    await conn.write(
-      encoder.encode(
-        JSON.stringify({ schema: "com-warmcat-sai-resource", cookie }),
-      ),
-    );
-    const splitter = new JsonObjectSplitter();
-    const buf = new Uint8Array(4096);
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      for (const text of splitter.push(buf.subarray(0, n))) {
-        const msg = parseServerMessage(text);
-        if ("released" in msg) return EXIT_OK;
-        if ("error" in msg) {
-          printErr(msg.error);
-          return EXIT_FAILED;
-        }
-      }
-    }
-    printErr("the builder closed the connection without answering");
-    return EXIT_FAILED;
-  } catch (err) {
-    printErr(`cannot release: ${(err as Error).message}`);
-    return EXIT_FAILED;
-  } finally {
-    try {
-      conn.close();
-    } catch { /* closed */ }
   }
 }
 
@@ -571,22 +540,24 @@ async function runHolder(
     report({ event: "failed", kind, message: (err as Error).message });
     return EXIT_FAILED;
   }
+  // A real Sai builder never says the lease expired: stop holding at the
+  // declared end ourselves, counted from the grant (even a parent that
+  // never acknowledges cannot make us hold past it).
+  // afterSeconds, not setTimeout: a lease may outlast setTimeout's limit.
+  const cancelLocalEnd = afterSeconds(spec.lease + 1, () => lease.release());
   report({
     event: "granted",
     amount: lease.grant.amount,
     expires: lease.grant.expires,
   });
   if (!(await ack)) {
+    cancelLocalEnd();
     lease.release();
     return EXIT_FAILED;
   }
   try {
     Deno.stdout.close();
   } catch { /* closed */ }
-  // A real Sai builder never says the lease expired: stop holding at the
-  // declared end ourselves.
-  // afterSeconds, not setTimeout: a lease may outlast setTimeout's limit.
-  const cancelLocalEnd = afterSeconds(spec.lease + 1, () => lease.release());
   await lease.ended;
   cancelLocalEnd();
   return EXIT_OK;

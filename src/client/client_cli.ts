@@ -32,6 +32,13 @@ import {
 import { positiveSeconds } from "../shared/cli_flags.ts";
 import { DEFAULT_RELEASE_WAIT_SECONDS, releaseCookie } from "./release.ts";
 import {
+  chooseOwner,
+  describeOwner,
+  type Owner,
+  readProcStat,
+  watchOwner,
+} from "./owner_watch.ts";
+import {
   afterSeconds,
   DEFAULT_GRACE_SECONDS,
   launch,
@@ -45,7 +52,7 @@ export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
 export const USAGE =
-  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [--optional]
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [--optional] [--owner-pid PID | --no-owner]
        sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
        sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
        sai-resource (--release COOKIE | --release-scope SCOPE) [--wait SECONDS] [--socket PATH] [--optional]`;
@@ -66,6 +73,8 @@ export type Command =
     waitSeconds: number;
     quiet: boolean;
     holder: boolean;
+    /** Whose lease it is (see `owner_watch.ts`): the holder follows it. */
+    owner: OwnerFlags;
   }
   | {
     kind: "launch";
@@ -79,6 +88,14 @@ export type Command =
     argv?: string[];
     quiet: boolean;
   };
+
+/** `--owner-pid`, `--no-owner` and the holder's `--owner-start`. */
+export interface OwnerFlags {
+  pid?: number;
+  /** Start time of `pid`, as the parent saw it (holder only). */
+  start?: number;
+  none: boolean;
+}
 
 /**
  * Splits the command line at the first `--`: what follows is the command to
@@ -192,6 +209,9 @@ export function parseCommand(
       help: { type: "boolean", short: "h" },
       holder: { type: "boolean" },
       priority: { type: "string" },
+      "owner-pid": { type: "string" },
+      "no-owner": { type: "boolean" },
+      "owner-start": { type: "string" },
     },
   });
   if (values.help) return { kind: "help" };
@@ -205,6 +225,28 @@ export function parseCommand(
       }
     }
   }
+  if (
+    argv !== undefined || values.release !== undefined ||
+    values["release-scope"] !== undefined
+  ) {
+    for (const flag of ["owner-pid", "no-owner"] as const) {
+      if (values[flag] !== undefined) {
+        throw new TypeError(
+          `--${flag} is for the holder form (a lease that outlives the command)`,
+        );
+      }
+    }
+  }
+  if (values["owner-pid"] !== undefined && values["no-owner"]) {
+    throw new TypeError("give --owner-pid or --no-owner, not both");
+  }
+  const owner: OwnerFlags = {
+    none: values["no-owner"] ?? false,
+    ...(values["owner-pid"] !== undefined &&
+      { pid: positiveInt("--owner-pid", values["owner-pid"]) }),
+    ...(values["owner-start"] !== undefined &&
+      { start: Number(values["owner-start"]) }),
+  };
   const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
   const quiet = values.quiet ?? false;
   if (values.release !== undefined || values["release-scope"] !== undefined) {
@@ -302,6 +344,7 @@ export function parseCommand(
     waitSeconds,
     quiet,
     holder: values.holder ?? false,
+    owner,
   };
 }
 
@@ -380,10 +423,10 @@ export function holderCommand(
     exe,
     args: [
       "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-net",
+      // All, not read: Deno reads /proc (the owner watch) only with all.
+      // The holder runs the same code as its parent, which may already run
+      // any command (launcher mode, --allow-run).
+      "--allow-all",
       "--no-config",
       "--quiet",
       ...(options.denoFlags ?? []),
@@ -398,6 +441,12 @@ async function runParent(
   command: Extract<Command, { kind: "acquire" }>,
 ): Promise<number> {
   const { spec, quiet } = command;
+  // Whose lease this is: decided here, where the caller's process tree is.
+  const owner = chooseOwner({
+    parent: Deno.ppid,
+    noOwner: command.owner.none,
+    ...(command.owner.pid !== undefined && { ownerPid: command.owner.pid }),
+  });
   // The holder must use the same cookie and socket we settled on.
   const holderArgs = [
     ...(spec.resources
@@ -410,6 +459,14 @@ async function runParent(
     "--wait",
     String(command.waitSeconds),
     ...(spec.priority ? [`--priority=${spec.priority}`] : []),
+    ...(owner.kind === "watch"
+      ? [
+        "--owner-pid",
+        String(owner.owner.pid),
+        "--owner-start",
+        String(owner.owner.start),
+      ]
+      : ["--no-owner"]),
   ];
   const { exe, args: argv } = holderCommand(holderArgs);
   const child = new Deno.Command(exe, {
@@ -445,7 +502,15 @@ async function runParent(
           printErr(
             `granted ${
               specAmounts(spec)
-            } for ${spec.lease} s (cookie ${spec.cookie})`,
+            } for ${spec.lease} s (cookie ${spec.cookie})` +
+              (owner.kind === "watch"
+                ? `; held while ${describeOwner(owner.owner)} runs`
+                : ""),
+          );
+        }
+        if (owner.kind === "none" && owner.reason) {
+          printErr(
+            `${owner.reason}: the holder keeps the lease until it is released or expires`,
           );
         }
         Deno.stdout.writeSync(encoder.encode(spec.cookie + "\n"));
@@ -518,7 +583,43 @@ async function parentAck(): Promise<boolean> {
 async function runHolder(
   command: Extract<Command, { kind: "acquire" }>,
 ): Promise<number> {
-  const { spec } = command;
+  const owner = holderOwner(command.owner);
+  const spec: LeaseSpec = owner
+    ? { ...command.spec, process: { pid: owner.pid, name: owner.name } }
+    : command.spec;
+  // The owner gone, before the grant: withdraw; after it: give the lease
+  // back at once (a cancelled CI job must not keep it until it expires).
+  const ownerGone = new AbortController();
+  const stopWatch = owner
+    ? watchOwner(
+      owner,
+      () => ownerGone.abort(new Error(`${describeOwner(owner)} exited`)),
+    )
+    : () => {};
+  try {
+    return await holdLease(command, spec, ownerGone.signal);
+  } finally {
+    stopWatch();
+  }
+}
+
+/** The owner the parent chose for us, or none. */
+function holderOwner(flags: OwnerFlags): Owner | undefined {
+  if (flags.none || flags.pid === undefined) return undefined;
+  const stat = readProcStat(flags.pid);
+  return {
+    pid: flags.pid,
+    name: stat?.name.replace(/[^ -~]/g, "?").slice(0, 64) || "?",
+    // Gone already if it is not the process the parent saw.
+    start: flags.start ?? stat?.start ?? -1,
+  };
+}
+
+async function holdLease(
+  command: Extract<Command, { kind: "acquire" }>,
+  spec: LeaseSpec,
+  ownerGone: AbortSignal,
+): Promise<number> {
   const parentGone = new AbortController();
   const ack = parentAck();
   // Before the grant, the parent's end of our stdin closing means it died
@@ -532,6 +633,7 @@ async function runHolder(
       signal: AbortSignal.any([
         AbortSignal.timeout(command.waitSeconds * 1000),
         parentGone.signal,
+        ownerGone,
       ]),
       onQueued: (q) => report({ event: "queued", ...q }),
     });
@@ -558,6 +660,9 @@ async function runHolder(
   try {
     Deno.stdout.close();
   } catch { /* closed */ }
+  const onOwnerGone = () => lease.releaseFor("owner gone");
+  if (ownerGone.aborted) onOwnerGone();
+  ownerGone.addEventListener("abort", onOwnerGone, { once: true });
   await lease.ended;
   cancelLocalEnd();
   return EXIT_OK;

@@ -24,6 +24,7 @@ import type {
 } from "./admin.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
+import { LeaseProcesses } from "./lease_processes.ts";
 import type { ServerStats, StatusDocument } from "./status_document.ts";
 import type { Policy } from "../allocator/policy.ts";
 import {
@@ -142,7 +143,11 @@ class ServerApp {
     releases: 0,
     withdrawals: 0,
     forcedReleases: 0,
+    ownerGone: 0,
   };
+  #processes = new LeaseProcesses((owner, cookie) =>
+    this.#allocator.lookup(owner, cookie) !== undefined
+  );
   #closing = false;
   #tokens: TokenEntry[] | undefined;
   #tls: { cert: string; key: string } | undefined;
@@ -218,11 +223,15 @@ class ServerApp {
     const names = new Map(
       [...this.#sessions.values()].map((s) => [s.owner!, s.name ?? ""]),
     );
-    const named = <T extends { owner: string }>(x: T) => ({
-      ...x,
-      owner: this.#pid(x.owner),
-      builder: names.get(x.owner) ?? "",
-    });
+    const named = <T extends { owner: string; cookie: string }>(x: T) => {
+      const process = this.#processes.get(x.owner, x.cookie);
+      return {
+        ...x,
+        owner: this.#pid(x.owner),
+        builder: names.get(x.owner) ?? "",
+        ...(process && { process }),
+      };
+    };
     return {
       version: 1,
       time: this.#now(),
@@ -408,6 +417,7 @@ class ServerApp {
     if (isRequest(msg)) {
       this.#log.debug("request", { builder: this.#pid(owner), ...msg });
       for (const r of msg.resources ?? [msg]) this.#dirty.add(r.resname);
+      this.#processes.note(owner, msg.cookie, msg.process);
       this.#apply(
         msg.restore
           ? this.#allocator.restore(owner, msg, msg.restore)
@@ -419,12 +429,17 @@ class ServerApp {
     for (const name of held?.resnames ?? []) this.#dirty.add(name);
     const { found, outcomes } = this.#allocator.release(owner, msg.cookie);
     if (found === "lease") this.#stats.releases++;
+    if (found === "lease" && msg.reason === "owner gone") {
+      this.#stats.ownerGone++;
+    }
     if (found === "queued") this.#stats.withdrawals++;
     if (found) {
       this.#log.info(found === "lease" ? "released" : "withdrawn", {
         builder: this.#pid(owner),
         cookie: msg.cookie,
+        ...(msg.reason && { reason: msg.reason }),
       });
+      this.#processes.forget(owner, msg.cookie);
       this.#forget(owner, msg.cookie);
     }
     this.#apply(outcomes);

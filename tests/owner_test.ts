@@ -306,3 +306,35 @@ Deno.test({
     assert.equal(warnings.length, 1, got.stderr);
   },
 });
+
+Deno.test("--owner-pid and --no-owner: usage errors exit 2", async () => {
+  const cases: [string[], RegExp][] = [
+    [
+      ["r", "1", "60", "--owner-pid", "0"],
+      /--owner-pid must be a positive integer, got "0"/,
+    ],
+    [
+      ["r", "1", "60", "--owner-pid", "5", "--no-owner"],
+      /give --owner-pid or --no-owner, not both/,
+    ],
+    [
+      ["r", "1", "60", "--no-owner", "--", "true"],
+      /--no-owner is for the holder form/,
+    ],
+    [
+      ["--release", "c", "--owner-pid", "5"],
+      /--owner-pid is for the holder form/,
+    ],
+  ];
+  for (const [args, re] of cases) {
+    const got = await new Proc([
+      "client.ts",
+      ...args,
+      "--socket",
+      "/nonexistent",
+    ])
+      .finished();
+    assert.equal(got.code, 2, `${args.join(" ")}: ${got.stderr}`);
+    assert.match(got.stderr, re);
+  }
+});

@@ -117,6 +117,33 @@ Deno.test("upstream builder: launcher runs CMD under the lease and frees it on e
   });
 });
 
+Deno.test("upstream builder: launcher ends its lease at LEASE itself, and --kill-on-expiry stops CMD", async () => {
+  await withBuilder({ r: 1 }, async (b) => {
+    const got = await runBounded(
+      [
+        "r",
+        "1",
+        "1",
+        "--kill-on-expiry",
+        "--grace",
+        "1",
+        "--socket",
+        b.socket,
+        "--",
+        "sleep",
+        "30",
+      ],
+      15_000,
+    );
+    assert.equal(got.code, 143, got.stderr);
+    assert.match(
+      got.stderr,
+      /expired while "sleep" \(pid \d+\) is still running; sending SIGTERM/,
+    );
+    assert.equal(b.allocated("r"), 0);
+  });
+});
+
 Deno.test("upstream builder: --release and --release-scope give up with exit 1 and say why", async () => {
   await withBuilder({ r: 2 }, async (b) => {
     const cookie = uniq("rel");

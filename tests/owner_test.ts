@@ -338,3 +338,42 @@ Deno.test("--owner-pid and --no-owner: usage errors exit 2", async () => {
     assert.match(got.stderr, re);
   }
 });
+
+Deno.test("a queued request whose owner exits is withdrawn, and says why", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  const first = await new Proc(["client.ts", "r", "1", "60"], { env })
+    .finished();
+  assert.equal(first.code, 0, first.stderr);
+  const owner = new Deno.Command("sleep", { args: ["60"] }).spawn();
+  try {
+    const waiting = new Proc(
+      ["client.ts", "r", "1", "60", "--owner-pid", String(owner.pid)],
+      { env },
+    );
+    await waitFor(
+      "the request to queue",
+      async () => (await server.resource("r")).queuedRequests === 1,
+    );
+    owner.kill("SIGKILL");
+    await owner.status;
+    const got = await waiting.finished();
+    assert.equal(got.code, 1);
+    assert.match(
+      got.stderr,
+      new RegExp(
+        `cancelled \\(sleep \\(pid ${owner.pid}\\) exited\\); the request was withdrawn`,
+      ),
+    );
+    await waitFor(
+      "the request to leave the queue",
+      async () => (await server.resource("r")).queuedRequests === 0,
+    );
+  } finally {
+    try {
+      owner.kill("SIGKILL");
+    } catch { /* exited */ }
+    await owner.status;
+  }
+});

@@ -201,7 +201,9 @@ function abortError(signal: AbortSignal): AcquireError {
     "timeout",
     timedOut
       ? "Cannot get a lease: timed out waiting; the request was withdrawn"
-      : "Cannot get a lease: cancelled; the request was withdrawn",
+      : `Cannot get a lease: cancelled${
+        reason instanceof Error ? ` (${reason.message})` : ""
+      }; the request was withdrawn`,
     { cause: reason },
   );
 }

@@ -35,7 +35,7 @@ import {
   chooseOwner,
   describeOwner,
   type Owner,
-  readProcStat,
+  ownerFor,
   watchOwner,
 } from "./owner_watch.ts";
 import {
@@ -176,6 +176,16 @@ function parseResourceList(text: string): ResourceAmount[] {
   return resources;
 }
 
+/** `--owner-start` (internal: parent to holder), clock ticks after boot. */
+function startTicks(value: string): number {
+  if (!/^[0-9]{1,20}$/.test(value)) {
+    throw new TypeError(
+      `--owner-start must be a non-negative integer, got "${value}"`,
+    );
+  }
+  return Number(value);
+}
+
 function parsePriority(value: string): number {
   const priority = Number(value);
   if (!/^-?[0-9]+$/.test(value) || Math.abs(priority) > MAX_PRIORITY) {
@@ -245,7 +255,7 @@ export function parseCommand(
     ...(values["owner-pid"] !== undefined &&
       { pid: positiveInt("--owner-pid", values["owner-pid"]) }),
     ...(values["owner-start"] !== undefined &&
-      { start: Number(values["owner-start"]) }),
+      { start: startTicks(values["owner-start"]) }),
   };
   const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
   const quiet = values.quiet ?? false;
@@ -606,13 +616,7 @@ async function runHolder(
 /** The owner the parent chose for us, or none. */
 function holderOwner(flags: OwnerFlags): Owner | undefined {
   if (flags.none || flags.pid === undefined) return undefined;
-  const stat = readProcStat(flags.pid);
-  return {
-    pid: flags.pid,
-    name: stat?.name.replace(/[^ -~]/g, "?").slice(0, 64) || "?",
-    // Gone already if it is not the process the parent saw.
-    start: flags.start ?? stat?.start ?? -1,
-  };
+  return ownerFor(flags.pid, flags.start);
 }
 
 async function holdLease(

@@ -162,6 +162,24 @@ export function chooseOwner(options: ChooseOwnerOptions): OwnerChoice {
   return { kind: "watch", owner: ownerOf(parent), how: "parent" };
 }
 
+/**
+ * The owner a holder was told to follow (`--owner-pid` and the start time
+ * its parent saw).  If the process is no longer the one the parent saw, the
+ * owner is gone already and the first look says so.
+ */
+export function ownerFor(
+  pid: number,
+  start: number | undefined,
+  options: ProcOptions = {},
+): Owner {
+  const stat = readProcStat(pid, options);
+  return {
+    pid,
+    name: stat ? printable(stat.name) : "?",
+    start: start ?? stat?.start ?? -1,
+  };
+}
+
 /** Default pause between two looks at the owner, in ms. */
 export const DEFAULT_WATCH_INTERVAL_MS = 250;
 

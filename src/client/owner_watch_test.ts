@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   chooseOwner,
   ownerAlive,
+  ownerFor,
   parseProcStat,
   readProcStat,
   watchOwner,
@@ -186,5 +187,26 @@ Deno.test("watchOwner() calls back once when a real process exits, not before", 
     try {
       child.kill("SIGKILL");
     } catch { /* exited */ }
+  }
+});
+
+Deno.test("ownerFor() names the process, and keeps the start the parent saw", async () => {
+  const root = await fakeProc([[10, "ct\test", 1, 100]]);
+  try {
+    assert.deepEqual(ownerFor(10, undefined, { procRoot: root }), {
+      pid: 10,
+      name: "ct?est",
+      start: 100,
+    });
+    // A PID reused since the parent looked: gone at the first look.
+    const reused = ownerFor(10, 99, { procRoot: root });
+    assert.equal(ownerAlive(reused, { procRoot: root }), false);
+    assert.deepEqual(ownerFor(11, 5, { procRoot: root }), {
+      pid: 11,
+      name: "?",
+      start: 5,
+    });
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });

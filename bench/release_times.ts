@@ -28,19 +28,27 @@ const { values } = parseArgs({
 });
 const RUNS = Number(values.runs ?? (values.quick ? 2 : 5));
 
-/** Two fixture scopes and one launched test on a budget of 3: all granted. */
+/**
+ * Two fixture scopes (on a and b: the module takes one resource's scopes one
+ * after another) and one launched test (on c): all granted.
+ */
 const PROJECT = `cmake_minimum_required(VERSION 3.16)
 project(release_times NONE)
 enable_testing()
 include("${ROOT}cmake/SaiResource.cmake")
-foreach(scope a b)
-  sai_resource(r 1 600 \${scope})
-  add_test(NAME \${scope}.work COMMAND sleep 60)
-  set_tests_properties(\${scope}.work PROPERTIES FIXTURES_REQUIRED res_\${scope})
+foreach(res a b)
+  sai_resource(\${res} 1 600 scope_\${res})
+  add_test(NAME \${res}.work COMMAND sleep 60)
+  set_tests_properties(\${res}.work PROPERTIES FIXTURES_REQUIRED res_scope_\${res})
 endforeach()
-sai_resource_launcher(one r 1 600)
+sai_resource_launcher(one c 1 600)
 add_test(NAME launched COMMAND \${one} sleep 60)
 `;
+
+/** Every lease the server lists. */
+async function leases(server: ServerProc) {
+  return (await server.status()).resources.flatMap((r) => r.leases);
+}
 
 function env(): Record<string, string> {
   return Object.fromEntries(
@@ -77,7 +85,7 @@ interface Sample {
 }
 
 async function once(build: string, fault: Fault): Promise<Sample> {
-  await using server = await ServerProc.start(["--resources", "r=3"]);
+  await using server = await ServerProc.start(["--resources", "a=1,b=1,c=1"]);
   await using builder = await BuilderProc.start(server);
   const ctest = new Deno.Command("ctest", {
     args: ["-j4", "--test-dir", build],
@@ -91,10 +99,11 @@ async function once(build: string, fault: Fault): Promise<Sample> {
   const pgid = ctest.pid;
   const sample: Sample = { fixture: [], launcher: [] };
   try {
-    await waitFor("three leases", async () => {
-      const r = await server.resource("r");
-      return r.allocated === 3;
-    }, 60_000);
+    await waitFor(
+      "three leases",
+      async () => (await leases(server)).length === 3,
+      60_000,
+    );
     // Let the fixtures' tests start: the job is in full swing.
     await waitFor("the fixture tests to run", async () => {
       const ps = await new Deno.Command("pgrep", {
@@ -104,9 +113,10 @@ async function once(build: string, fault: Fault): Promise<Sample> {
       return new TextDecoder().decode(ps.stdout).trim().split("\n").length >=
         3;
     }, 30_000);
-    const leases = (await server.resource("r")).leases;
     const kind = new Map(
-      leases.map((l) => [l.cookie, l.process ? "fixture" : "launcher"]),
+      (await leases(server)).map((
+        l,
+      ) => [l.cookie, l.process ? "fixture" : "launcher"]),
     );
     const t0 = performance.now();
     if (fault === "cancel") {
@@ -124,9 +134,7 @@ async function once(build: string, fault: Fault): Promise<Sample> {
     const left = new Set(kind.keys());
     const deadline = t0 + 15_000;
     while (left.size > 0 && performance.now() < deadline) {
-      const now = new Set(
-        (await server.resource("r")).leases.map((l) => l.cookie),
-      );
+      const now = new Set((await leases(server)).map((l) => l.cookie));
       const at = performance.now() - t0;
       for (const cookie of [...left]) {
         if (now.has(cookie)) continue;

@@ -59,20 +59,34 @@ async function viaShell(
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 const CLIENT_SH = CLIENT.map(quote).join(" ");
 
-/** Three fixture scopes and one launched test on a budget of 2. */
+/**
+ * Two fixture scopes (resources a and b; the module takes one resource's
+ * scopes one after another) and two launched tests on c, of budget 1: one
+ * runs, the other waits.
+ */
 function project(): string {
   return `cmake_minimum_required(VERSION 3.16)
 project(cancel NONE)
 enable_testing()
 include("${MODULE}")
-foreach(scope a b c)
-  sai_resource(r 1 60 \${scope})
-  add_test(NAME \${scope}.work COMMAND sleep 30)
-  set_tests_properties(\${scope}.work PROPERTIES FIXTURES_REQUIRED res_\${scope})
+foreach(res a b)
+  sai_resource(\${res} 1 60 scope_\${res})
+  add_test(NAME \${res}.work COMMAND sleep 30)
+  set_tests_properties(\${res}.work PROPERTIES FIXTURES_REQUIRED res_scope_\${res})
 endforeach()
-sai_resource_launcher(one r 1 60)
-add_test(NAME launched COMMAND \${one} sleep 30)
+sai_resource_launcher(one c 1 60)
+foreach(i 1 2)
+  add_test(NAME launched.\${i} COMMAND \${one} sleep 30)
+endforeach()
 `;
+}
+
+/** Sum of a number over every resource of a status document. */
+async function total(
+  server: ServerProc,
+  of: "allocated" | "queuedRequests",
+): Promise<number> {
+  return (await server.status()).resources.reduce((n, r) => n + r[of], 0);
 }
 
 Deno.test({
@@ -80,7 +94,7 @@ Deno.test({
     "a ctest -j4 run cancelled as a CI runner does leaves nothing held or queued within 3 s",
   ignore: !HAVE_CTEST,
   async fn() {
-    await using server = await ServerProc.start(["--resources", "r=2"]);
+    await using server = await ServerProc.start(["--resources", "a=1,b=1,c=1"]);
     await using builder = await BuilderProc.start(server);
     const dir = await Deno.makeTempDir({ prefix: "sai-cancel-" });
     let ctest: Deno.ChildProcess | undefined;
@@ -111,19 +125,20 @@ Deno.test({
         detached: true,
       }).spawn();
       const pgid = ctest.pid;
-      // Two units held (fixtures, maybe the launched test), two waiting.
-      await waitFor("two leases and two queued requests", async () => {
-        const r = await server.resource("r");
-        return r.allocated === 2 && r.queuedRequests === 2;
-      }, 30_000);
-      const before = await server.status();
-      const held = before.resources[0]!.leases;
+      // Both fixtures and one launched test hold; the other one waits.
+      await waitFor(
+        "three leases and a queued request",
+        async () =>
+          await total(server, "allocated") === 3 &&
+          await total(server, "queuedRequests") === 1,
+        30_000,
+      );
+      const held = (await server.status()).resources.flatMap((r) => r.leases);
+      const fixtures = held.filter((l) => l.process).length;
+      assert.equal(fixtures, 2, JSON.stringify(held));
       for (const l of held.filter((l) => l.process)) {
         assert.deepEqual(l.process, { pid: pgid, name: "ctest" });
       }
-      // Budget 2, one launched test: at least one fixture lease is held.
-      const fixtures = held.filter((l) => l.process).length;
-      assert.ok(fixtures >= 1, JSON.stringify(held));
       assert.ok(
         (await holderPids("", { socket: builder.socket })).length >= 2,
         "holders are running",
@@ -138,10 +153,13 @@ Deno.test({
         } catch { /* gone */ }
       }, 1000);
       try {
-        await waitFor("nothing held or queued", async () => {
-          const r = await server.resource("r");
-          return r.allocated === 0 && r.queuedRequests === 0;
-        }, 3000);
+        await waitFor(
+          "nothing held or queued",
+          async () =>
+            await total(server, "allocated") === 0 &&
+            await total(server, "queuedRequests") === 0,
+          3000,
+        );
         const freed = Date.now() - cancelled;
         await waitFor(
           "no holder left",

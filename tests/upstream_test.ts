@@ -144,6 +144,57 @@ Deno.test("upstream builder: launcher ends its lease at LEASE itself, and --kill
   });
 });
 
+Deno.test("upstream builder: --foreground ends its own lease at expiry, keeps running until signalled", async () => {
+  await withBuilder({ r: 1 }, async (b) => {
+    const cookie = uniq("fg");
+    const fg = new Proc([
+      "client.ts",
+      "r",
+      "1",
+      "1",
+      cookie,
+      "--foreground",
+      "--socket",
+      b.socket,
+    ]);
+    try {
+      await fg.stdout.wait(new RegExp(`^${cookie}$`, "m"));
+      assert.equal(b.allocated("r"), 1);
+      // No `expired` ever comes: at LEASE (+1 s) it closes its connection,
+      // which frees the lease upstream, warns, and goes on running.
+      await fg.stderr.wait(
+        /has run out \(LEASE_SECONDS passed\).*still running until signalled/,
+      );
+      await waitFor("the lease to be freed", () => b.allocated("r") === 0);
+      assert.equal(b.connections, 0);
+      fg.kill("SIGTERM");
+      const got = await fg.finished();
+      assert.equal(got.code, 0, got.stderr);
+    } finally {
+      fg.kill("SIGKILL");
+      await fg.finished();
+    }
+    // Refused (no reason) and timed out in the queue: exit 1, bounded.
+    const refused = await runBounded(
+      ["unknown", "1", "60", "--foreground", "--socket", b.socket],
+      15_000,
+    );
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /refused by the server \(no reason given\)/);
+    const holder = await runBounded(
+      ["r", "1", "60", "--socket", b.socket],
+      15_000,
+    );
+    assert.equal(holder.code, 0, holder.stderr);
+    const queued = await runBounded(
+      ["r", "1", "60", "--foreground", "--wait", "1", "--socket", b.socket],
+      15_000,
+    );
+    assert.equal(queued.code, 1);
+    assert.match(queued.stderr, /timed out waiting; the request was withdrawn/);
+  });
+});
+
 Deno.test("upstream builder: --release and --release-scope give up with exit 1 and say why", async () => {
   await withBuilder({ r: 2 }, async (b) => {
     const cookie = uniq("rel");

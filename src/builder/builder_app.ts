@@ -21,13 +21,14 @@ import {
   type YieldReason,
 } from "../protocol/protocol.ts";
 import { writeAll } from "../client/lease_client.ts";
+import { isAbstract, unixPath } from "../shared/socket_path.ts";
 import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
 
 /** Options for {@linkcode startBuilder}. */
 export interface BuilderOptions {
   /** `ws://HOST:PORT` of the server. */
   server: string;
-  /** Where to listen. */
+  /** Where to listen; `@NAME` is an abstract socket (Linux). */
   socketPath: string;
   /** How the server shows this builder. */
   name: string;
@@ -143,10 +144,25 @@ export async function startBuilder(
   const gid = options.socketGroup === undefined
     ? undefined
     : await groupId(options.socketGroup);
-  await prepareSocketPath(options.socketPath, gid);
-  const listener = Deno.listen({ transport: "unix", path: options.socketPath });
-  if (gid !== undefined) await Deno.chown(options.socketPath, null, gid);
-  await Deno.chmod(options.socketPath, gid === undefined ? 0o600 : 0o660);
+  let listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
+  if (isAbstract(options.socketPath)) {
+    // No file, so no modes: any process in this network namespace may
+    // connect.  That is what upstream's builder does.
+    if (gid !== undefined) {
+      throw new TypeError(
+        `Cannot use --socket-group with an abstract socket ("${options.socketPath}"): it has no file modes`,
+      );
+    }
+    listener = Deno.listen({
+      transport: "unix",
+      path: unixPath(options.socketPath),
+    });
+  } else {
+    await prepareSocketPath(options.socketPath, gid);
+    listener = Deno.listen({ transport: "unix", path: options.socketPath });
+    if (gid !== undefined) await Deno.chown(options.socketPath, null, gid);
+    await Deno.chmod(options.socketPath, gid === undefined ? 0o600 : 0o660);
+  }
   const app = new BuilderApp(options, listener);
   app.start();
   return {
@@ -158,11 +174,16 @@ export async function startBuilder(
 
 const encoder = new TextEncoder();
 
+/** How many expired cookies a builder remembers for late releases. */
+const MAX_EXPIRED_REMEMBERED = 4096;
+
 class BuilderApp {
   #opts: BuilderOptions;
   #log: Logger;
   #listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
   #clients = new Map<string, Client>();
+  /** Cookies whose lease expired, newest last, with when (epoch ms). */
+  #expired = new Map<string, number>();
   #open = new Set<Deno.UnixConn>();
   #ws: WebSocketLike | undefined;
   #up = false;
@@ -208,6 +229,7 @@ class BuilderApp {
     for (const conn of this.#open) closeQuietly(conn);
     this.#ws?.close(1000, "builder shutting down");
     this.#httpClient?.close();
+    if (isAbstract(this.#opts.socketPath)) return;
     try {
       await Deno.remove(this.#opts.socketPath);
     } catch {
@@ -341,11 +363,11 @@ class BuilderApp {
         this.#log.info("expired while the server was away", {
           cookie: client.cookie,
         });
-        this.#reply(client, {
+        this.#expire(client, {
           schema: SCHEMA,
           cookie: client.cookie,
           expired: true,
-        }, true);
+        });
         continue;
       }
       this.#toServer(encode({
@@ -418,12 +440,12 @@ class BuilderApp {
       client.expires = Date.now() + client.request.lease * 1000;
       this.#log.info("granted", { cookie: msg.cookie, amount: msg.amount });
       this.#reply(client, msg, false);
-    } else if ("error" in msg || "expired" in msg) {
+    } else if ("expired" in msg) {
+      this.#log.info("expired", { cookie: msg.cookie });
+      this.#expire(client, msg);
+    } else if ("error" in msg) {
       this.#clients.delete(client.cookie);
-      this.#log.info("error" in msg ? "refused" : "expired", {
-        cookie: msg.cookie,
-        ...("error" in msg && { error: msg.error }),
-      });
+      this.#log.info("refused", { cookie: msg.cookie, error: msg.error });
       this.#reply(client, msg, true);
     } else {
       this.#reply(client, msg, false);
@@ -526,7 +548,7 @@ class BuilderApp {
     if (this.#clients.has(msg.cookie)) {
       this.#refuseAndClose(
         conn,
-        "",
+        msg.cookie,
         `Cannot lease "${msg.resname}": cookie "${msg.cookie}" is already in use on this builder`,
       );
       return "close";
@@ -541,6 +563,8 @@ class BuilderApp {
       writes: Promise.resolve(),
     };
     this.#clients.set(msg.cookie, client);
+    // A new lease under this cookie: a later release is about that one.
+    this.#expired.delete(msg.cookie);
     this.#log.debug("request", { ...msg });
     if (this.#up) this.#forward(client);
     return client;
@@ -549,6 +573,20 @@ class BuilderApp {
   /** A release by cookie from another connection (`sai-resource --release`). */
   #releaseOther(conn: Deno.UnixConn, cookie: string): void {
     const held = this.#clients.get(cookie);
+    const expiredAt = this.#expired.get(cookie);
+    if (!held && expiredAt !== undefined) {
+      // Released after it ran out: say when, so the caller can tell how
+      // long what it gated ran ungated.
+      this.#expired.delete(cookie);
+      this.#log.info("released after expiry", { cookie });
+      this.#answerAndClose(conn, {
+        schema: SCHEMA,
+        cookie,
+        released: true,
+        expiredAt,
+      });
+      return;
+    }
     if (!held) {
       this.#refuseAndClose(
         conn,
@@ -561,12 +599,29 @@ class BuilderApp {
     if (held.state !== "pending") this.#yield(cookie);
     this.#log.info("released by cookie", { cookie });
     closeQuietly(held.conn);
-    writeAll(
-      conn,
-      encoder.encode(encode({ schema: SCHEMA, cookie, released: true })),
-    )
+    this.#answerAndClose(conn, { schema: SCHEMA, cookie, released: true });
+  }
+
+  #answerAndClose(conn: Deno.UnixConn, msg: ServerMessage): void {
+    writeAll(conn, encoder.encode(encode(msg)))
       .catch(() => {})
       .finally(() => closeQuietly(conn));
+  }
+
+  /**
+   * The lease ran out: tell the client, and forget it, but keep its
+   * connection open until the client closes it (the C client exits when
+   * its connection drops, and upstream's cleanup expects it alive).  The
+   * open connection counts toward nothing.
+   */
+  #expire(client: Client, msg: ServerMessage): void {
+    this.#clients.delete(client.cookie);
+    this.#expired.delete(client.cookie);
+    this.#expired.set(client.cookie, Date.now());
+    if (this.#expired.size > MAX_EXPIRED_REMEMBERED) {
+      this.#expired.delete(this.#expired.keys().next().value!);
+    }
+    this.#reply(client, msg, false);
   }
 
   #refuseAndClose(conn: Deno.UnixConn, cookie: string, error: string): void {
@@ -579,8 +634,12 @@ class BuilderApp {
       .finally(() => closeQuietly(conn));
   }
 
-  /** Writes to a client in order; optionally closes it afterwards. */
+  /**
+   * Writes to a client in order; optionally closes it afterwards.  Queue
+   * progress goes only to a client that asked for it.
+   */
   #reply(client: Client, msg: ServerMessage, close: boolean): void {
+    if ("queued" in msg && !client.request.progress) return;
     const bytes = encoder.encode(encode(msg) + "\n");
     client.writes = client.writes
       .then(() => writeAll(client.conn, bytes))

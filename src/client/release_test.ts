@@ -38,7 +38,9 @@ Deno.test("releaseCookie() resolves when the builder confirms", async () => {
     await conn.write(encoder.encode(
       `{"schema":"com-warmcat-sai-resource","cookie":"c1","released":true}`,
     ));
-  }, (path) => releaseCookie(path, "c1"));
+  }, async (path) => {
+    assert.deepEqual(await releaseCookie(path, "c1"), {});
+  });
   assert.equal(asked, `{"schema":"com-warmcat-sai-resource","cookie":"c1"}`);
 });
 

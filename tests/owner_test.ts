@@ -62,7 +62,9 @@ const CLIENT_SH = CLIENT.map(quote).join(" ");
 /**
  * Two fixture scopes (resources a and b; the module takes one resource's
  * scopes one after another) and two launched tests on c, of budget 1: one
- * runs, the other waits.
+ * runs, the other waits.  The fixtures' tests ignore SIGTERM, as tests busy
+ * shutting down do: ctest then cannot run the cleanup tests before it dies,
+ * and only the holders' owner watch can free the fixtures' leases.
  */
 function project(): string {
   return `cmake_minimum_required(VERSION 3.16)
@@ -71,7 +73,8 @@ enable_testing()
 include("${MODULE}")
 foreach(res a b)
   sai_resource(\${res} 1 60 scope_\${res})
-  add_test(NAME \${res}.work COMMAND sleep 30)
+  add_test(NAME \${res}.work
+    COMMAND /bin/sh "\${CMAKE_CURRENT_SOURCE_DIR}/stubborn.sh")
   set_tests_properties(\${res}.work PROPERTIES FIXTURES_REQUIRED res_scope_\${res})
 endforeach()
 sai_resource_launcher(one c 1 60)
@@ -101,6 +104,10 @@ Deno.test({
     try {
       await Deno.mkdir(`${dir}/src`);
       await Deno.writeTextFile(`${dir}/src/CMakeLists.txt`, project());
+      await Deno.writeTextFile(
+        `${dir}/src/stubborn.sh`,
+        "trap '' TERM\nsleep 30\n",
+      );
       const cmake = await new Deno.Command("cmake", {
         args: [
           "-S",

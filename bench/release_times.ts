@@ -18,9 +18,10 @@ import {
   waitFor,
 } from "../tests/_harness.ts";
 import { percentile, publish, type Row } from "./_report.ts";
+import { SAI_RESOURCE } from "../tests/_ctest.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const CLIENT = [Deno.execPath(), "run", "-A", "--quiet", `${ROOT}client.ts`];
+const CLIENT = SAI_RESOURCE;
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -16,24 +16,13 @@ import {
   uniq,
   waitFor,
 } from "./_harness.ts";
+import { baseEnv, HAVE_CMAKE, SAI_RESOURCE } from "./_ctest.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODULE = `${ROOT}cmake/SaiResource.cmake`;
-const CLIENT = [Deno.execPath(), "run", "-A", "--quiet", `${ROOT}client.ts`];
-
-async function found(cmd: string): Promise<boolean> {
-  return await new Deno.Command(cmd, { args: ["--version"], stdout: "null" })
-    .output().then((o) => o.success, () => false);
-}
-
-const HAVE_CTEST = await found("cmake") && await found("ctest");
-
-/** Our environment without any SAI_ variable. */
-function baseEnv(): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([k]) => !k.startsWith("SAI_")),
-  );
-}
+/** sai-resource from source, with its compiled binary's permissions. */
+const CLIENT = SAI_RESOURCE;
+const HAVE_CTEST = HAVE_CMAKE;
 
 /** Runs `sai-resource` with `args` under `sh -c`, to completion. */
 async function viaShell(

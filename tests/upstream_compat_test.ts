@@ -13,6 +13,7 @@ import {
   BuilderProc,
   holderPids,
   Proc,
+  runArgs,
   runClient,
   ServerProc,
   waitFor,
@@ -73,27 +74,30 @@ Deno.test("the C client on our builder: long cookies, no queue progress, refusal
     upstreamCookie("big"),
   ];
   assert.ok(a.length > 100);
+  // One at a time, so that the queue order is A, B, ours.
   const holderA = cClient(builder.socket, ["r", "1", "60", a]);
-  // B only once A holds the unit: started together, either could get it.
-  await receivedSoon(holderA, "A's grant", (m) => m.amount === 1);
-  const holderB = cClient(builder.socket, ["r", "1", "60", b]);
-  const ours = new Proc([
-    "client.ts",
-    "r",
-    "1",
-    "60",
-    "ours-progress",
-    "--socket",
-    builder.socket,
-  ]);
+  const started = [holderA];
   try {
+    await receivedSoon(holderA, "A's grant", (m) => m.amount === 1);
     assert.equal(received(holderA)[0]!.cookie, a, "the whole cookie echoed");
     // B queues behind A, then ours behind B.
+    const holderB = cClient(builder.socket, ["r", "1", "60", b]);
+    started.push(holderB);
     await waitFor(
       "B to queue",
       async () =>
         (await server.resource("r")).queue.some((q) => q.cookie === b),
     );
+    const ours = new Proc([
+      "client.ts",
+      "r",
+      "1",
+      "60",
+      "ours-progress",
+      "--socket",
+      builder.socket,
+    ]);
+    started.push(ours);
     // Ours asked for progress and got it, while B waited too.
     await ours.stderr.wait(/queued for r: position 2/);
     holderA.kill("SIGTERM");
@@ -127,8 +131,8 @@ Deno.test("the C client on our builder: long cookies, no queue progress, refusal
     assert.equal((await ours.finished()).code, 0, ours.stderr.text);
     assert.match(ours.stderr.text, /granted 1 of r/);
   } finally {
-    for (const p of [holderA, holderB, ours]) p.kill("SIGKILL");
-    await Promise.all([holderA, holderB, ours].map((p) => p.finished()));
+    for (const p of started) p.kill("SIGKILL");
+    await Promise.all(started.map((p) => p.finished()));
   }
 });
 
@@ -442,7 +446,10 @@ Deno.test({
       // Our sai-resource on PATH; exec keeps the PID the script records.
       await Deno.writeTextFile(
         `${dir}/bin/sai-resource`,
-        `#!/bin/sh\nexec "${Deno.execPath()}" run -A --quiet "${ROOT}client.ts" "$@"\n`,
+        `#!/bin/sh\nexec ${
+          [Deno.execPath(), ...runArgs(`${ROOT}client.ts`)].map((a) => `"${a}"`)
+            .join(" ")
+        } "$@"\n`,
         { mode: 0o755 },
       );
       const task = upstreamCookie("t").slice(-64);

@@ -16,6 +16,7 @@ import {
   watchOwner,
 } from "./owner_watch.ts";
 import { encoder, EXIT_FAILED, EXIT_OK } from "./_common.ts";
+import { PROGRAMS } from "../shared/permissions.ts";
 
 /** What the holder tells the parent, one JSON line each. */
 export type HolderReport =
@@ -24,25 +25,27 @@ export type HolderReport =
   | { event: "failed"; kind: string; message: string };
 
 /**
- * The command that re-runs this program as a holder.  `denoFlags` (such as
- * `--v8-flags=…`) go to `deno run` when running from source; the benchmark
- * uses them to measure holders exactly as this spawns them.
+ * The command that re-runs this program as a holder: the binary itself when
+ * compiled (`standalone`, default `Deno.build.standalone`), else `deno run`
+ * with the binary's permissions.  `denoFlags` (such as `--v8-flags=…`) go to
+ * `deno run` when running from source; the benchmark uses them to measure
+ * holders exactly as this spawns them.
  */
 export function holderCommand(
   args: string[],
-  options: { denoFlags?: string[] } = {},
+  options: { denoFlags?: string[]; standalone?: boolean } = {},
 ): { exe: string; args: string[] } {
   const exe = Deno.execPath();
-  if (Deno.build.standalone) return { exe, args: ["--holder", ...args] };
+  if (options.standalone ?? Deno.build.standalone) {
+    return { exe, args: ["--holder", ...args] };
+  }
   const script = new URL("../../client.ts", import.meta.url);
   return {
     exe,
     args: [
       "run",
-      // All, not read: Deno reads /proc (the owner watch) only with all.
-      // The holder runs the same code as its parent, which may already run
-      // any command (launcher mode, --allow-run).
-      "--allow-all",
+      ...PROGRAMS["sai-resource"].permissions,
+      "--no-prompt",
       "--no-config",
       "--quiet",
       ...(options.denoFlags ?? []),

@@ -1,0 +1,373 @@
+/**
+ * Clients that cycle leases on builders' Unix sockets, speaking the protocol
+ * as `sai-resource` does, and a ledger of what they hold, timed by the
+ * holders themselves: the only honest measure of how many units are in use.
+ *
+ * A client counts a unit as in use from the moment it reads its grant until
+ * the moment it closes the connection, whether it gives the lease back of
+ * its own accord or because the builder told it the lease was over (an
+ * `expired` message, a refusal, or the connection closing under it).  A
+ * holder that is never told keeps using the unit: that is the danger the
+ * fault tests look for.
+ *
+ * All clients run in the test's process, so every timestamp comes from one
+ * monotonic clock and every change is seen in the order it happened.
+ *
+ * @module
+ */
+
+import { JsonObjectSplitter } from "../src/protocol/json_splitter.ts";
+import {
+  isGrant,
+  isRefusal,
+  parseServerMessage,
+  ProtocolError,
+  SCHEMA,
+  type ServerMessage,
+} from "../src/protocol/protocol.ts";
+
+/** How one request went. */
+export interface Span {
+  client: string;
+  /** The builder group the client belongs to. */
+  group: string;
+  cookie: string;
+  amount: number;
+  /** When the request was written (ms, `performance.now()`). */
+  asked: number;
+  /** When it was answered, if it was. */
+  answered?: number;
+  outcome?: "granted" | "refused" | "closed";
+  /** Why a refusal or a close before the grant happened. */
+  detail?: string;
+  /** When the holder let go (granted requests only). */
+  letGo?: number;
+  /** Who ended the holding: the client itself, or the builder. */
+  ended?: "released" | "expired" | "lost";
+}
+
+/** Totals over a time window, from the holders' own timestamps. */
+export interface WindowFigures {
+  /** Seconds during which a unit was free and a request waited. */
+  idleWhileWaiting: number;
+  /** The longest such stretch, in seconds. */
+  longestIdleWhileWaiting: number;
+  /** Grants made in the window. */
+  grants: number;
+  /** Holdings the builder ended (expired, lost) in the window. */
+  endedByBuilder: number;
+}
+
+/** What every client of a workload shares. */
+export class Ledger {
+  readonly budget: number;
+  readonly spans: Span[] = [];
+  inUse = 0;
+  peak = 0;
+  /** When the peak was first reached, and the spans in use then. */
+  peakAt = 0;
+  peakHolders: string[] = [];
+  waiting = 0;
+  /** Bumped on every change, so a reader can tell nothing moved meanwhile. */
+  version = 0;
+  /** [time, units in use, requests waiting] after each change. */
+  readonly timeline: [number, number, number][] = [];
+  #held = new Map<string, Span>();
+
+  constructor(budget: number) {
+    this.budget = budget;
+    this.timeline.push([performance.now(), 0, 0]);
+  }
+
+  /** Cookies held right now. */
+  held(): string[] {
+    return [...this.#held.keys()].sort();
+  }
+
+  /** Units held right now by one group's clients. */
+  heldBy(group: string): number {
+    let n = 0;
+    for (const s of this.#held.values()) if (s.group === group) n += s.amount;
+    return n;
+  }
+
+  asked(span: Span): void {
+    this.spans.push(span);
+    this.waiting++;
+    this.#changed();
+  }
+
+  answered(span: Span, outcome: NonNullable<Span["outcome"]>): void {
+    span.answered = performance.now();
+    span.outcome = outcome;
+    this.waiting--;
+    if (outcome === "granted") {
+      this.inUse += span.amount;
+      this.#held.set(span.cookie, span);
+      if (this.inUse > this.peak) {
+        this.peak = this.inUse;
+        this.peakAt = span.answered;
+        this.peakHolders = this.held();
+      }
+    }
+    this.#changed();
+  }
+
+  letGo(span: Span, ended: NonNullable<Span["ended"]>): void {
+    span.letGo = performance.now();
+    span.ended = ended;
+    this.inUse -= span.amount;
+    this.#held.delete(span.cookie);
+    this.#changed();
+  }
+
+  #changed(): void {
+    this.version++;
+    this.timeline.push([performance.now(), this.inUse, this.waiting]);
+  }
+
+  /** Grants so far, all groups or one. */
+  grants(group?: string): number {
+    return this.spans.filter((s) =>
+      s.outcome === "granted" && (group === undefined || s.group === group)
+    ).length;
+  }
+
+  /** Figures for the window [from, to] (ms, `performance.now()`). */
+  window(from: number, to: number): WindowFigures {
+    let idle = 0;
+    let longest = 0;
+    let stretch = 0;
+    for (let i = 0; i < this.timeline.length; i++) {
+      const [t, inUse, waiting] = this.timeline[i]!;
+      const next = this.timeline[i + 1]?.[0] ?? to;
+      const a = Math.max(t, from);
+      const b = Math.min(next, to);
+      const starved = inUse < this.budget && waiting > 0;
+      if (starved && b > a) {
+        idle += b - a;
+        stretch += b - a;
+        longest = Math.max(longest, stretch);
+      } else if (!starved && next > from) {
+        stretch = 0;
+      }
+    }
+    const inWindow = (t: number | undefined) =>
+      t !== undefined && t >= from && t <= to;
+    return {
+      idleWhileWaiting: idle / 1000,
+      longestIdleWhileWaiting: longest / 1000,
+      grants:
+        this.spans.filter((s) =>
+          s.outcome === "granted" && inWindow(s.answered)
+        ).length,
+      endedByBuilder:
+        this.spans.filter((s) =>
+          (s.ended === "expired" || s.ended === "lost") && inWindow(s.letGo)
+        ).length,
+    };
+  }
+}
+
+/** Options for {@linkcode LeaseClient}. */
+export interface LeaseClientOptions {
+  name: string;
+  group: string;
+  /** The builder's socket (read at each connect: a restarted builder). */
+  socket: () => string;
+  ledger: Ledger;
+  resource: string;
+  amount?: number;
+  /** Seconds asked for in each request. */
+  lease: number;
+  /** Shortest and longest hold of an ordinary cycle, in ms. */
+  holdMs: [number, number];
+}
+
+/**
+ * A test job that takes a lease, uses it for a while, gives it back and
+ * asks again, until stopped.  With {@linkcode holdThrough} set it keeps
+ * whatever it holds (as a long test would) until {@linkcode letGoThrough}
+ * or until the builder ends the lease.
+ */
+export class LeaseClient {
+  readonly options: LeaseClientOptions;
+  /** Keep holdings past the ordinary hold time. */
+  holdThrough = false;
+  /** Connection attempts that found no builder. */
+  unreachable = 0;
+  #through = Promise.withResolvers<void>();
+  #stopping = false;
+  #cycles = 0;
+  #running: Promise<void> | undefined;
+  #conn: Deno.UnixConn | undefined;
+
+  constructor(options: LeaseClientOptions) {
+    this.options = options;
+  }
+
+  start(): void {
+    this.#running ??= this.#loop();
+  }
+
+  /** Ends holdings kept by {@linkcode holdThrough}, and stops keeping them. */
+  letGoThrough(): void {
+    this.holdThrough = false;
+    this.#through.resolve();
+    this.#through = Promise.withResolvers<void>();
+  }
+
+  /**
+   * Stops after the current cycle: a waiting request is still waited for
+   * (it must be answered), a holding ends at its ordinary time.
+   */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.letGoThrough();
+    await this.#running;
+  }
+
+  /** Closes the connection at once (for the end of a failed test). */
+  abort(): void {
+    this.#stopping = true;
+    this.letGoThrough();
+    try {
+      this.#conn?.close();
+    } catch {
+      // Closed.
+    }
+  }
+
+  async #loop(): Promise<void> {
+    while (!this.#stopping) {
+      let conn: Deno.UnixConn;
+      try {
+        conn = await Deno.connect({
+          transport: "unix",
+          path: this.options.socket(),
+        });
+      } catch {
+        // The builder is down (killed, restarting): a job would retry.
+        this.unreachable++;
+        await pause(50);
+        continue;
+      }
+      this.#conn = conn;
+      try {
+        await this.#cycle(conn);
+      } finally {
+        this.#conn = undefined;
+        try {
+          conn.close();
+        } catch {
+          // Closed.
+        }
+      }
+    }
+  }
+
+  async #cycle(conn: Deno.UnixConn): Promise<void> {
+    const { ledger, amount = 1 } = this.options;
+    const cookie = `${this.options.name}-${++this.#cycles}`;
+    const span: Span = {
+      client: this.options.name,
+      group: this.options.group,
+      cookie,
+      amount,
+      asked: performance.now(),
+    };
+    const messages = readMessages(conn);
+    try {
+      // The C client's bytes: one object, no newline.
+      await writeAll(
+        conn,
+        JSON.stringify({
+          schema: SCHEMA,
+          resname: this.options.resource,
+          cookie,
+          amount,
+          lease: this.options.lease,
+        }),
+      );
+    } catch (err) {
+      // Never asked: the builder went away between connect and write.
+      this.unreachable++;
+      void err;
+      return;
+    }
+    ledger.asked(span);
+    for (;;) {
+      const next = await messages.next();
+      if (next.done) {
+        span.detail = "the builder closed the connection before answering";
+        ledger.answered(span, "closed");
+        return;
+      }
+      const msg = next.value;
+      if ("cookie" in msg && msg.cookie !== cookie && msg.cookie !== "") {
+        continue;
+      }
+      if (isGrant(msg)) break;
+      if (isRefusal(msg)) {
+        span.detail = msg.error;
+        ledger.answered(span, "refused");
+        return;
+      }
+    }
+    ledger.answered(span, "granted");
+    // Used until: the ordinary hold ends (unless holding through), the
+    // test lets a held-through lease go, or the builder ends the lease.
+    const endedByBuilder = (async () => {
+      for await (const msg of messages) {
+        if ("expired" in msg) return "expired" as const;
+        if ("error" in msg) return "lost" as const;
+      }
+      return "lost" as const;
+    })().catch(() => "lost" as const);
+    const [lo, hi] = this.options.holdMs;
+    const ordinary = pause(lo + Math.random() * (hi - lo)).then(async () => {
+      while (this.holdThrough) await this.#through.promise;
+      return "released" as const;
+    });
+    const ended = await Promise.race([endedByBuilder, ordinary]);
+    try {
+      conn.close();
+    } catch {
+      // Closed by the builder.
+    }
+    ledger.letGo(span, ended);
+  }
+}
+
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function writeAll(conn: Deno.UnixConn, text: string): Promise<void> {
+  const bytes = new TextEncoder().encode(text);
+  let at = 0;
+  while (at < bytes.length) at += await conn.write(bytes.subarray(at));
+}
+
+async function* readMessages(
+  conn: Deno.UnixConn,
+): AsyncGenerator<ServerMessage> {
+  const splitter = new JsonObjectSplitter();
+  const buf = new Uint8Array(4096);
+  for (;;) {
+    let n: number | null;
+    try {
+      n = await conn.read(buf);
+    } catch {
+      return; // Reset, or closed by us.
+    }
+    if (n === null) return;
+    for (const text of splitter.push(buf.subarray(0, n))) {
+      try {
+        yield parseServerMessage(text);
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+      }
+    }
+  }
+}

@@ -54,8 +54,13 @@ export interface WindowFigures {
   longestIdleWhileWaiting: number;
   /** Grants made in the window. */
   grants: number;
-  /** Holdings the builder ended (expired, lost) in the window. */
-  endedByBuilder: number;
+  /**
+   * Holdings the builder told were over (`expired`) in the window: with
+   * leases longer than the test, fenced ones.
+   */
+  expired: number;
+  /** Holdings whose connection closed under them (the builder died). */
+  lost: number;
 }
 
 /** What every client of a workload shares. */
@@ -161,10 +166,11 @@ export class Ledger {
         this.spans.filter((s) =>
           s.outcome === "granted" && inWindow(s.answered)
         ).length,
-      endedByBuilder:
-        this.spans.filter((s) =>
-          (s.ended === "expired" || s.ended === "lost") && inWindow(s.letGo)
-        ).length,
+      expired:
+        this.spans.filter((s) => s.ended === "expired" && inWindow(s.letGo))
+          .length,
+      lost: this.spans.filter((s) => s.ended === "lost" && inWindow(s.letGo))
+        .length,
     };
   }
 }

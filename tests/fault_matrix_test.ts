@@ -26,8 +26,15 @@ import { LeaseClient, Ledger } from "./_lease_workload.ts";
 const BUDGET = 2;
 /** Seconds, server and builders alike: every fault outlasts it. */
 const HEARTBEAT = 1;
-/** How long the timed faults last. */
-const FAULT_MS = 2.5 * HEARTBEAT * 1000;
+/**
+ * How long the timed faults last, in heartbeats.  With the defaults (builder
+ * grace G = 3 heartbeats, fence F = 2) a builder resumes its session within F
+ * and fences itself after it; the server keeps a lost builder's leases for G.
+ * A long fault (F < d < G) makes the builders fence, a short one (1 < d < F)
+ * makes them resume: the two paths the budget must survive.
+ */
+const LONG_FAULT_MS = 2.5 * HEARTBEAT * 1000;
+const SHORT_FAULT_MS = 1.5 * HEARTBEAT * 1000;
 /** Long enough that no lease ends by itself during a scenario. */
 const LEASE = 120;
 const CLIENTS_PER_BUILDER = 3;
@@ -49,7 +56,10 @@ interface Figures {
   peak: number;
   idleWhileWaiting: number;
   longestIdleWhileWaiting: number;
-  endedByBuilder: number;
+  /** Holdings told their lease was over (fenced). */
+  fenced: number;
+  /** Holdings whose builder died under them. */
+  lost: number;
   grants: number;
 }
 
@@ -147,11 +157,15 @@ async function scenario(
   fault: (rig: Rig) => Promise<void>,
   options: { serverArgs?: string[]; builderArgs?: string[] } = {},
 ): Promise<Figures> {
+  const stateDir = await Deno.makeTempDir({ prefix: "sai-fault-" });
+  // A restarted server learns from its state file that leases may be out.
   const serverArgs = [
     "--resources",
     `r=${BUDGET}`,
     "--heartbeat",
     String(HEARTBEAT),
+    "--state-file",
+    `${stateDir}/state.json`,
     ...(options.serverArgs ?? []),
   ];
   const partial: Partial<Rig> = {
@@ -245,7 +259,8 @@ async function scenario(
       peak: ledger.peak,
       idleWhileWaiting: figures.idleWhileWaiting,
       longestIdleWhileWaiting: figures.longestIdleWhileWaiting,
-      endedByBuilder: figures.endedByBuilder,
+      fenced: figures.expired,
+      lost: figures.lost,
       grants: ledger.grants(),
     };
     // deno-lint-ignore no-console -- the figures are this test's report
@@ -254,7 +269,7 @@ async function scenario(
         result.idleWhileWaiting.toFixed(1)
       } s idle while requests waited (longest ${
         result.longestIdleWhileWaiting.toFixed(1)
-      } s) | ${result.endedByBuilder} holdings ended by the builder | ${result.grants} grants, ${
+      } s) | ${result.fenced} fenced, ${result.lost} lost | ${result.grants} grants, ${
         ledger.spans.filter((s) => s.outcome === "refused").length
       } refused`,
     );
@@ -267,6 +282,7 @@ async function scenario(
     return result;
   } finally {
     await teardown(partial);
+    await Deno.remove(stateDir, { recursive: true });
   }
 }
 
@@ -287,7 +303,7 @@ Deno.test("fault matrix: server SIGSTOP longer than the heartbeat", async () => 
     await aComesBackLast(rig, async () => {
       Deno.kill(rig.server.pid, "SIGSTOP");
       try {
-        await lasting(FAULT_MS);
+        await lasting(LONG_FAULT_MS);
       } finally {
         Deno.kill(rig.server.pid, "SIGCONT");
       }
@@ -299,7 +315,7 @@ Deno.test("fault matrix: builder SIGSTOP longer than the heartbeat", async () =>
   await scenario("builder SIGSTOP", async (rig) => {
     Deno.kill(rig.builders.a.pid, "SIGSTOP");
     try {
-      await lasting(FAULT_MS);
+      await lasting(LONG_FAULT_MS);
     } finally {
       Deno.kill(rig.builders.a.pid, "SIGCONT");
     }
@@ -310,7 +326,7 @@ Deno.test("fault matrix: link blackholed longer than the heartbeat", async () =>
   await scenario("link blackholed", async (rig) => {
     rig.proxies.a.freeze();
     try {
-      await lasting(FAULT_MS);
+      await lasting(LONG_FAULT_MS);
     } finally {
       rig.proxies.a.thaw();
     }
@@ -322,7 +338,7 @@ Deno.test("fault matrix: link cut and restored", async () => {
     const proxy = rig.proxies.a;
     proxy.target = 1; // Reconnects are refused until the link is back.
     proxy.cut();
-    await lasting(FAULT_MS);
+    await lasting(SHORT_FAULT_MS);
     proxy.target = rig.server.port;
   });
 });

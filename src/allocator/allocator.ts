@@ -17,283 +17,28 @@
  */
 
 import { MinHeap } from "./_heap.ts";
-import { fifo, type Policy, reservation, type ResourceView } from "./policy.ts";
+import { fifo, type Policy, reservation } from "./policy.ts";
+import {
+  type Entry,
+  grantOf,
+  type Part,
+  Resource,
+  resourcesOf,
+  resourcesTouched,
+} from "./_resource.ts";
+import { resourceStatus } from "./status.ts";
+import type {
+  AllocatorOptions,
+  GrantedLease,
+  HeadStatus,
+  LeaseRequest,
+  Outcome,
+  RefusalOutcome,
+  RefusalReason,
+  ResourceStatus,
+} from "./types.ts";
 
-/** Why a request was refused; stable, for metrics and tests. */
-export type RefusalReason =
-  | "unknown-resource"
-  | "exceeds-budget"
-  | "lease-too-long"
-  | "duplicate-cookie"
-  | "queue-limit"
-  | "invalid";
-
-/** One resource and amount of a multi-resource request. */
-export interface ResourceAmount {
-  resname: string;
-  amount: number;
-}
-
-/** A request was granted. */
-export interface GrantOutcome {
-  type: "grant";
-  owner: string;
-  cookie: string;
-  /** The first (or only) resource. */
-  resname: string;
-  amount: number;
-  /** Every resource granted, for a multi-resource request only. */
-  resources?: ResourceAmount[];
-  lease: number;
-  /** Epoch milliseconds by the injected clock. */
-  expires: number;
-  /** Milliseconds spent queued. */
-  waited: number;
-  /** Re-admitted after a reconnect, not newly granted. */
-  restored?: boolean;
-}
-
-/** A request was refused. */
-export interface RefusalOutcome {
-  type: "refuse";
-  owner: string;
-  cookie: string;
-  reason: RefusalReason;
-  message: string;
-}
-
-/** A lease ran out. */
-export interface ExpiryOutcome {
-  type: "expire";
-  owner: string;
-  cookie: string;
-  resname: string;
-  amount: number;
-  /** Every resource freed, for a multi-resource request only. */
-  resources?: ResourceAmount[];
-}
-
-/** What a call on the allocator caused. */
-export type Outcome = GrantOutcome | RefusalOutcome | ExpiryOutcome;
-
-/** A request for a lease. */
-export interface LeaseRequest {
-  cookie: string;
-  resname: string;
-  amount: number;
-  /** Lease length in seconds. */
-  lease: number;
-  /**
-   * Several resources at once, all or nothing; when given, `resname` and
-   * `amount` are ignored.
-   */
-  resources?: ResourceAmount[];
-  /**
-   * Higher goes first (default 0); ties in arrival order.  Never ahead of a
-   * queue's head, which holds the reservation.
-   */
-  priority?: number;
-}
-
-/** Options for {@linkcode Allocator}. */
-export interface AllocatorOptions {
-  /** The clock, in milliseconds. */
-  now: () => number;
-  /** Longest lease accepted, in seconds (default 86400). */
-  maxLease?: number;
-  /** Scheduling policy (default {@linkcode fifo}). */
-  policy?: Policy;
-  /** Most requests one owner may have queued at once (default 10,000). */
-  maxQueuedPerOwner?: number;
-}
-
-/** A live lease in a status snapshot. */
-export interface LeaseStatus {
-  owner: string;
-  cookie: string;
-  amount: number;
-  lease: number;
-  grantedAt: number;
-  expires: number;
-}
-
-/** A queued request in a status snapshot. */
-export interface QueuedStatus {
-  owner: string;
-  cookie: string;
-  amount: number;
-  lease: number;
-  enqueuedAt: number;
-  /** 1 = head of the queue. */
-  position: number;
-  /** Earliest time it could start, from declared lease ends; null if never known. */
-  estimatedStart: number | null;
-}
-
-/** The head of a queue and when it is certain to start. */
-export interface HeadStatus {
-  owner: string;
-  cookie: string;
-  amount: number;
-  enqueuedAt: number;
-  /**
-   * The earliest time its amount is certain to be free, from declared lease
-   * ends: when fifo would start it from this state.
-   */
-  reservedAt: number;
-}
-
-/** One resource in a status snapshot. */
-export interface ResourceStatus {
-  name: string;
-  budget: number;
-  allocated: number;
-  /** The most ever allocated at once, restored leases included. */
-  peak: number;
-  /**
-   * New grants that left more allocated than the budget: an audit that must
-   * stay 0 (only restored leases may exceed the budget).
-   */
-  overBudgetGrants: number;
-  queuedRequests: number;
-  queuedAmount: number;
-  leases: LeaseStatus[];
-  queue: QueuedStatus[];
-}
-
-/** A lease ended by {@linkcode Allocator.forceRelease}. */
-export interface GrantedLease {
-  owner: string;
-  cookie: string;
-  resname: string;
-  amount: number;
-}
-
-/** A request: one part per resource it needs. */
-interface Entry {
-  owner: string;
-  cookie: string;
-  parts: Part[];
-  lease: number;
-  leaseMs: number;
-  enqueuedAt: number;
-  priority: number;
-  /** Global queue order: lower first, the same in every queue. */
-  rank: number;
-  state: "queued" | "leased";
-  grantedAt: number;
-  expires: number;
-}
-
-/** A request's share of one resource: a node of that resource's queue. */
-interface Part {
-  entry: Entry;
-  res: Resource;
-  amount: number;
-  leaseMs: number;
-  enqueuedAt: number;
-  expires: number;
-  prev: Part | null;
-  next: Part | null;
-}
-
-class Resource implements ResourceView<Part> {
-  name: string;
-  budget: number;
-  allocated = 0;
-  peak = 0;
-  overBudgetGrants = 0;
-  queuedAmount = 0;
-  queuedRequests = 0;
-  head: Part | null = null;
-  tail: Part | null = null;
-  leased = new Set<Part>();
-
-  constructor(name: string, budget: number) {
-    this.name = name;
-    this.budget = budget;
-  }
-
-  queue(): Iterable<Part> {
-    // A plain iterator, not a generator: policies walk queues on hot paths.
-    let e = this.head;
-    const it: IterableIterator<Part> = {
-      next: () => {
-        if (e === null) return { done: true, value: undefined };
-        const value = e;
-        e = e.next;
-        return { done: false, value };
-      },
-      [Symbol.iterator]: () => it,
-    };
-    return it;
-  }
-
-  next(e: Part): Part | null {
-    return e.next;
-  }
-
-  leases(): Iterable<Part> {
-    return this.leased;
-  }
-
-  /** Inserts by rank; O(1) for the usual append at the tail. */
-  insert(e: Part): void {
-    let after = this.tail;
-    while (after && after.entry.rank > e.entry.rank) after = after.prev;
-    e.prev = after;
-    e.next = after ? after.next : this.head;
-    if (e.next) e.next.prev = e;
-    else this.tail = e;
-    if (after) after.next = e;
-    else this.head = e;
-    this.queuedAmount += e.amount;
-    this.queuedRequests++;
-  }
-
-  unlink(e: Part): void {
-    if (e.prev) e.prev.next = e.next;
-    else this.head = e.next;
-    if (e.next) e.next.prev = e.prev;
-    else this.tail = e.prev;
-    e.prev = e.next = null;
-    this.queuedAmount -= e.amount;
-    this.queuedRequests--;
-  }
-
-  /**
-   * The rank a request of `priority` must come after here: the head (its
-   * reservation is made) and anything of equal or higher priority.
-   */
-  protectedRank(priority: number): number {
-    let e = this.tail;
-    while (e && e !== this.head && e.entry.priority < priority) e = e.prev;
-    return e ? e.entry.rank : -Infinity;
-  }
-
-  /** The lowest rank above `rank` here, if any. */
-  rankAfter(rank: number): number {
-    let e = this.tail;
-    let found = Infinity;
-    while (e && e.entry.rank > rank) {
-      found = e.entry.rank;
-      e = e.prev;
-    }
-    return found;
-  }
-}
-
-function resourcesTouched(entry: Entry): Resource[] {
-  return entry.parts.length === 1
-    ? [entry.parts[0]!.res]
-    : entry.parts.map((p) => p.res);
-}
-
-function resourcesOf(entry: Entry): ResourceAmount[] | undefined {
-  return entry.parts.length > 1
-    ? entry.parts.map((p) => ({ resname: p.res.name, amount: p.amount }))
-    : undefined;
-}
+export type * from "./types.ts";
 
 /** Allocates leases on named resources within their budgets. */
 export class Allocator {
@@ -646,35 +391,7 @@ export class Allocator {
   }
 
   #statusOf(res: Resource): ResourceStatus {
-    const now = this.#now();
-    const starts = estimateStarts(res, now);
-    let position = 0;
-    return {
-      name: res.name,
-      budget: res.budget,
-      allocated: res.allocated,
-      peak: res.peak,
-      overBudgetGrants: res.overBudgetGrants,
-      queuedRequests: res.queuedRequests,
-      queuedAmount: res.queuedAmount,
-      leases: [...res.leased].map((p) => ({
-        owner: p.entry.owner,
-        cookie: p.entry.cookie,
-        amount: p.amount,
-        lease: p.entry.lease,
-        grantedAt: p.entry.grantedAt,
-        expires: p.expires,
-      })),
-      queue: [...res.queue()].map((p, i) => ({
-        owner: p.entry.owner,
-        cookie: p.entry.cookie,
-        amount: p.amount,
-        lease: p.entry.lease,
-        enqueuedAt: p.enqueuedAt,
-        position: ++position,
-        estimatedStart: starts[i] ?? null,
-      })),
-    };
+    return resourceStatus(res, this.#now());
   }
 
   #isLive(entry: Entry): boolean {
@@ -868,44 +585,4 @@ export class Allocator {
     }
     return out;
   }
-}
-
-function grantOf(entry: Entry, now: number, restored: boolean): GrantOutcome {
-  const first = entry.parts[0]!;
-  const grant: GrantOutcome = {
-    type: "grant",
-    owner: entry.owner,
-    cookie: entry.cookie,
-    resname: first.res.name,
-    amount: first.amount,
-    lease: entry.lease,
-    expires: entry.expires,
-    waited: restored ? 0 : now - entry.enqueuedAt,
-  };
-  if (entry.parts.length > 1) grant.resources = resourcesOf(entry)!;
-  if (restored) grant.restored = true;
-  return grant;
-}
-
-/**
- * Earliest start of each queued request in FIFO order, assuming every lease
- * runs its full declared length: a pessimistic but honest estimate.
- */
-function estimateStarts(res: Resource, now: number): number[] {
-  const heap = new MinHeap<number>();
-  for (const e of res.leased) heap.push(e.expires, e.amount);
-  let free = res.budget - res.allocated;
-  let t = now;
-  const starts: number[] = [];
-  for (const q of res.queue()) {
-    while (free < q.amount && heap.size > 0) {
-      t = Math.max(t, heap.peekKey()!);
-      free += heap.pop()!;
-    }
-    if (free < q.amount) break;
-    starts.push(t);
-    free -= q.amount;
-    heap.push(t + q.leaseMs, q.amount);
-  }
-  return starts;
 }

@@ -10,18 +10,14 @@
 import {
   Allocator,
   type Outcome,
-  type QueuedStatus,
   type RefusalReason,
 } from "../allocator/allocator.ts";
 import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
 import { type Fields, Logger } from "../shared/log.ts";
-import type {
-  Actor,
-  AdminTarget,
-  BudgetChange,
-  ForceReleaseResult,
-  RemoveResult,
-} from "./admin.ts";
+import type { AdminTarget } from "./admin.ts";
+import { OperatorActions } from "./operator.ts";
+import { QueueProgress } from "./progress.ts";
+import type { Session } from "./sessions.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
 import type { ServerStats, StatusDocument } from "./status_document.ts";
@@ -71,28 +67,6 @@ export interface ServerOptions {
   adminToken?: string;
 }
 
-/** One builder connection. */
-interface Session {
-  /** This connection. */
-  id: string;
-  /**
-   * The builder (its session across reconnects), once it said hello.  A
-   * secret between the builder and the server: never shown or logged.
-   */
-  owner: string | undefined;
-  /** The builder's public id, shown in status and logs. */
-  publicId: string;
-  name: string | undefined;
-  /**
-   * After a reconnect of a known session: the cookies the server still had
-   * for it, until the builder re-sends them; the rest are dropped at its
-   * `restored` marker.
-   */
-  unconfirmed?: Set<string> | undefined;
-  socket: WebSocket;
-  connectedAt: number;
-}
-
 /** A running server. */
 export interface SaiServer {
   /** `ws://HOST:PORT`, what `sai-builder --server` takes. */
@@ -131,10 +105,7 @@ class ServerApp {
   #timerAt: number | undefined;
   #helloTimeoutMs: number;
   #heartbeat: number;
-  #progressIntervalMs: number;
-  #progressTimer: ReturnType<typeof setTimeout> | undefined;
-  #dirty = new Set<string>();
-  #lastProgress = new Map<string, string>();
+  #progress: QueueProgress;
   #stats: ServerStats = {
     grants: 0,
     refusals: {},
@@ -148,6 +119,7 @@ class ServerApp {
   #tls: { cert: string; key: string } | undefined;
   #waits = new WaitHistogram();
   #routes: HttpRoutes;
+  #operator: OperatorActions;
 
   constructor(options: ServerOptions) {
     this.#tokens = options.builderTokens;
@@ -156,7 +128,6 @@ class ServerApp {
     this.#now = options.now ?? Date.now;
     this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
     this.#heartbeat = options.heartbeat ?? 10;
-    this.#progressIntervalMs = options.progressIntervalMs ?? 250;
     this.#allocator = new Allocator(options.budgets, {
       now: this.#now,
       ...(options.maxLease !== undefined && { maxLease: options.maxLease }),
@@ -164,10 +135,25 @@ class ServerApp {
       ...(options.maxQueuedPerBuilder !== undefined &&
         { maxQueuedPerOwner: options.maxQueuedPerBuilder }),
     });
+    this.#progress = new QueueProgress({
+      allocator: this.#allocator,
+      send: (owner, msg) => this.#send(this.#sessions.get(owner), msg),
+      intervalMs: options.progressIntervalMs ?? 250,
+      now: this.#now,
+    });
+    this.#operator = new OperatorActions({
+      allocator: this.#allocator,
+      log: this.#log,
+      stats: this.#stats,
+      sessions: () => this.#sessions.values(),
+      send: (session, msg) => this.#send(session, msg),
+      apply: (outcomes) => this.#apply(outcomes),
+      progress: this.#progress,
+    });
     this.#routes = new HttpRoutes({
       status: () => this.status(),
       metrics: () => renderMetrics(this.status(), this.#waits),
-      admin: this,
+      admin: this.#operator,
       adminToken: options.adminToken,
       logger: this.#log,
     });
@@ -199,13 +185,13 @@ class ServerApp {
       port: addr.port,
       allocator: this.#allocator,
       status: () => this.status(),
-      admin: this,
+      admin: this.#operator,
       finished: server.finished,
       shutdown: async () => {
         this.#closing = true;
         this.#routes.close();
         clearTimeout(this.#timer);
-        clearTimeout(this.#progressTimer);
+        this.#progress.close();
         for (const s of this.#sessions.values()) {
           s.socket.close(1001, "server shutting down");
         }
@@ -294,12 +280,8 @@ class ServerApp {
       });
       this.#publicIds.delete(owner);
       if (this.#closing) return;
-      for (const key of this.#lastProgress.keys()) {
-        if (key.startsWith(`${owner}\0`)) this.#lastProgress.delete(key);
-      }
-      for (const name of this.#allocator.budgets().keys()) {
-        this.#dirty.add(name);
-      }
+      this.#progress.forgetOwner(owner);
+      this.#progress.touchAll();
       this.#apply(this.#allocator.dropOwner(owner));
     };
     socket.onerror = () => {};
@@ -407,7 +389,7 @@ class ServerApp {
     conn.unconfirmed?.delete(msg.cookie);
     if (isRequest(msg)) {
       this.#log.debug("request", { builder: this.#pid(owner), ...msg });
-      for (const r of msg.resources ?? [msg]) this.#dirty.add(r.resname);
+      for (const r of msg.resources ?? [msg]) this.#progress.touch(r.resname);
       this.#apply(
         msg.restore
           ? this.#allocator.restore(owner, msg, msg.restore)
@@ -416,7 +398,7 @@ class ServerApp {
       return;
     }
     const held = this.#allocator.lookup(owner, msg.cookie);
-    for (const name of held?.resnames ?? []) this.#dirty.add(name);
+    for (const name of held?.resnames ?? []) this.#progress.touch(name);
     const { found, outcomes } = this.#allocator.release(owner, msg.cookie);
     if (found === "lease") this.#stats.releases++;
     if (found === "queued") this.#stats.withdrawals++;
@@ -436,7 +418,7 @@ class ServerApp {
     conn.unconfirmed = undefined;
     for (const cookie of stale ?? []) {
       const held = this.#allocator.lookup(owner, cookie);
-      for (const name of held?.resnames ?? []) this.#dirty.add(name);
+      for (const name of held?.resnames ?? []) this.#progress.touch(name);
       const { found, outcomes } = this.#allocator.release(owner, cookie);
       if (found === "lease") this.#stats.releases++;
       if (found === "queued") this.#stats.withdrawals++;
@@ -480,7 +462,7 @@ class ServerApp {
     for (const o of outcomes) {
       const session = this.#sessions.get(o.owner);
       if (o.type !== "refuse") {
-        for (const r of o.resources ?? [o]) this.#dirty.add(r.resname);
+        for (const r of o.resources ?? [o]) this.#progress.touch(r.resname);
       }
       switch (o.type) {
         case "grant":
@@ -549,12 +531,12 @@ class ServerApp {
       }
     }
     this.#armExpiry();
-    if (this.#dirty.size > 0) this.#armProgress();
+    this.#progress.arm();
     this.#routes.changed();
   }
 
   #forget(owner: string, cookie: string): void {
-    this.#lastProgress.delete(`${owner}\0${cookie}`);
+    this.#progress.forget(owner, cookie);
   }
 
   #armExpiry(): void {
@@ -568,160 +550,5 @@ class ServerApp {
       this.#timerAt = undefined;
       this.#apply(this.#allocator.expire());
     }, delay);
-  }
-
-  /** Pushes queue positions that changed, at most once per interval. */
-  #armProgress(): void {
-    if (this.#progressTimer !== undefined || this.#closing) return;
-    this.#progressTimer = setTimeout(() => {
-      this.#progressTimer = undefined;
-      this.#pushProgress();
-    }, this.#progressIntervalMs);
-  }
-
-  #pushProgress(): void {
-    const now = this.#now();
-    const dirty = this.#dirty;
-    this.#dirty = new Set();
-    // One snapshot per resource, taken only for those that changed (and
-    // the other resources of multi-resource requests queued in them).
-    const snaps = new Map<string, Map<string, QueuedStatus>>();
-    const snap = (name: string) => {
-      let queue = snaps.get(name);
-      if (queue) return queue;
-      queue = new Map();
-      // A snapshot copies every lease: not for a queue that is empty.
-      const res = this.#allocator.queued(name) === 0
-        ? undefined
-        : this.#allocator.statusOf(name);
-      for (const q of res?.queue ?? []) {
-        queue.set(`${q.owner}\0${q.cookie}`, q);
-      }
-      snaps.set(name, queue);
-      return queue;
-    };
-    const done = new Set<string>();
-    for (const name of dirty) {
-      for (const [key, q] of snap(name)) {
-        if (done.has(key)) continue;
-        done.add(key);
-        // A request waiting in several queues is as far back as its
-        // furthest place, and starts when its last resource frees.
-        let position = q.position;
-        let start = q.estimatedStart;
-        const names = this.#allocator.lookup(q.owner, q.cookie)?.resnames;
-        for (const other of names ?? []) {
-          const o = snap(other).get(key);
-          if (!o || o === q) continue;
-          position = Math.max(position, o.position);
-          start = start === null || o.estimatedStart === null
-            ? null
-            : Math.max(start, o.estimatedStart);
-        }
-        const eta = start === null
-          ? -1
-          : Math.max(0, Math.ceil((start - now) / 1000));
-        const sig = `${position}:${
-          start === null ? "-" : Math.ceil(start / 1000)
-        }`;
-        if (this.#lastProgress.get(key) === sig) continue;
-        this.#lastProgress.set(key, sig);
-        this.#send(this.#sessions.get(q.owner), {
-          schema: SCHEMA,
-          cookie: q.cookie,
-          queued: { position, eta },
-        });
-      }
-    }
-  }
-
-  // --- Operator actions (issue #5): the admin API and SIGHUP -------------
-
-  #audit(action: string, by: Actor, fields: Record<string, unknown>): void {
-    this.#log.info("admin", {
-      action,
-      by: by.addr,
-      ...by.operator !== undefined && { operator: by.operator },
-      ...fields,
-    });
-  }
-
-  setBudget(name: string, budget: number, by: Actor): BudgetChange {
-    const { previous, outcomes } = this.#allocator.setBudget(name, budget);
-    this.#audit(previous === undefined ? "add-resource" : "set-budget", by, {
-      resname: name,
-      budget,
-      previous: previous ?? null,
-    });
-    this.#dirty.add(name);
-    this.#apply(outcomes);
-    return {
-      resource: name,
-      budget,
-      previous: previous ?? null,
-      granted: outcomes.filter((o) => o.type === "grant").length,
-      refused: outcomes.filter((o) => o.type === "refuse").length,
-    };
-  }
-
-  removeResource(name: string, by: Actor): RemoveResult {
-    const leases = this.#allocator.status().find((r) => r.name === name)
-      ?.leases.length ?? 0;
-    const { result, outcomes } = this.#allocator.removeResource(name);
-    this.#audit("remove-resource", by, { resname: name, result });
-    this.#apply(outcomes);
-    if (result === "busy") return { result, leases };
-    if (result === "unknown") return { result };
-    return { result, refused: outcomes.length };
-  }
-
-  budgets(): Map<string, number> {
-    return this.#allocator.budgets();
-  }
-
-  forceRelease(builder: string, cookie: string, by: Actor): ForceReleaseResult {
-    const sessions = [...this.#sessions.values()];
-    const byId = sessions.find((s) => s.publicId === builder);
-    const matches = byId ? [byId] : sessions.filter((s) => s.name === builder);
-    if (matches.length !== 1) {
-      this.#audit("force-release", by, {
-        builder,
-        cookie,
-        result: matches.length === 0 ? "unknown-builder" : "ambiguous-builder",
-      });
-      return matches.length === 0
-        ? { result: "unknown-builder" }
-        : { result: "ambiguous-builder", ids: matches.map((s) => s.publicId) };
-    }
-    const session = matches[0]!;
-    const { lease, outcomes } = this.#allocator.forceRelease(
-      session.owner!,
-      cookie,
-    );
-    this.#audit("force-release", by, {
-      builder: session.publicId,
-      name: session.name,
-      cookie,
-      result: lease ? "released" : "no-lease",
-    });
-    if (!lease) return { result: "no-lease" };
-    this.#stats.releases++;
-    this.#stats.forcedReleases++;
-    this.#forget(session.owner!, cookie);
-    this.#dirty.add(lease.resname);
-    // A refusal after the grant: the builder drops the client, so the
-    // holder's connection closes and it exits.
-    this.#send(session, {
-      schema: SCHEMA,
-      cookie,
-      error: "Lease revoked by an operator",
-    });
-    this.#apply(outcomes);
-    return {
-      result: "released",
-      builder: session.name ?? session.publicId,
-      resource: lease.resname,
-      amount: lease.amount,
-    };
   }
 }

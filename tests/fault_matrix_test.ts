@@ -124,6 +124,26 @@ async function teardown(rig: Partial<Rig>): Promise<void> {
   await rig.server?.stop();
 }
 
+/** Resolves as `promise` does, or rejects after `ms` saying what hung. */
+async function withDeadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: () => string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`Timed out after ${ms} ms waiting for ${what()}`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Sleeps for a fault's measured duration: the fault is the point. */
 function lasting(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -231,20 +251,14 @@ async function scenario(
     // Every request must be answered: a stopping client still waits for
     // the answer to the request it made.
     const stopped = Promise.all(rig.clients.map((c) => c.stop()));
-    await waitFor("every client to finish its last request", async () => {
-      await Promise.race([stopped, lasting(100)]);
-      return ledger.waiting === 0 && ledger.inUse === 0;
-    }, 20_000).catch((err) => {
+    await withDeadline(stopped, 20_000, () => {
       const open = ledger.spans.filter((s) =>
         s.outcome === undefined || (s.outcome === "granted" && !s.ended)
       );
-      throw new Error(
-        `${(err as Error).message}; unanswered or still held: ${
-          JSON.stringify(open)
-        }`,
-      );
+      return `every client to finish its last request; unanswered or still held: ${
+        JSON.stringify(open)
+      }`;
     });
-    await stopped;
     await waitFor("no lease nor request left on the server", async () => {
       const r = await rig.server.resource("r");
       return r.allocated === 0 && r.leases.length === 0 &&

@@ -1,7 +1,8 @@
 /**
- * Clients that cycle leases on builders' Unix sockets, speaking the protocol
- * as `sai-resource` does, and a ledger of what they hold, timed by the
- * holders themselves: the only honest measure of how many units are in use.
+ * Clients that cycle leases on builders' Unix sockets (speaking the protocol
+ * as the C `sai-resource` does, or running the real one in launcher mode),
+ * and a ledger of what they hold, timed by the holders themselves: the only
+ * honest measure of how many units are in use.
  *
  * A client counts a unit as in use from the moment it reads its grant until
  * the moment it closes the connection, whether it gives the lease back of
@@ -10,8 +11,8 @@
  * holder that is never told keeps using the unit: that is the danger the
  * fault tests look for.
  *
- * All clients run in the test's process, so every timestamp comes from one
- * monotonic clock and every change is seen in the order it happened.
+ * Every timestamp is taken in the test's process, on one monotonic clock,
+ * and every change is seen in the order it happened.
  *
  * @module
  */
@@ -102,6 +103,13 @@ export class Ledger {
     this.#changed();
   }
 
+  /** Takes back {@linkcode asked}: the request never reached a builder. */
+  neverAsked(span: Span): void {
+    this.spans.splice(this.spans.indexOf(span), 1);
+    this.waiting--;
+    this.#changed();
+  }
+
   answered(span: Span, outcome: NonNullable<Span["outcome"]>): void {
     span.answered = performance.now();
     span.outcome = outcome;
@@ -175,15 +183,14 @@ export class Ledger {
   }
 }
 
-/** Options for {@linkcode LeaseClient}. */
-export interface LeaseClientOptions {
+/** Options for {@linkcode ProtocolClient} and {@linkcode LauncherClient}. */
+export interface CyclingClientOptions {
   name: string;
   group: string;
   /** The builder's socket (read at each connect: a restarted builder). */
   socket: () => string;
   ledger: Ledger;
   resource: string;
-  amount?: number;
   /** Seconds asked for in each request. */
   lease: number;
   /** Shortest and longest hold of an ordinary cycle, in ms. */
@@ -193,22 +200,21 @@ export interface LeaseClientOptions {
 /**
  * A test job that takes a lease, uses it for a while, gives it back and
  * asks again, until stopped.  With {@linkcode holdThrough} set it keeps
- * whatever it holds (as a long test would) until {@linkcode letGoThrough}
- * or until the builder ends the lease.
+ * whatever it holds (as a long test would) until
+ * {@linkcode letGoThrough} or until the builder ends the lease.
  */
-export class LeaseClient {
-  readonly options: LeaseClientOptions;
+export abstract class CyclingClient {
+  readonly options: CyclingClientOptions;
   /** Keep holdings past the ordinary hold time. */
   holdThrough = false;
-  /** Connection attempts that found no builder. */
+  /** Attempts that found no builder. */
   unreachable = 0;
+  protected stopping = false;
   #through = Promise.withResolvers<void>();
-  #stopping = false;
   #cycles = 0;
   #running: Promise<void> | undefined;
-  #conn: Deno.UnixConn | undefined;
 
-  constructor(options: LeaseClientOptions) {
+  constructor(options: CyclingClientOptions) {
     this.options = options;
   }
 
@@ -228,60 +234,101 @@ export class LeaseClient {
    * (it must be answered), a holding ends at its ordinary time.
    */
   async stop(): Promise<void> {
-    this.#stopping = true;
+    this.stopping = true;
     this.letGoThrough();
     await this.#running;
   }
 
-  /** Closes the connection at once (for the end of a failed test). */
-  abort(): void {
-    this.#stopping = true;
+  /** Gives up at once, waiting or holding (the end of a failed test). */
+  abstract abort(): Promise<void>;
+
+  /**
+   * One request: resolves once it is over (refused, or granted and let
+   * go), or with "unreachable" when no builder answered the door.
+   */
+  protected abstract cycle(cookie: string): Promise<void | "unreachable">;
+
+  /**
+   * Resolves when an ordinary holding is done: after a random hold time,
+   * and, while {@linkcode holdThrough} is set, not before the test lets go.
+   */
+  protected async ordinaryHold(): Promise<"released"> {
+    const [lo, hi] = this.options.holdMs;
+    await pause(lo + Math.random() * (hi - lo));
+    while (this.holdThrough) await this.#through.promise;
+    return "released";
+  }
+
+  protected newSpan(cookie: string): Span {
+    return {
+      client: this.options.name,
+      group: this.options.group,
+      cookie,
+      amount: 1,
+      asked: performance.now(),
+    };
+  }
+
+  async #loop(): Promise<void> {
+    while (!this.stopping) {
+      const cookie = `${this.options.name}-${++this.#cycles}`;
+      if (await this.cycle(cookie) === "unreachable") {
+        // The builder is down (killed, restarting): a job would retry.
+        this.unreachable++;
+        await pause(50);
+      }
+    }
+  }
+}
+
+/**
+ * Speaks the protocol on the builder's Unix socket itself, byte for byte as
+ * the C `sai-resource` does.  It lets go the moment it is told: an
+ * `expired`, an error, or the connection closing under it.
+ */
+export class ProtocolClient extends CyclingClient {
+  #conn: Deno.UnixConn | undefined;
+
+  abort(): Promise<void> {
+    this.stopping = true;
     this.letGoThrough();
     try {
       this.#conn?.close();
     } catch {
       // Closed.
     }
+    return Promise.resolve();
   }
 
-  async #loop(): Promise<void> {
-    while (!this.#stopping) {
-      let conn: Deno.UnixConn;
+  protected async cycle(cookie: string): Promise<void | "unreachable"> {
+    let conn: Deno.UnixConn;
+    try {
+      conn = await Deno.connect({
+        transport: "unix",
+        path: this.options.socket(),
+      });
+    } catch {
+      return "unreachable";
+    }
+    this.#conn = conn;
+    try {
+      return await this.#request(conn, cookie);
+    } finally {
+      this.#conn = undefined;
       try {
-        conn = await Deno.connect({
-          transport: "unix",
-          path: this.options.socket(),
-        });
+        conn.close();
       } catch {
-        // The builder is down (killed, restarting): a job would retry.
-        this.unreachable++;
-        await pause(50);
-        continue;
-      }
-      this.#conn = conn;
-      try {
-        await this.#cycle(conn);
-      } finally {
-        this.#conn = undefined;
-        try {
-          conn.close();
-        } catch {
-          // Closed.
-        }
+        // Closed.
       }
     }
   }
 
-  async #cycle(conn: Deno.UnixConn): Promise<void> {
-    const { ledger, amount = 1 } = this.options;
-    const cookie = `${this.options.name}-${++this.#cycles}`;
-    const span: Span = {
-      client: this.options.name,
-      group: this.options.group,
-      cookie,
-      amount,
-      asked: performance.now(),
-    };
+  async #request(
+    conn: Deno.UnixConn,
+    cookie: string,
+  ): Promise<void | "unreachable"> {
+    const { ledger } = this.options;
+    const span = this.newSpan(cookie);
     const messages = readMessages(conn);
     try {
       // The C client's bytes: one object, no newline.
@@ -291,15 +338,13 @@ export class LeaseClient {
           schema: SCHEMA,
           resname: this.options.resource,
           cookie,
-          amount,
+          amount: span.amount,
           lease: this.options.lease,
         }),
       );
-    } catch (err) {
+    } catch {
       // Never asked: the builder went away between connect and write.
-      this.unreachable++;
-      void err;
-      return;
+      return "unreachable";
     }
     ledger.asked(span);
     for (;;) {
@@ -321,8 +366,6 @@ export class LeaseClient {
       }
     }
     ledger.answered(span, "granted");
-    // Used until: the ordinary hold ends (unless holding through), the
-    // test lets a held-through lease go, or the builder ends the lease.
     const endedByBuilder = (async () => {
       for await (const msg of messages) {
         if ("expired" in msg) return "expired" as const;
@@ -330,18 +373,123 @@ export class LeaseClient {
       }
       return "lost" as const;
     })().catch(() => "lost" as const);
-    const [lo, hi] = this.options.holdMs;
-    const ordinary = pause(lo + Math.random() * (hi - lo)).then(async () => {
-      while (this.holdThrough) await this.#through.promise;
-      return "released" as const;
-    });
-    const ended = await Promise.race([endedByBuilder, ordinary]);
+    const ended = await Promise.race([endedByBuilder, this.ordinaryHold()]);
     try {
       conn.close();
     } catch {
       // Closed by the builder.
     }
     ledger.letGo(span, ended);
+  }
+}
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+/**
+ * Runs the real `sai-resource` in launcher mode with `--kill-on-expiry`
+ * (`sai-resource r 1 LEASE COOKIE --kill-on-expiry --grace 1 -- sleep …`).
+ * In use from its "granted" line until the launcher and its command have
+ * both exited (the end of their shared output pipes): a command told its
+ * lease is over counts as let go only once it has actually stopped.  An
+ * ordinary hold ends with SIGTERM to the launcher, which passes it on.
+ */
+export class LauncherClient extends CyclingClient {
+  #child: Deno.ChildProcess | undefined;
+
+  async abort(): Promise<void> {
+    this.stopping = true;
+    this.letGoThrough();
+    const child = this.#child;
+    if (!child) return;
+    kill(child, "SIGTERM");
+    const timer = setTimeout(() => kill(child, "SIGKILL"), 5000);
+    await child.status;
+    clearTimeout(timer);
+  }
+
+  protected async cycle(cookie: string): Promise<void | "unreachable"> {
+    const { ledger } = this.options;
+    const span = this.newSpan(cookie);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-all",
+        "--quiet",
+        "client.ts",
+        this.options.resource,
+        String(span.amount),
+        String(this.options.lease),
+        cookie,
+        "--socket",
+        this.options.socket(),
+        "--kill-on-expiry",
+        "--grace",
+        "1",
+        "--",
+        "sleep",
+        "600",
+      ],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#child = child;
+    ledger.asked(span);
+    let stderr = "";
+    const granted = Promise.withResolvers<boolean>();
+    const output = (async () => {
+      const out = child.stdout.pipeTo(new WritableStream());
+      for await (
+        const chunk of child.stderr.pipeThrough(new TextDecoderStream())
+      ) {
+        stderr += chunk;
+        if (/: granted /.test(stderr)) granted.resolve(true);
+      }
+      await out;
+      granted.resolve(false);
+    })();
+    try {
+      if (!(await granted.promise)) {
+        await output;
+        await child.status;
+        if (/Cannot reach the builder/.test(stderr)) {
+          ledger.neverAsked(span);
+          return "unreachable";
+        }
+        span.detail = stderr.trim();
+        ledger.answered(
+          span,
+          /closed the connection/.test(stderr) ? "closed" : "refused",
+        );
+        return;
+      }
+      ledger.answered(span, "granted");
+      const told = output.then(() => "done" as const);
+      const first = await Promise.race([told, this.ordinaryHold()]);
+      if (first === "released") kill(child, "SIGTERM");
+      // Its output ends when the launcher and the command are both gone.
+      await output;
+      await child.status;
+      ledger.letGo(
+        span,
+        /expired while/.test(stderr)
+          ? "expired"
+          : /was lost/.test(stderr)
+          ? "lost"
+          : "released",
+      );
+    } finally {
+      this.#child = undefined;
+    }
+  }
+}
+
+function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
+  try {
+    child.kill(signal);
+  } catch {
+    // Exited.
   }
 }
 

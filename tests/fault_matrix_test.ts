@@ -21,7 +21,12 @@
 import assert from "node:assert/strict";
 import { BuilderProc, ServerProc, waitFor } from "./_harness.ts";
 import { FaultProxy } from "./_proxy.ts";
-import { LeaseClient, Ledger } from "./_lease_workload.ts";
+import {
+  type CyclingClient,
+  LauncherClient,
+  Ledger,
+  ProtocolClient,
+} from "./_lease_workload.ts";
 
 const BUDGET = 2;
 /** Seconds, server and builders alike: every fault outlasts it. */
@@ -37,7 +42,12 @@ const LONG_FAULT_MS = 2.5 * HEARTBEAT * 1000;
 const SHORT_FAULT_MS = 1.5 * HEARTBEAT * 1000;
 /** Long enough that no lease ends by itself during a scenario. */
 const LEASE = 120;
-const CLIENTS_PER_BUILDER = 3;
+/**
+ * Per builder: clients speaking the protocol themselves, and real
+ * `sai-resource` launchers with `--kill-on-expiry`.
+ */
+const PROTOCOL_CLIENTS = 3;
+const LAUNCHER_CLIENTS = 1;
 
 /** A running matrix: the programs, the proxies between them, the clients. */
 interface Rig {
@@ -47,7 +57,7 @@ interface Rig {
   builders: Record<"a" | "b", BuilderProc>;
   builderArgs: string[];
   ledger: Ledger;
-  clients: LeaseClient[];
+  clients: CyclingClient[];
 }
 
 /** The figures one scenario prints. */
@@ -63,7 +73,7 @@ interface Figures {
   grants: number;
 }
 
-function clientsOf(rig: Rig, group: "a" | "b"): LeaseClient[] {
+function clientsOf(rig: Rig, group: "a" | "b"): CyclingClient[] {
   return rig.clients.filter((c) => c.options.group === group);
 }
 
@@ -111,7 +121,7 @@ async function startBuilder(
 
 /** Stops every process of the rig, waking any that a fault left stopped. */
 async function teardown(rig: Partial<Rig>): Promise<void> {
-  for (const c of rig.clients ?? []) c.abort();
+  await Promise.all((rig.clients ?? []).map((c) => c.abort()));
   for (const p of [rig.builders?.a, rig.builders?.b, rig.server]) {
     p?.kill("SIGCONT");
   }
@@ -207,17 +217,20 @@ async function scenario(
     const rig = partial as Rig;
     rig.clients = [];
     for (const group of ["a", "b"] as const) {
-      for (let i = 1; i <= CLIENTS_PER_BUILDER; i++) {
+      for (let i = 1; i <= PROTOCOL_CLIENTS + LAUNCHER_CLIENTS; i++) {
+        const options = {
+          name: `${group}${i}`,
+          group,
+          socket: () => rig.builders[group].socket,
+          ledger: rig.ledger,
+          resource: "r",
+          lease: LEASE,
+          holdMs: [30, 250] as [number, number],
+        };
         rig.clients.push(
-          new LeaseClient({
-            name: `${group}${i}`,
-            group,
-            socket: () => rig.builders[group].socket,
-            ledger: rig.ledger,
-            resource: "r",
-            lease: LEASE,
-            holdMs: [30, 250],
-          }),
+          i <= PROTOCOL_CLIENTS
+            ? new ProtocolClient(options)
+            : new LauncherClient(options),
         );
       }
     }

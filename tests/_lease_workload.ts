@@ -11,8 +11,9 @@
  * holder that is never told keeps using the unit: that is the danger the
  * fault tests look for.
  *
- * Every timestamp is taken in the test's process, on one monotonic clock,
- * and every change is seen in the order it happened.
+ * Timestamps are taken in the test's process on one clock ({@linkcode now}),
+ * except the moment a launched command stops, which the command reports
+ * itself (it is in use until it has stopped, not until we hear of it).
  *
  * @module
  */
@@ -27,6 +28,14 @@ import {
   type ServerMessage,
 } from "../src/protocol/protocol.ts";
 
+/**
+ * The clock every figure is read on: ms since the epoch, monotonic within
+ * this process (`performance`), comparable with a command's `date +%s%N`.
+ */
+export function now(): number {
+  return performance.timeOrigin + performance.now();
+}
+
 /** How one request went. */
 export interface Span {
   client: string;
@@ -34,17 +43,26 @@ export interface Span {
   group: string;
   cookie: string;
   amount: number;
-  /** When the request was written (ms, `performance.now()`). */
+  /** When the request was made ({@linkcode now}). */
   asked: number;
   /** When it was answered, if it was. */
   answered?: number;
   outcome?: "granted" | "refused" | "closed";
   /** Why a refusal or a close before the grant happened. */
   detail?: string;
-  /** When the holder let go (granted requests only). */
+  /** When the holder stopped using the unit (granted requests only). */
   letGo?: number;
   /** Who ended the holding: the client itself, or the builder. */
   ended?: "released" | "expired" | "lost";
+}
+
+/** The most units in use at once, from the holders' timestamps. */
+export interface Peak {
+  units: number;
+  /** When it was first reached ({@linkcode now}). */
+  at: number;
+  /** The cookies in use then. */
+  holders: string[];
 }
 
 /** Totals over a time window, from the holders' own timestamps. */
@@ -64,25 +82,24 @@ export interface WindowFigures {
   lost: number;
 }
 
-/** What every client of a workload shares. */
+/**
+ * What every client of a workload shares: live counts to steer the test
+ * by, and every span, from which the figures are computed afterwards (a
+ * command reports when it stopped after the fact).
+ */
 export class Ledger {
   readonly budget: number;
   readonly spans: Span[] = [];
+  /** Units held right now, as far as the clients know yet. */
   inUse = 0;
-  peak = 0;
-  /** When the peak was first reached, and the spans in use then. */
-  peakAt = 0;
-  peakHolders: string[] = [];
+  /** Requests waiting for an answer right now. */
   waiting = 0;
   /** Bumped on every change, so a reader can tell nothing moved meanwhile. */
   version = 0;
-  /** [time, units in use, requests waiting] after each change. */
-  readonly timeline: [number, number, number][] = [];
   #held = new Map<string, Span>();
 
   constructor(budget: number) {
     this.budget = budget;
-    this.timeline.push([performance.now(), 0, 0]);
   }
 
   /** Cookies held right now. */
@@ -100,43 +117,34 @@ export class Ledger {
   asked(span: Span): void {
     this.spans.push(span);
     this.waiting++;
-    this.#changed();
+    this.version++;
   }
 
   /** Takes back {@linkcode asked}: the request never reached a builder. */
   neverAsked(span: Span): void {
     this.spans.splice(this.spans.indexOf(span), 1);
     this.waiting--;
-    this.#changed();
+    this.version++;
   }
 
   answered(span: Span, outcome: NonNullable<Span["outcome"]>): void {
-    span.answered = performance.now();
+    span.answered = now();
     span.outcome = outcome;
     this.waiting--;
     if (outcome === "granted") {
       this.inUse += span.amount;
       this.#held.set(span.cookie, span);
-      if (this.inUse > this.peak) {
-        this.peak = this.inUse;
-        this.peakAt = span.answered;
-        this.peakHolders = this.held();
-      }
     }
-    this.#changed();
+    this.version++;
   }
 
-  letGo(span: Span, ended: NonNullable<Span["ended"]>): void {
-    span.letGo = performance.now();
+  /** The holder stopped using the unit, at `at` if it said when. */
+  letGo(span: Span, ended: NonNullable<Span["ended"]>, at = now()): void {
+    span.letGo = at;
     span.ended = ended;
     this.inUse -= span.amount;
     this.#held.delete(span.cookie);
-    this.#changed();
-  }
-
-  #changed(): void {
     this.version++;
-    this.timeline.push([performance.now(), this.inUse, this.waiting]);
   }
 
   /** Grants so far, all groups or one. */
@@ -146,25 +154,67 @@ export class Ledger {
     ).length;
   }
 
-  /** Figures for the window [from, to] (ms, `performance.now()`). */
+  /**
+   * Every change in time order: [time, change in units in use, change in
+   * requests waiting, span].  At equal times a letting go comes first.
+   */
+  #events(): [number, number, number, Span][] {
+    const events: [number, number, number, Span][] = [];
+    for (const s of this.spans) {
+      events.push([s.asked, 0, 1, s]);
+      if (s.answered === undefined) continue;
+      events.push([s.answered, 0, -1, s]);
+      if (s.outcome !== "granted") continue;
+      events.push([s.answered, s.amount, 0, s]);
+      if (s.letGo !== undefined) events.push([s.letGo, -s.amount, 0, s]);
+    }
+    return events.sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  }
+
+  /** The most units in use at once. */
+  peak(): Peak {
+    const peak: Peak = { units: 0, at: 0, holders: [] };
+    let inUse = 0;
+    const holding = new Set<string>();
+    for (const [t, units, , span] of this.#events()) {
+      if (units === 0) continue;
+      inUse += units;
+      if (units > 0) holding.add(span.cookie);
+      else holding.delete(span.cookie);
+      if (inUse > peak.units) {
+        Object.assign(peak, { units: inUse, at: t, holders: [...holding] });
+      }
+    }
+    return peak;
+  }
+
+  /** Figures for the window [from, to] ({@linkcode now}). */
   window(from: number, to: number): WindowFigures {
     let idle = 0;
     let longest = 0;
     let stretch = 0;
-    for (let i = 0; i < this.timeline.length; i++) {
-      const [t, inUse, waiting] = this.timeline[i]!;
-      const next = this.timeline[i + 1]?.[0] ?? to;
+    let inUse = 0;
+    let waiting = 0;
+    let t = from;
+    const account = (until: number) => {
       const a = Math.max(t, from);
-      const b = Math.min(next, to);
+      const b = Math.min(until, to);
       const starved = inUse < this.budget && waiting > 0;
       if (starved && b > a) {
         idle += b - a;
         stretch += b - a;
         longest = Math.max(longest, stretch);
-      } else if (!starved && next > from) {
+      } else if (!starved && b > a) {
         stretch = 0;
       }
+      t = Math.max(t, until);
+    };
+    for (const [at, units, waits] of this.#events()) {
+      account(at);
+      inUse += units;
+      waiting += waits;
     }
+    account(to);
     const inWindow = (t: number | undefined) =>
       t !== undefined && t >= from && t <= to;
     return {
@@ -265,7 +315,7 @@ export abstract class CyclingClient {
       group: this.options.group,
       cookie,
       amount: 1,
-      asked: performance.now(),
+      asked: now(),
     };
   }
 
@@ -386,12 +436,25 @@ export class ProtocolClient extends CyclingClient {
 const ROOT = new URL("..", import.meta.url).pathname;
 
 /**
+ * The launched command: it uses the unit until SIGTERM (which the launcher
+ * passes on, from us or from `--kill-on-expiry`), and says when it stopped.
+ */
+const COMMAND = [
+  "sh",
+  "-c",
+  `trap 'echo "fault-matrix: stopped $(date +%s%N)" >&2; kill $s; exit 0' TERM
+sleep 30 & s=$!
+wait $s`,
+];
+
+/**
  * Runs the real `sai-resource` in launcher mode with `--kill-on-expiry`
- * (`sai-resource r 1 LEASE COOKIE --kill-on-expiry --grace 1 -- sleep …`).
- * In use from its "granted" line until the launcher and its command have
- * both exited (the end of their shared output pipes): a command told its
- * lease is over counts as let go only once it has actually stopped.  An
- * ordinary hold ends with SIGTERM to the launcher, which passes it on.
+ * (`sai-resource r 1 LEASE COOKIE --kill-on-expiry --grace 1 -- sh …`).
+ * In use from its "granted" line until the command says it stopped, or,
+ * should it not get to say so, until the launcher and the command have both
+ * exited (the end of their shared output pipes): a command told its lease is
+ * over counts as let go only once it has actually stopped.  An ordinary hold
+ * ends with SIGTERM to the launcher, which passes it on.
  */
 export class LauncherClient extends CyclingClient {
   #child: Deno.ChildProcess | undefined;
@@ -426,8 +489,7 @@ export class LauncherClient extends CyclingClient {
         "--grace",
         "1",
         "--",
-        "sleep",
-        "600",
+        ...COMMAND,
       ],
       cwd: ROOT,
       stdin: "null",
@@ -471,6 +533,7 @@ export class LauncherClient extends CyclingClient {
       // Its output ends when the launcher and the command are both gone.
       await output;
       await child.status;
+      const stopped = stderr.match(/fault-matrix: stopped (\d+)/);
       ledger.letGo(
         span,
         /expired while/.test(stderr)
@@ -478,6 +541,7 @@ export class LauncherClient extends CyclingClient {
           : /was lost/.test(stderr)
           ? "lost"
           : "released",
+        stopped ? Number(stopped[1]) / 1e6 : now(),
       );
     } finally {
       this.#child = undefined;

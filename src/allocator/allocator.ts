@@ -54,12 +54,14 @@ export class Allocator {
   #queuedByOwner = new Map<string, number>();
   #maxQueuedPerOwner: number;
   #reclaiming = false;
+  #marginMs: number;
 
   constructor(budgets: Iterable<[string, number]>, options: AllocatorOptions) {
     this.#now = options.now;
     this.#maxLease = options.maxLease ?? 86_400;
     this.#policy = options.policy ?? fifo;
     this.#maxQueuedPerOwner = options.maxQueuedPerOwner ?? 10_000;
+    this.#marginMs = options.expiryMarginMs ?? 0;
     for (const [name, budget] of budgets) {
       this.#resources.set(name, new Resource(name, budget));
     }
@@ -374,7 +376,9 @@ export class Allocator {
       const at = this.#expiries.peekKey();
       if (at === undefined || at > now) break;
       const entry = this.#expiries.pop()!;
-      if (!this.#isLive(entry) || entry.expires !== at) continue;
+      if (!this.#isLive(entry) || entry.expires + this.#marginMs !== at) {
+        continue;
+      }
       this.#remove(entry);
       for (const p of entry.parts) touched.add(p.res);
       const first = entry.parts[0]!;
@@ -557,7 +561,7 @@ export class Allocator {
       if (res.allocated > res.peak) res.peak = res.allocated;
       res.leased.add(p);
     }
-    this.#expiries.push(entry.expires, entry);
+    this.#expiries.push(entry.expires + this.#marginMs, entry);
   }
 
   // --- Operator actions (issue #5) -------------------------------------

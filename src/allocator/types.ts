@@ -98,6 +98,12 @@ export interface AllocatorOptions {
   policy?: Policy;
   /** Most requests one owner may have queued at once (default 10,000). */
   maxQueuedPerOwner?: number;
+  /**
+   * Keep an expired lease counted this many ms past its end (default 0),
+   * so that its holder, told by a builder that saw the grant a moment
+   * later, has let go before the amount is granted again.
+   */
+  expiryMarginMs?: number;
 }
 
 /** A live lease in a status snapshot. */

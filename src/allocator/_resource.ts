@@ -48,6 +48,8 @@ export class Resource implements ResourceView<Part> {
   head: Part | null = null;
   tail: Part | null = null;
   leased = new Set<Part>();
+  /** What each owner holds here: a restore never takes one past the budget. */
+  heldBy = new Map<string, number>();
 
   constructor(name: string, budget: number) {
     this.name = name;
@@ -139,6 +141,7 @@ export function grantOf(
   entry: Entry,
   now: number,
   restored: boolean,
+  known = false,
 ): GrantOutcome {
   const first = entry.parts[0]!;
   const grant: GrantOutcome = {
@@ -153,5 +156,6 @@ export function grantOf(
   };
   if (entry.parts.length > 1) grant.resources = resourcesOf(entry)!;
   if (restored) grant.restored = true;
+  if (known) grant.known = true;
   return grant;
 }

@@ -53,12 +53,15 @@ export class Allocator {
   #seq = 0;
   #queuedByOwner = new Map<string, number>();
   #maxQueuedPerOwner: number;
+  #reclaiming = false;
+  #marginMs: number;
 
   constructor(budgets: Iterable<[string, number]>, options: AllocatorOptions) {
     this.#now = options.now;
     this.#maxLease = options.maxLease ?? 86_400;
     this.#policy = options.policy ?? fifo;
     this.#maxQueuedPerOwner = options.maxQueuedPerOwner ?? 10_000;
+    this.#marginMs = options.expiryMarginMs ?? 0;
     for (const [name, budget] of budgets) {
       this.#resources.set(name, new Resource(name, budget));
     }
@@ -100,10 +103,14 @@ export class Allocator {
 
   /**
    * Re-admits what a builder had before its link to the server broke.  A
-   * `"lease"` is a real holding: it is admitted even beyond the budget (and
-   * nothing new is granted until back under it).  A `"queued"` request
-   * keeps its place if it still has one, else queues at the tail.  Known
-   * cookies are never counted twice: their current state is re-sent.
+   * `"lease"` is a real holding: it is validated like a request (known
+   * resource, amount within the budget, lease within the limit) and never
+   * takes its builder past the budget of a resource, but it is admitted
+   * even while the resource as a whole is at its budget (the audit
+   * `overBudgetGrants` then counts it).  A `"queued"` request keeps its
+   * place if it still has one, else queues by rank.  Known cookies are
+   * never counted twice: their current state is re-sent.  Restores are
+   * admitted during a reclaim grace.
    */
   restore(
     owner: string,
@@ -111,31 +118,103 @@ export class Allocator {
     kind: "lease" | "queued",
   ): Outcome[] {
     const existing = this.#owners.get(owner)?.get(req.cookie);
-    if (existing?.state === "leased") return [grantOf(existing, 0, true)];
+    if (existing?.state === "leased") {
+      return [grantOf(existing, 0, true, true)];
+    }
     if (existing && kind === "queued") return [];
     if (kind === "queued") return this.request(owner, req);
     const now = this.#now();
     let entry = existing;
     if (entry) {
+      const refusal = this.#restoreBounds(
+        owner,
+        req,
+        entry.parts.map((p) => [p.res, p.amount]),
+      );
+      if (refusal) {
+        this.#remove(entry);
+        return [refusal, ...this.#schedule(resourcesTouched(entry), [])];
+      }
       for (const p of entry.parts) p.res.unlink(p);
       this.#countQueued(owner, -1);
+      entry.lease = req.lease;
+      entry.leaseMs = req.lease * 1000;
+      for (const p of entry.parts) p.leaseMs = entry.leaseMs;
     } else {
-      const checked = this.#check(owner, req, { restoring: true });
+      const checked = this.#check(owner, req);
       if (!Array.isArray(checked)) return [checked];
+      const refusal = this.#restoreBounds(owner, req, checked);
+      if (refusal) return [refusal];
       entry = this.#add(owner, req, checked);
     }
     this.#lease(entry, now);
+    for (const p of entry.parts) {
+      if (p.res.allocated > p.res.budget) p.res.overBudgetGrants++;
+    }
     return [grantOf(entry, now, true)];
+  }
+
+  /** Why a restored lease may not be admitted, if it may not. */
+  #restoreBounds(
+    owner: string,
+    req: LeaseRequest,
+    targets: [Resource, number][],
+  ): RefusalOutcome | undefined {
+    const label = targets.map(([r]) => r.name).join(",");
+    const refuse = (reason: RefusalReason, message: string) => ({
+      type: "refuse" as const,
+      owner,
+      cookie: req.cookie,
+      reason,
+      message,
+    });
+    if (req.lease > this.#maxLease) {
+      return refuse(
+        "lease-too-long",
+        `Cannot restore "${label}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
+      );
+    }
+    for (const [res, amount] of targets) {
+      const held = res.heldBy.get(owner) ?? 0;
+      if (held + amount > res.budget) {
+        return refuse(
+          "exceeds-budget",
+          `Cannot restore "${res.name}": this builder would hold ${
+            held + amount
+          }, over the budget of ${res.budget}`,
+        );
+      }
+    }
+    return undefined;
+  }
+
+  /** Whether new grants are held back (a reclaim grace). */
+  get reclaiming(): boolean {
+    return this.#reclaiming;
+  }
+
+  /**
+   * Starts a reclaim grace: until {@linkcode endReclaim}, nothing new is
+   * granted; requests queue and keep their places, restores are admitted.
+   */
+  beginReclaim(): void {
+    this.#reclaiming = true;
+  }
+
+  /** Ends a reclaim grace; returns the grants it allows now. */
+  endReclaim(): Outcome[] {
+    if (!this.#reclaiming) return [];
+    this.#reclaiming = false;
+    return this.#schedule(this.#resources.values(), []);
   }
 
   /**
    * Validates a request: its resources and amounts as targets, or why it
-   * is refused.  A restored lease may exceed a budget (lowered meanwhile).
+   * is refused.
    */
   #check(
     owner: string,
     req: LeaseRequest,
-    options: { restoring?: boolean } = {},
   ): [Resource, number][] | RefusalOutcome {
     const refuse = (
       reason: RefusalReason,
@@ -163,7 +242,7 @@ export class Allocator {
           `Cannot lease "${resname}": no such resource`,
         );
       }
-      if (amount > res.budget && !options.restoring) {
+      if (amount > res.budget) {
         return refuse(
           "exceeds-budget",
           `Cannot lease "${resname}": amount ${amount} exceeds the budget of ${res.budget}`,
@@ -177,7 +256,7 @@ export class Allocator {
       }
       targets.push([res, amount]);
     }
-    if (req.lease > this.#maxLease && !options.restoring) {
+    if (req.lease > this.#maxLease) {
       return refuse(
         "lease-too-long",
         `Cannot lease "${label()}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
@@ -297,7 +376,9 @@ export class Allocator {
       const at = this.#expiries.peekKey();
       if (at === undefined || at > now) break;
       const entry = this.#expiries.pop()!;
-      if (!this.#isLive(entry) || entry.expires !== at) continue;
+      if (!this.#isLive(entry) || entry.expires + this.#marginMs !== at) {
+        continue;
+      }
       this.#remove(entry);
       for (const p of entry.parts) touched.add(p.res);
       const first = entry.parts[0]!;
@@ -406,6 +487,9 @@ export class Allocator {
     for (const p of entry.parts) {
       if (entry.state === "leased") {
         p.res.allocated -= p.amount;
+        const held = (p.res.heldBy.get(entry.owner) ?? 0) - p.amount;
+        if (held === 0) p.res.heldBy.delete(entry.owner);
+        else p.res.heldBy.set(entry.owner, held);
         p.res.leased.delete(p);
       } else {
         p.res.unlink(p);
@@ -419,6 +503,7 @@ export class Allocator {
    * again.
    */
   #schedule(start: Iterable<Resource>, out: Outcome[]): Outcome[] {
+    if (this.#reclaiming) return out;
     const now = this.#now();
     // Only multi-resource grants need a work list: most calls never make one.
     let again: Set<Resource> | undefined;
@@ -469,10 +554,14 @@ export class Allocator {
       const res = p.res;
       p.expires = entry.expires;
       res.allocated += p.amount;
+      res.heldBy.set(
+        entry.owner,
+        (res.heldBy.get(entry.owner) ?? 0) + p.amount,
+      );
       if (res.allocated > res.peak) res.peak = res.allocated;
       res.leased.add(p);
     }
-    this.#expiries.push(entry.expires, entry);
+    this.#expiries.push(entry.expires + this.#marginMs, entry);
   }
 
   // --- Operator actions (issue #5) -------------------------------------

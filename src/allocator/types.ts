@@ -39,6 +39,11 @@ export interface GrantOutcome {
   waited: number;
   /** Re-admitted after a reconnect, not newly granted. */
   restored?: boolean;
+  /**
+   * A restore of a lease the allocator already had: its grant re-sent,
+   * nothing newly admitted.
+   */
+  known?: boolean;
 }
 
 /** A request was refused. */
@@ -93,6 +98,12 @@ export interface AllocatorOptions {
   policy?: Policy;
   /** Most requests one owner may have queued at once (default 10,000). */
   maxQueuedPerOwner?: number;
+  /**
+   * Keep an expired lease counted this many ms past its end (default 0),
+   * so that its holder, told by a builder that saw the grant a moment
+   * later, has let go before the amount is granted again.
+   */
+  expiryMarginMs?: number;
 }
 
 /** A live lease in a status snapshot. */
@@ -139,8 +150,9 @@ export interface ResourceStatus {
   /** The most ever allocated at once, restored leases included. */
   peak: number;
   /**
-   * New grants that left more allocated than the budget: an audit that must
-   * stay 0 (only restored leases may exceed the budget).
+   * Grants, restores included, that left more allocated than the budget:
+   * an audit that stays 0 unless a fault outlived the graces that guard
+   * the budget (a restore past them), or the budget was lowered.
    */
   overBudgetGrants: number;
   queuedRequests: number;

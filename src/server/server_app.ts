@@ -17,7 +17,14 @@ import { type Fields, Logger } from "../shared/log.ts";
 import type { AdminTarget } from "./admin.ts";
 import { OperatorActions } from "./operator.ts";
 import { QueueProgress } from "./progress.ts";
-import type { Session } from "./sessions.ts";
+import type { Detached, Session } from "./sessions.ts";
+import { ReclaimGrace } from "./reclaim.ts";
+import {
+  ANONYMOUS,
+  readState,
+  sessionDigest,
+  StateWriter,
+} from "./state_file.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
 import type { ServerStats, StatusDocument } from "./status_document.ts";
@@ -65,7 +72,27 @@ export interface ServerOptions {
   now?: () => number;
   /** Bearer token for the admin API; without it the API is disabled. */
   adminToken?: string;
+  /**
+   * Seconds a lost builder's leases stay counted (at most until their own
+   * end), from when the server last heard from it (default 3 × heartbeat).
+   * Builders fence themselves after 2/3 of it.
+   */
+  builderGrace?: number;
+  /**
+   * Seconds after a start that follows a crash during which only restores
+   * are admitted (default: the builder grace); 0 turns it off.
+   */
+  reclaimGrace?: number;
+  /** Stable storage: whether leases may be outstanding (see state_file.ts). */
+  stateFile?: string | undefined;
 }
+
+/**
+ * An expired lease stays counted this long past its end: a builder ends
+ * its holder at the end by its own clock, started when the grant reached
+ * it, a moment after the server's.
+ */
+const EXPIRY_MARGIN_MS = 1000;
 
 /** A running server. */
 export interface SaiServer {
@@ -86,6 +113,7 @@ export interface SaiServer {
 /** Starts a server; resolves once it is listening. */
 export async function startServer(options: ServerOptions): Promise<SaiServer> {
   const app = new ServerApp(options);
+  await app.loadState(options);
   return await app.listen(
     options.hostname ?? "127.0.0.1",
     options.port ?? 4460,
@@ -97,6 +125,15 @@ class ServerApp {
   #now: () => number;
   #allocator: Allocator;
   #sessions = new Map<string, Session>();
+  /** Builders whose link is lost, their leases still counted. */
+  #detached = new Map<string, Detached>();
+  #builderGraceMs: number;
+  /** Seconds a builder may go without a round trip before it fences. */
+  #fence: number;
+  #reclaim: ReclaimGrace | undefined;
+  #state: StateWriter | undefined;
+  /** Digests recorded in the state file as possibly holding leases. */
+  #stateBuilders = new Set<string>();
   /** Public ids by session, kept while the session lives. */
   #publicIds = new Map<string, string>();
   #nextId = 1;
@@ -113,6 +150,8 @@ class ServerApp {
     releases: 0,
     withdrawals: 0,
     forcedReleases: 0,
+    restores: 0,
+    drops: 0,
   };
   #closing = false;
   #tokens: TokenEntry[] | undefined;
@@ -128,8 +167,12 @@ class ServerApp {
     this.#now = options.now ?? Date.now;
     this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
     this.#heartbeat = options.heartbeat ?? 10;
+    const grace = options.builderGrace ?? 3 * this.#heartbeat;
+    this.#builderGraceMs = grace * 1000;
+    this.#fence = Math.round(grace * 2 / 3 * 1000) / 1000;
     this.#allocator = new Allocator(options.budgets, {
       now: this.#now,
+      expiryMarginMs: EXPIRY_MARGIN_MS,
       ...(options.maxLease !== undefined && { maxLease: options.maxLease }),
       ...(options.policy !== undefined && { policy: options.policy }),
       ...(options.maxQueuedPerBuilder !== undefined &&
@@ -156,6 +199,69 @@ class ServerApp {
       admin: this.#operator,
       adminToken: options.adminToken,
       logger: this.#log,
+    });
+  }
+
+  /**
+   * Reads the state file, starts the reclaim grace if the last run did not
+   * end cleanly, and marks the file dirty before anything can be granted.
+   */
+  async loadState(options: ServerOptions): Promise<void> {
+    const path = options.stateFile;
+    if (path === undefined) return;
+    const previous = await readState(path);
+    this.#state = new StateWriter(path);
+    const reclaimMs = (options.reclaimGrace ?? this.#builderGraceMs / 1000) *
+      1000;
+    const crashed = previous !== undefined && !previous.clean &&
+      previous.builders.length > 0;
+    if (crashed) {
+      for (const d of previous.builders) this.#stateBuilders.add(d);
+    }
+    await this.#writeState(false);
+    if (!crashed || reclaimMs <= 0) return;
+    // Builders fence by the fence the last run announced: wait at least that.
+    const graceMs = Math.max(reclaimMs, previous.fence * 1000);
+    this.#allocator.beginReclaim();
+    this.#reclaim = new ReclaimGrace({
+      graceMs,
+      expected: previous.builders,
+      onEnd: (reason) => {
+        this.#log.info("reclaim grace ended", { reason });
+        this.#reclaim = undefined;
+        // Builders that never came back have fenced by now.
+        this.#stateBuilders = new Set(
+          [...this.#sessions.values(), ...this.#detached.values()]
+            .map((s) => s.digest ?? ANONYMOUS),
+        );
+        this.#writeState(false).catch((err) => this.#stateError(err));
+        for (const name of this.#allocator.budgets().keys()) {
+          this.#progress.touch(name);
+        }
+        this.#apply(this.#allocator.endReclaim());
+      },
+    }, this.#now());
+    this.#log.warn("reclaim grace: the last run did not end cleanly", {
+      seconds: graceMs / 1000,
+      builders: previous.builders.length,
+      hint: "only restores are admitted until the builders are back",
+    });
+  }
+
+  #writeState(clean: boolean): Promise<void> {
+    if (!this.#state) return Promise.resolve();
+    return this.#state.write({
+      version: 1,
+      clean,
+      fence: this.#fence,
+      builders: clean ? [] : [...this.#stateBuilders],
+    });
+  }
+
+  #stateError(err: unknown): void {
+    this.#log.error("cannot write the state file", {
+      path: this.#state?.path,
+      error: (err as Error).message,
     });
   }
 
@@ -192,6 +298,12 @@ class ServerApp {
         this.#routes.close();
         clearTimeout(this.#timer);
         this.#progress.close();
+        this.#reclaim?.close();
+        for (const d of this.#detached.values()) clearTimeout(d.timer);
+        // Clean only if nothing is held: else the next start reclaims.
+        const held = this.#allocator.status().some((r) => r.allocated > 0);
+        if (!held) this.#stateBuilders.clear();
+        await this.#writeState(!held).catch((err) => this.#stateError(err));
         for (const s of this.#sessions.values()) {
           s.socket.close(1001, "server shutting down");
         }
@@ -201,9 +313,10 @@ class ServerApp {
   }
 
   status(): StatusDocument {
-    const names = new Map(
+    const names = new Map<string, string>(
       [...this.#sessions.values()].map((s) => [s.owner!, s.name ?? ""]),
     );
+    for (const [owner, d] of this.#detached) names.set(owner, d.name);
     const named = <T extends { owner: string }>(x: T) => ({
       ...x,
       owner: this.#pid(x.owner),
@@ -212,6 +325,7 @@ class ServerApp {
     return {
       version: 1,
       time: this.#now(),
+      reclaimUntil: this.#reclaim?.until ?? null,
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
         id: s.publicId,
@@ -232,8 +346,19 @@ class ServerApp {
     info: Deno.ServeHandlerInfo,
   ): Response | Promise<Response> {
     if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      // Browsers always send an Origin, builders never do: a page from any
+      // other local origin must not get a builder's link.
+      if (req.headers.has("origin")) {
+        this.#log.warn("builder refused", {
+          reason: "WebSocket upgrade with an Origin header",
+          origin: req.headers.get("origin")!.slice(0, 100),
+        });
+        return new Response("WebSocket upgrades from browsers are refused\n", {
+          status: 403,
+        });
+      }
       const { socket, response } = Deno.upgradeWebSocket(req, {
-        idleTimeout: this.#heartbeat,
+        idleTimeout: Math.max(1, Math.ceil(this.#heartbeat)),
       });
       this.#accept(socket);
       return response;
@@ -250,6 +375,7 @@ class ServerApp {
       name: undefined,
       socket,
       connectedAt: this.#now(),
+      lastHeard: this.#now(),
     };
     const helloTimer = setTimeout(() => {
       this.#reject(conn, "no hello in time");
@@ -258,6 +384,7 @@ class ServerApp {
     // hello's token is asynchronous.
     let queue = Promise.resolve();
     socket.onmessage = (ev) => {
+      conn.lastHeard = this.#now();
       const data = ev.data;
       queue = queue.then(async () => {
         if (socket.readyState !== WebSocket.OPEN) return;
@@ -270,6 +397,7 @@ class ServerApp {
     };
     socket.onclose = () => {
       clearTimeout(helloTimer);
+      this.#reclaim?.restored(conn.id, undefined);
       const owner = conn.owner;
       // A connection replaced by a newer one of the same builder owns nothing.
       if (owner === undefined || this.#sessions.get(owner) !== conn) return;
@@ -278,13 +406,85 @@ class ServerApp {
         builder: conn.publicId,
         name: conn.name,
       });
-      this.#publicIds.delete(owner);
       if (this.#closing) return;
-      this.#progress.forgetOwner(owner);
-      this.#progress.touchAll();
-      this.#apply(this.#allocator.dropOwner(owner));
+      this.#detach(conn, owner);
     };
     socket.onerror = () => {};
+  }
+
+  /**
+   * A builder's link is lost.  Its queued requests are withdrawn (it
+   * re-sends them when it is back); its leases stay counted until their
+   * own end or the builder grace, from when it was last heard: the builder
+   * fences itself before that if it cannot resume its session.
+   */
+  #detach(conn: Session, owner: string): void {
+    this.#progress.forgetOwner(owner);
+    this.#progress.touchAll();
+    const out: Outcome[] = [];
+    let leases = 0;
+    for (const cookie of this.#allocator.cookiesOf(owner)) {
+      if (this.#allocator.lookup(owner, cookie)?.state === "leased") {
+        leases++;
+        continue;
+      }
+      const { found, outcomes } = this.#allocator.release(owner, cookie);
+      if (found === "queued") this.#stats.withdrawals++;
+      out.push(...outcomes);
+    }
+    if (leases === 0) {
+      this.#publicIds.delete(owner);
+      this.#apply(out);
+      return;
+    }
+    if (conn.digest === ANONYMOUS) {
+      // Without a session it can never resume: nothing to keep them for.
+      this.#apply(out);
+      this.#detached.set(owner, {
+        name: conn.name ?? "",
+        publicId: conn.publicId,
+        digest: conn.digest,
+        timer: undefined,
+      });
+      this.#dropDetached(owner);
+      return;
+    }
+    const wait = Math.max(
+      0,
+      conn.lastHeard + this.#builderGraceMs - this.#now(),
+    );
+    this.#detached.set(owner, {
+      name: conn.name ?? "",
+      publicId: conn.publicId,
+      digest: conn.digest,
+      timer: setTimeout(() => this.#dropDetached(owner), wait),
+    });
+    this.#log.info("builder leases kept for the builder grace", {
+      builder: conn.publicId,
+      leases,
+      seconds: Math.round(wait) / 1000,
+    });
+    this.#apply(out);
+  }
+
+  /** The builder grace ran out: its leases are dropped. */
+  #dropDetached(owner: string): void {
+    const d = this.#detached.get(owner);
+    if (!d) return;
+    this.#detached.delete(owner);
+    this.#publicIds.delete(owner);
+    let leases = 0;
+    for (const cookie of this.#allocator.cookiesOf(owner)) {
+      if (this.#allocator.lookup(owner, cookie)?.state === "leased") leases++;
+    }
+    this.#stats.drops += leases;
+    this.#log.warn("builder gone: leases dropped after the builder grace", {
+      builder: d.publicId,
+      name: d.name,
+      leases,
+    });
+    this.#progress.touchAll();
+    this.#apply(this.#allocator.dropOwner(owner));
   }
 
   async #hello(
@@ -310,14 +510,40 @@ class ServerApp {
       );
       return;
     }
-    const owner = hello.session ?? conn.id;
+    if (hello.session !== undefined && hello.session.length < 16) {
+      this.#reject(conn, "a session must be 16 to 64 characters", {
+        name: hello.name,
+      });
+      return;
+    }
+    // Without a session a builder gets an owner nobody can name: nothing
+    // it holds can be resumed, or taken over.
+    const owner = hello.session ?? `anonymous:${crypto.randomUUID()}`;
     const previous = this.#sessions.get(owner);
-    if (previous && previous.name !== hello.name) {
+    const detached = this.#detached.get(owner);
+    if (
+      (previous && previous.name !== hello.name) ||
+      (detached && detached.name !== hello.name)
+    ) {
       this.#reject(conn, "this session belongs to another builder", {
         name: hello.name,
       });
       return;
     }
+    const digest = hello.session === undefined
+      ? ANONYMOUS
+      : await sessionDigest(hello.session);
+    if (this.#state && !this.#stateBuilders.has(digest)) {
+      // On disk before the welcome: a restart must wait for this builder.
+      this.#stateBuilders.add(digest);
+      try {
+        await this.#writeState(false);
+      } catch (err) {
+        this.#stateError(err);
+      }
+    }
+    if (conn.socket.readyState !== WebSocket.OPEN) return;
+    conn.digest = digest;
     conn.name = hello.name;
     conn.owner = owner;
     let publicId = this.#publicIds.get(owner);
@@ -327,19 +553,27 @@ class ServerApp {
     }
     conn.publicId = publicId;
     this.#sessions.set(owner, conn);
-    if (previous) {
-      // The same builder process reconnected before its old connection
-      // was seen to drop: keep its leases and queue places, close the old,
-      // and drop at its `restored` marker whatever it does not re-send (a
-      // yield lost with the old link).
-      conn.unconfirmed = new Set(this.#allocator.cookiesOf(owner));
-      previous.socket.close(1000, "replaced by a new connection");
+    if (detached) {
+      clearTimeout(detached.timer);
+      this.#detached.delete(owner);
     }
-    this.#log.info(previous ? "builder reconnected" : "builder connected", {
-      builder: publicId,
-      name: conn.name,
+    if (previous || detached) {
+      // The same builder process is back (perhaps before its old
+      // connection was seen to drop): keep its leases and queue places,
+      // close the old, and drop at its `restored` marker whatever it does
+      // not re-send (a yield lost with the old link, a lease it fenced).
+      conn.unconfirmed = new Set(this.#allocator.cookiesOf(owner));
+      previous?.socket.close(1000, "replaced by a new connection");
+    }
+    this.#reclaim?.restoring(conn.id);
+    this.#log.info(
+      previous || detached ? "builder reconnected" : "builder connected",
+      { builder: publicId, name: conn.name },
+    );
+    this.#send(conn, {
+      schema: SCHEMA,
+      welcome: { id: publicId, fence: this.#fence },
     });
-    this.#send(conn, { schema: SCHEMA, welcome: { id: publicId } });
     this.#routes.changed();
   }
 
@@ -384,9 +618,12 @@ class ServerApp {
     }
     if (isRestored(msg)) {
       this.#dropUnconfirmed(conn, owner);
+      this.#reclaim?.restored(conn.id, conn.digest);
       return;
     }
-    conn.unconfirmed?.delete(msg.cookie);
+    // Only a re-sent restore confirms a cookie: a new request refused as a
+    // duplicate must not keep a lease whose holder is gone.
+    if (isRequest(msg) && msg.restore) conn.unconfirmed?.delete(msg.cookie);
     if (isRequest(msg)) {
       this.#log.debug("request", { builder: this.#pid(owner), ...msg });
       for (const r of msg.resources ?? [msg]) this.#progress.touch(r.resname);
@@ -420,7 +657,7 @@ class ServerApp {
       const held = this.#allocator.lookup(owner, cookie);
       for (const name of held?.resnames ?? []) this.#progress.touch(name);
       const { found, outcomes } = this.#allocator.release(owner, cookie);
-      if (found === "lease") this.#stats.releases++;
+      if (found === "lease") this.#stats.drops++;
       if (found === "queued") this.#stats.withdrawals++;
       this.#log.info("dropped after reconnect: not restored", {
         builder: conn.publicId,
@@ -469,6 +706,7 @@ class ServerApp {
           this.#forget(o.owner, o.cookie);
           // A restored lease is an old holding re-admitted, not a grant.
           if (o.restored) {
+            if (!o.known) this.#stats.restores++;
             this.#log.info("restored", {
               builder: this.#pid(o.owner),
               cookie: o.cookie,

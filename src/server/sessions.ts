@@ -24,4 +24,17 @@ export interface Session {
   unconfirmed?: Set<string> | undefined;
   socket: WebSocket;
   connectedAt: number;
+  /** When the server last heard from it (any message), by its clock. */
+  lastHeard: number;
+  /** The session's digest, for the state file (no session: anonymous). */
+  digest?: string;
+}
+
+/** A builder whose link is lost while its leases are still counted. */
+export interface Detached {
+  name: string;
+  publicId: string;
+  digest: string | undefined;
+  /** Drops its leases when the builder grace runs out. */
+  timer: ReturnType<typeof setTimeout> | undefined;
 }

@@ -30,17 +30,17 @@ import {
 } from "./_lease_workload.ts";
 
 const BUDGET = 2;
-/** Seconds, server and builders alike: every fault outlasts it. */
+/** Seconds, server and builders alike. */
 const HEARTBEAT = 1;
 /**
- * How long the timed faults last, in heartbeats.  With the defaults (builder
- * grace G = 3 heartbeats, fence F = 2) a builder resumes its session within F
- * and fences itself after it; the server keeps a lost builder's leases for G.
- * A long fault (F < d < G) makes the builders fence, a short one (1 < d < F)
- * makes them resume: the two paths the budget must survive.
+ * How long the timed faults last.  With the defaults (builder grace G = 3
+ * heartbeats, fence F = 2/3 G) a builder that cannot resume its session
+ * within F fences itself; the server keeps a lost builder's leases for G.
+ * The long faults (F < d < G, longer than the heartbeat) take the fencing
+ * path; the cut is restored within a heartbeat and takes the resume path.
  */
 const LONG_FAULT_MS = 2.5 * HEARTBEAT * 1000;
-const SHORT_FAULT_MS = 1.5 * HEARTBEAT * 1000;
+const SHORT_FAULT_MS = 0.5 * HEARTBEAT * 1000;
 /** Long enough that no lease ends by itself during a scenario. */
 const LEASE = 120;
 /**
@@ -133,6 +133,24 @@ async function teardown(rig: Partial<Rig>): Promise<void> {
     if (p) await p[Symbol.asyncDispose]();
   }
   await rig.server?.stop();
+}
+
+/** With FAULT_MATRIX_VERBOSE set: every span and the programs' logs. */
+function dump(rig: Rig, from: number): void {
+  const t = (x: number | undefined) =>
+    x === undefined ? "-" : ((x - from) / 1000).toFixed(3);
+  const lines = rig.ledger.spans.map((s) =>
+    `${s.cookie.padEnd(8)} asked ${t(s.asked)} ${s.outcome ?? "unanswered"} ${
+      t(s.answered)
+    } let go ${t(s.letGo)} (${s.ended ?? "-"})`
+  );
+  const wall = (ms: number) => new Date(ms).toISOString().slice(11, 23);
+  // deno-lint-ignore no-console -- asked for
+  console.log(
+    `fault at ${wall(from)}\n${
+      lines.join("\n")
+    }\n--- server\n${rig.server.stderr.text}--- a\n${rig.builders.a.stderr.text}--- b\n${rig.builders.b.stderr.text}`,
+  );
 }
 
 /** Resolves as `promise` does, or rejects after `ms` saying what hung. */
@@ -283,6 +301,7 @@ async function scenario(
     assert.deepEqual(unanswered, [], "every request was answered");
     const figures = ledger.window(from, to);
     const peak = ledger.peak();
+    if (Deno.env.get("FAULT_MATRIX_VERBOSE")) dump(rig, from);
     const result: Figures = {
       scenario: name,
       peak: peak.units,
@@ -333,6 +352,11 @@ Deno.test("fault matrix: server kill -9 and restart", async () => {
       rig.server = await ServerProc.start(rig.serverArgs);
       rig.proxies.b.target = rig.server.port;
     });
+  }, {
+    // A builder grace of 6 heartbeats (fence 4) lets a come back before it
+    // fences, still holding: only the reclaim grace then keeps b's queued
+    // requests from taking a's units before a restores them.
+    serverArgs: ["--builder-grace", String(6 * HEARTBEAT)],
   });
 });
 

@@ -5,6 +5,7 @@ import { OperatorActions } from "./operator.ts";
 import { QueueProgress } from "./progress.ts";
 import type { Session } from "./sessions.ts";
 import type { ServerStats } from "./status_document.ts";
+import type { ServerWebSocket } from "./ws_server.ts";
 
 function session(owner: string, publicId: string, name: string): Session {
   return {
@@ -12,7 +13,7 @@ function session(owner: string, publicId: string, name: string): Session {
     owner,
     publicId,
     name,
-    socket: { readyState: 3 } as WebSocket,
+    socket: { readyState: 3 } as unknown as ServerWebSocket,
     connectedAt: 0,
     lastHeard: 0,
   };

@@ -154,16 +154,20 @@ Deno.test("a builder cut off from the server fences its holders before the serve
 });
 
 Deno.test("a blackholed link is detected by the heartbeat on both sides", async () => {
+  // The server's heartbeat is the shorter, so it sees the silence before
+  // the builder comes back on a new connection.
   await using server = await ServerProc.start([
     "--resources",
     "r=1",
     "--heartbeat",
     "1",
+    "--builder-grace",
+    "10",
   ]);
   await using proxy = new FaultProxy(server.port);
   await using builder = await BuilderProc.start(server, {
     url: proxy.url,
-    args: ["--heartbeat", "1"],
+    args: ["--heartbeat", "2"],
   });
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
   assert.equal((await runClient(["r", "1", "60", "hb"], env)).code, 0);

@@ -85,8 +85,11 @@ export class OperatorActions implements AdminTarget {
 
   forceRelease(builder: string, cookie: string, by: Actor): ForceReleaseResult {
     const sessions = [...this.#opts.sessions()];
-    const byId = sessions.find((s) => s.publicId === builder);
-    const matches = byId ? [byId] : sessions.filter((s) => s.name === builder);
+    // Ids and names share a shape (a builder may be named "b3"): take
+    // neither over the other, refuse what matches several builders.
+    const matches = sessions.filter((s) =>
+      s.publicId === builder || s.name === builder
+    );
     if (matches.length !== 1) {
       this.#audit("force-release", by, {
         builder,

@@ -2,8 +2,8 @@
  * The reclaim grace after a server start that follows a crash: only
  * restores are admitted and nothing new is granted, until every builder
  * that may hold leases has re-sent them (known from the state file) or the
- * grace runs out.  It never ends while a connected builder is between its
- * hello and its `restored` marker.
+ * grace runs out.  It never ends while a builder it waits for is between
+ * its hello and its `restored` marker.
  *
  * @module
  */
@@ -43,9 +43,12 @@ export class ReclaimGrace {
     return this.#ended;
   }
 
-  /** A builder said hello: it is restoring until its `restored` marker. */
-  restoring(connection: string): void {
-    this.#restoring.add(connection);
+  /**
+   * A builder said hello: if it may hold leases from before, it is
+   * restoring until its `restored` marker.
+   */
+  restoring(connection: string, digest: string): void {
+    if (this.#waiting.has(digest)) this.#restoring.add(connection);
   }
 
   /** A builder connection sent `restored` (or closed). */

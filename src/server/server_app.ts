@@ -29,6 +29,8 @@ import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
 import type { ServerStats, StatusDocument } from "./status_document.ts";
 import type { Policy } from "../allocator/policy.ts";
+import { listenServer } from "./listener.ts";
+import type { ServerWebSocket } from "./ws_server.ts";
 import {
   encode,
   type HelloMessage,
@@ -36,6 +38,7 @@ import {
   isPing,
   isRequest,
   isRestored,
+  MAX_MESSAGE_BYTES,
   parseBuilderMessage,
   ProtocolError,
   SCHEMA,
@@ -271,16 +274,17 @@ class ServerApp {
         `Cannot listen on "${hostname}" without builder authentication: pass --builder-tokens, or listen on loopback`,
       );
     }
-    const { promise: listening, resolve } = Promise.withResolvers<
-      Deno.NetAddr
-    >();
-    const server = Deno.serve({
+    const server = await listenServer({
       hostname,
       port,
-      ...this.#tls,
-      onListen: (addr) => resolve(addr as Deno.NetAddr),
-    }, (req, info) => this.#handle(req, info));
-    const addr = await listening;
+      tls: this.#tls,
+      checkUpgrade: (headers) => this.#checkUpgrade(headers),
+      onSocket: (socket) => this.#accept(socket),
+      http: (req, peer) => this.#routes.handle(req, peer),
+      maxMessageBytes: MAX_MESSAGE_BYTES,
+      idleTimeoutMs: this.#heartbeat * 1000,
+    });
+    const addr = server.addr;
     const host = addr.hostname.includes(":")
       ? `[${addr.hostname}]`
       : addr.hostname;
@@ -341,33 +345,23 @@ class ServerApp {
     };
   }
 
-  #handle(
-    req: Request,
-    info: Deno.ServeHandlerInfo,
-  ): Response | Promise<Response> {
-    if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
-      // Browsers always send an Origin, builders never do: a page from any
-      // other local origin must not get a builder's link.
-      if (req.headers.has("origin")) {
-        this.#log.warn("builder refused", {
-          reason: "WebSocket upgrade with an Origin header",
-          origin: req.headers.get("origin")!.slice(0, 100),
-        });
-        return new Response("WebSocket upgrades from browsers are refused\n", {
-          status: 403,
-        });
-      }
-      const { socket, response } = Deno.upgradeWebSocket(req, {
-        idleTimeout: Math.max(1, Math.ceil(this.#heartbeat)),
-      });
-      this.#accept(socket);
-      return response;
-    }
-    const addr = info.remoteAddr as Deno.NetAddr;
-    return this.#routes.handle(req, `${addr.hostname}:${addr.port}`);
+  #checkUpgrade(
+    headers: Headers,
+  ): { status: number; text: string } | undefined {
+    // Browsers always send an Origin, builders never do: a page from any
+    // other local origin must not get a builder's link.
+    if (!headers.has("origin")) return undefined;
+    this.#log.warn("builder refused", {
+      reason: "WebSocket upgrade with an Origin header",
+      origin: headers.get("origin")!.slice(0, 100),
+    });
+    return {
+      status: 403,
+      text: "WebSocket upgrades from browsers are refused\n",
+    };
   }
 
-  #accept(socket: WebSocket): void {
+  #accept(socket: ServerWebSocket): void {
     const conn: Session = {
       id: `c${this.#nextId++}`,
       owner: undefined,
@@ -565,7 +559,7 @@ class ServerApp {
       conn.unconfirmed = new Set(this.#allocator.cookiesOf(owner));
       previous?.socket.close(1000, "replaced by a new connection");
     }
-    this.#reclaim?.restoring(conn.id);
+    this.#reclaim?.restoring(conn.id, digest);
     this.#log.info(
       previous || detached ? "builder reconnected" : "builder connected",
       { builder: publicId, name: conn.name },

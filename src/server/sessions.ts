@@ -4,6 +4,8 @@
  * @module
  */
 
+import type { ServerWebSocket } from "./ws_server.ts";
+
 /** One builder connection. */
 export interface Session {
   /** This connection. */
@@ -22,7 +24,7 @@ export interface Session {
    * `restored` marker.
    */
   unconfirmed?: Set<string> | undefined;
-  socket: WebSocket;
+  socket: ServerWebSocket;
   connectedAt: number;
   /** When the server last heard from it (any message), by its clock. */
   lastHeard: number;

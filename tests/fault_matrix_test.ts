@@ -8,7 +8,9 @@
  * - the units in use never exceeded the budget,
  * - no lease leaked: the server's leases are exactly those the live holders
  *   hold, and nothing once every client has stopped,
- * - every request was answered: granted, refused, or told its lease is over.
+ * - every request was answered: granted, refused, or told its lease is over;
+ * and that the server's audit agrees (no over-budget grant, its counters
+ * add up to no live lease at the end).
  *
  * It prints what each fault cost, measured in the window from the fault to
  * the return of grants on both builders: the seconds during which a unit was
@@ -335,6 +337,16 @@ async function scenario(
           })`;
         }).join(", ")
       }`,
+    );
+    // The server's own audit must agree: no grant left it over budget, and
+    // its counters account for every lease it ever admitted.
+    const doc = await rig.server.status();
+    assert.equal(doc.resources[0]!.overBudgetGrants, 0, "overBudgetGrants");
+    const { grants, restores, releases, expiries, drops } = doc.stats;
+    assert.equal(
+      grants + restores - releases - expiries - drops,
+      0,
+      `grants ${grants} + restores ${restores} - releases ${releases} - expiries ${expiries} - drops ${drops} = live leases 0`,
     );
     return result;
   } finally {

@@ -586,11 +586,16 @@ class BuilderApp {
       // A restored lease is acknowledged again: the holder already knows.
       if (client.state === "granted") return;
       client.state = "granted";
-      client.expires = Date.now() + client.request.lease * 1000;
+      // The grant's own length: shorter than asked when the server re-sends
+      // a grant this builder missed (it counts from when it granted).
+      const seconds = msg.lease > 0 && msg.lease < client.request.lease
+        ? msg.lease
+        : client.request.lease;
+      client.expires = Date.now() + seconds * 1000;
       // Ended here at its end, whether or not the server can say so.
       client.timer = setTimeout(
         () => this.#endLease(client, "expired"),
-        Math.min(client.request.lease * 1000, 2 ** 31 - 1),
+        Math.min(seconds * 1000, 2 ** 31 - 1),
       );
       this.#log.info("granted", { cookie: msg.cookie, amount: msg.amount });
       this.#reply(client, msg, false);

@@ -665,7 +665,11 @@ class ServerApp {
             cookie: o.cookie,
             amount: o.amount,
             resname: o.resname,
-            lease: o.lease,
+            // A grant re-sent for a lease granted earlier (the builder
+            // missed it): the seconds it has left, not its full length.
+            lease: o.known
+              ? Math.max(1, Math.ceil((o.expires - this.#now()) / 1000))
+              : o.lease,
             expires: o.expires,
             ...(o.resources && { resources: o.resources }),
           });

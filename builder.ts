@@ -17,7 +17,7 @@ import {
 import { NAME_PATTERN } from "./src/protocol/protocol.ts";
 
 const USAGE =
-  `usage: sai-builder --server ws[s]://HOST:PORT [--socket PATH] [--name NAME]
+  `usage: sai-builder --server ws[s]://HOST:PORT [--socket PATH|@NAME] [--name NAME]
                    [--token-file FILE] [--ca FILE] [--socket-group GROUP]
                    [--heartbeat SECONDS] [--request-timeout SECONDS]
                    [--log-level error|warn|info|debug] [--log-format text|json]`;

@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { BuilderProc, holderPids, ServerProc } from "../tests/_harness.ts";
 import { TextLineStream } from "./_lines.ts";
 import { publish, type Row } from "./_report.ts";
-import { holderCommand } from "../src/client/client_cli.ts";
+import { holderCommand } from "../src/client/holder.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.execPath();

@@ -5,14 +5,25 @@
 #
 # Two styles (see docs/ctest.md for the whole story):
 #
-#   sai_resource(NAME AMOUNT LEASE SCOPE [WAIT SECONDS])
+#   sai_resource(NAME AMOUNT LEASE SCOPE [WAIT SECONDS] [STRICT])
 #     Fixture style.  Adds a setup test that acquires AMOUNT of NAME for LEASE
 #     seconds (FIXTURES_SETUP res_<SCOPE>) and a cleanup test that releases it
 #     (FIXTURES_CLEANUP res_<SCOPE>).  Tests that need it say
 #       set_tests_properties(t PROPERTIES FIXTURES_REQUIRED res_<SCOPE>)
 #     ONE lease is held from setup to cleanup and shared by every test of the
 #     scope, however many of them ctest -j runs at once: size AMOUNT for all
-#     of them together, and LEASE for the whole span of the scope.
+#     of them together, and LEASE for the whole span of the scope.  The same
+#     SCOPE may be declared in several directories: one lease, shared (the
+#     first declaration's AMOUNT and LEASE; another NAME is an error).
+#     The scopes of one resource take their leases one after another (each
+#     setup test DEPENDS on the previous such scope's cleanup) and setup
+#     tests run one at a time (RESOURCE_LOCK sai_resource.acquire), so a
+#     setup test never waits for a lease its own ctest run holds, and at
+#     most one slot waits at all: no -j can deadlock until an expiry.  A test
+#     may require scopes of different resources, but not two scopes of one
+#     resource (ctest reports a dependency cycle): use one scope instead.
+#     A release after the lease expired passes with a warning; STRICT makes
+#     it fail.
 #
 #   sai_resource_launcher(OUT_VAR NAME AMOUNT LEASE
 #                         [WAIT SECONDS] [KILL_ON_EXPIRY] [GRACE SECONDS])
@@ -82,7 +93,7 @@ function(_sai_resource_check fn NAME AMOUNT LEASE)
 endfunction()
 
 function(sai_resource NAME AMOUNT LEASE SCOPE)
-  cmake_parse_arguments(PARSE_ARGV 4 arg "" "WAIT" "")
+  cmake_parse_arguments(PARSE_ARGV 4 arg "STRICT" "WAIT" "")
   if(arg_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR
       "sai_resource: unexpected arguments \"${arg_UNPARSED_ARGUMENTS}\"")
@@ -92,20 +103,36 @@ function(sai_resource NAME AMOUNT LEASE SCOPE)
     message(FATAL_ERROR
       "sai_resource: SCOPE must match [A-Za-z0-9_.-]+, got \"${SCOPE}\"")
   endif()
+  # One scope in several directories (libwebsockets does this): one lease,
+  # the first declaration's, shared by the tests of all of them.
   get_property(taken GLOBAL PROPERTY _SAI_RESOURCE_SCOPE_${SCOPE})
   if(taken)
-    message(FATAL_ERROR "sai_resource: SCOPE \"${SCOPE}\" is already used "
-      "(for ${taken}); one scope is one lease")
+    string(REPLACE " " ";" first "${taken}")
+    list(GET first 0 first_name)
+    if(NOT first_name STREQUAL NAME)
+      message(FATAL_ERROR "sai_resource: SCOPE \"${SCOPE}\" is declared "
+        "again for NAME \"${NAME}\"; it was for \"${first_name}\".  One "
+        "scope is one lease of one resource")
+    endif()
+    if(NOT taken STREQUAL "${NAME} ${AMOUNT} ${LEASE}")
+      string(REPLACE ";" ", " first "${first}")
+      message(WARNING "sai_resource: SCOPE \"${SCOPE}\" is declared again "
+        "with NAME, AMOUNT, LEASE = ${NAME}, ${AMOUNT}, ${LEASE}; the first "
+        "declaration's ${first} holds for all its tests (one scope is one "
+        "lease)")
+    endif()
+    return()
   endif()
-  set_property(GLOBAL PROPERTY _SAI_RESOURCE_SCOPE_${SCOPE} "${NAME}")
+  set_property(GLOBAL PROPERTY _SAI_RESOURCE_SCOPE_${SCOPE}
+    "${NAME} ${AMOUNT} ${LEASE}")
 
   string(SHA1 tree "${CMAKE_BINARY_DIR}")
   string(SUBSTRING "${tree}" 0 8 tree)
   set(key "${SCOPE}-${tree}")
   string(LENGTH "${key}" len)
-  if(len GREATER 64)
+  if(len GREATER 255)
     message(FATAL_ERROR "sai_resource: SCOPE \"${SCOPE}\" is too long: the "
-      "cookie key \"${key}\" must fit in 64 characters with "
+      "cookie key \"${key}\" must fit in 255 characters with "
       "SAI_RESOURCE_COOKIE_PREFIX")
   endif()
   _sai_resource_command(cmd)
@@ -118,10 +145,29 @@ function(sai_resource NAME AMOUNT LEASE SCOPE)
       --optional)
   set_tests_properties(sai_resource.${SCOPE}.acquire PROPERTIES
     FIXTURES_SETUP res_${SCOPE})
+  set(strict)
+  if(arg_STRICT)
+    set(strict --strict)
+  endif()
   add_test(NAME sai_resource.${SCOPE}.release
-    COMMAND ${cmd} --release-scope ${key} --optional)
+    COMMAND ${cmd} --release-scope ${key} ${strict} --optional)
   set_tests_properties(sai_resource.${SCOPE}.release PROPERTIES
     FIXTURES_CLEANUP res_${SCOPE})
+  # A setup test must never wait for a lease this same run holds: waiting
+  # setup tests could fill every ctest slot while the tests that would end
+  # that lease wait for a slot, until it expires (ctest -j2, budget 1, three
+  # scopes).  So this scope's setup starts only after the cleanup of the
+  # previous scope of the same resource, and setup tests run one at a time:
+  # at most one slot waits, and only for leases held outside this run.
+  get_property(previous GLOBAL PROPERTY _SAI_RESOURCE_LAST_RELEASE_${NAME})
+  if(previous)
+    set_property(TEST sai_resource.${SCOPE}.acquire APPEND PROPERTY
+      DEPENDS ${previous})
+  endif()
+  set_property(GLOBAL PROPERTY _SAI_RESOURCE_LAST_RELEASE_${NAME}
+    sai_resource.${SCOPE}.release)
+  set_property(TEST sai_resource.${SCOPE}.acquire APPEND PROPERTY
+    RESOURCE_LOCK sai_resource.acquire)
 endfunction()
 
 function(sai_resource_launcher OUT_VAR NAME AMOUNT LEASE)

@@ -8,25 +8,17 @@
 import assert from "node:assert/strict";
 import { BuilderProc, holderPids, ServerProc, waitFor } from "./_harness.ts";
 import { acquire } from "../src/client/lease_client.ts";
+import {
+  HAVE_CMAKE,
+  type Held,
+  peakInUse,
+  run,
+  SAI_RESOURCE,
+  SKIP,
+} from "./_ctest.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODULE = `${ROOT}cmake/SaiResource.cmake`;
-/** How the tests run sai-resource: from source, as everywhere in tests/. */
-const SAI_RESOURCE = [
-  Deno.execPath(),
-  "run",
-  "-A",
-  "--quiet",
-  `${ROOT}client.ts`,
-];
-
-async function found(cmd: string): Promise<boolean> {
-  return await new Deno.Command(cmd, { args: ["--version"], stdout: "null" })
-    .output().then((o) => o.success, () => false);
-}
-
-const HAVE_CMAKE = await found("cmake") && await found("ctest");
-const SKIP = HAVE_CMAKE ? "" : " (SKIPPED: cmake/ctest not found on PATH)";
 
 const LAUNCHED = 6;
 const GROUPED = 4;
@@ -61,43 +53,6 @@ sleep 0.3
 echo "$2 end $(ms)" >> "$1"
 `;
 
-/** Our environment without any SAI_ variable: each run says what it wants. */
-function baseEnv(): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(Deno.env.toObject()).filter(([k]) => !k.startsWith("SAI_")),
-  );
-}
-
-async function run(
-  cmd: string,
-  args: string[],
-  options: { cwd: string; env?: Record<string, string>; timeoutMs?: number },
-): Promise<{ code: number; out: string }> {
-  const child = new Deno.Command(cmd, {
-    args,
-    cwd: options.cwd,
-    env: { ...baseEnv(), ...options.env },
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-  }, options.timeoutMs ?? 120_000);
-  try {
-    const out = await child.output();
-    const dec = new TextDecoder();
-    return {
-      code: out.code,
-      out: dec.decode(out.stdout) + dec.decode(out.stderr),
-    };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Writes the project and configures a build tree; returns its path. */
 async function configure(
   dir: string,
@@ -121,28 +76,6 @@ async function configure(
   ], { cwd: dir, env: { PATH: "/usr/bin:/bin" } });
   assert.equal(got.code, 0, got.out);
   return build;
-}
-
-/** An interval during which `weight` units were in use. */
-export interface Held {
-  start: number;
-  end: number;
-  weight: number;
-}
-
-/** The most units in use at once; an end at t comes before a start at t. */
-export function peakInUse(intervals: Held[]): number {
-  const events = intervals.flatMap((h) => [
-    { t: h.start, d: h.weight },
-    { t: h.end, d: -h.weight },
-  ]).sort((a, b) => a.t - b.t || a.d - b.d);
-  let now = 0;
-  let peak = 0;
-  for (const e of events) {
-    now += e.d;
-    peak = Math.max(peak, now);
-  }
-  return peak;
 }
 
 /**

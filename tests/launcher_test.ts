@@ -279,7 +279,7 @@ Deno.test("--optional without a builder socket runs CMD unmanaged; without it, a
 
 Deno.test("launcher and scope usage errors exit 2 with the usage line", async () => {
   const env = { SAI_BUILDER_RESOURCE_PROXY: "/nonexistent.sock" };
-  const long = "p".repeat(60);
+  const long = "p".repeat(250);
   const cases: [string[], Record<string, string>, RegExp][] = [
     [["r", "1", "10", "--"], {}, /no command after --/],
     [["r", "1", "10", "--kill-on-expiry"], {}, /needs a command after --/],
@@ -294,12 +294,12 @@ Deno.test("launcher and scope usage errors exit 2 with the usage line", async ()
     [
       ["r", "1", "10", "--scope", "scope1"],
       { SAI_RESOURCE_COOKIE_PREFIX: long },
-      /SAI_RESOURCE_COOKIE_PREFIX \+ SCOPE\) must be 1 to 64/,
+      /SAI_RESOURCE_COOKIE_PREFIX \+ SCOPE\) must be 1 to 255/,
     ],
     [
       ["r", "1", "10"],
-      { SAI_RESOURCE_COOKIE_PREFIX: "x".repeat(30) },
-      /SAI_RESOURCE_COOKIE_PREFIX \+ a random UUID\) must be 1 to 64/,
+      { SAI_RESOURCE_COOKIE_PREFIX: "x".repeat(220) },
+      /SAI_RESOURCE_COOKIE_PREFIX \+ a random UUID\) must be 1 to 255/,
     ],
     [["--release", "a", "--release-scope", "b"], {}, /not both/],
     [["--release-scope", "s", "extra"], {}, /takes no other arguments/],

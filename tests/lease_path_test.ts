@@ -365,7 +365,7 @@ Deno.test("bad input on the Unix socket gets an error and disturbs no other clie
     [cRequest("r", "huge", 1e12, 10), /"amount" must be a positive integer/],
     [cRequest("r\\u0001", "ctl", 1, 10), /"resname" must match/],
     ["{" + " ".repeat(17 * 1024), /longer than 16384 bytes/],
-    [cRequest("r", "x".repeat(65), 1, 10), /"cookie" must be 1 to 64/],
+    [cRequest("r", "x".repeat(256), 1, 10), /"cookie" must be 1 to 255/],
   ];
   for (const [bytes, reason] of bad) {
     await using c = await RawClient.connect(builder.socket);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { acquire } from "../src/client/lease_client.ts";
-import { parseCommand } from "../src/client/client_cli.ts";
+import { parseCommand } from "../src/client/client_args.ts";
 import { BuilderProc, runClient, ServerProc, waitFor } from "./_harness.ts";
 
 const env = {

@@ -20,13 +20,14 @@ import {
   type ServerMessage,
 } from "../protocol/protocol.ts";
 import { writeAll } from "../client/lease_client.ts";
+import { isAbstract, unixPath } from "../shared/socket_path.ts";
 import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
 
 /** Options for {@linkcode startBuilder}. */
 export interface BuilderOptions {
   /** `ws://HOST:PORT` of the server. */
   server: string;
-  /** Where to listen. */
+  /** Where to listen; `@NAME` is an abstract socket (Linux). */
   socketPath: string;
   /** How the server shows this builder. */
   name: string;
@@ -185,10 +186,25 @@ export async function startBuilder(
   const gid = options.socketGroup === undefined
     ? undefined
     : await groupId(options.socketGroup);
-  await prepareSocketPath(options.socketPath, gid);
-  const listener = Deno.listen({ transport: "unix", path: options.socketPath });
-  if (gid !== undefined) await Deno.chown(options.socketPath, null, gid);
-  await Deno.chmod(options.socketPath, gid === undefined ? 0o600 : 0o660);
+  let listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
+  if (isAbstract(options.socketPath)) {
+    // No file, so no modes: any process in this network namespace may
+    // connect.  That is what upstream's builder does.
+    if (gid !== undefined) {
+      throw new TypeError(
+        `Cannot use --socket-group with an abstract socket ("${options.socketPath}"): it has no file modes`,
+      );
+    }
+    listener = Deno.listen({
+      transport: "unix",
+      path: unixPath(options.socketPath),
+    });
+  } else {
+    await prepareSocketPath(options.socketPath, gid);
+    listener = Deno.listen({ transport: "unix", path: options.socketPath });
+    if (gid !== undefined) await Deno.chown(options.socketPath, null, gid);
+    await Deno.chmod(options.socketPath, gid === undefined ? 0o600 : 0o660);
+  }
   const app = new BuilderApp(options, listener);
   app.start();
   return {
@@ -200,11 +216,16 @@ export async function startBuilder(
 
 const encoder = new TextEncoder();
 
+/** How many expired cookies a builder remembers for late releases. */
+const MAX_EXPIRED_REMEMBERED = 4096;
+
 class BuilderApp {
   #opts: BuilderOptions;
   #log: Logger;
   #listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
   #clients = new Map<string, Client>();
+  /** Cookies whose lease expired, newest last, with when (epoch ms). */
+  #expired = new Map<string, number>();
   #open = new Set<Deno.UnixConn>();
   #ws: WebSocketLike | undefined;
   #up = false;
@@ -265,6 +286,7 @@ class BuilderApp {
     for (const conn of this.#open) closeQuietly(conn);
     this.#ws?.close(1000, "builder shutting down");
     this.#httpClient?.close();
+    if (isAbstract(this.#opts.socketPath)) return;
     try {
       await Deno.remove(this.#opts.socketPath);
     } catch {
@@ -426,7 +448,7 @@ class BuilderApp {
 
   /**
    * Ends a granted lease here (its own end, or fencing): the holder is told
-   * it expired and its connection closed.  Nothing goes to the server: it
+   * it expired, as when the server expires it.  Nothing goes to the server: it
    * expires the lease itself (a moment later), and after fencing the link
    * is down; our `restored` marker drops it there on reconnect.
    */
@@ -435,11 +457,11 @@ class BuilderApp {
     this.#clients.delete(client.cookie);
     clearTimeout(client.timer);
     this.#log.info(why, { cookie: client.cookie });
-    this.#reply(client, {
+    this.#expire(client, {
       schema: SCHEMA,
       cookie: client.cookie,
       expired: true,
-    }, true);
+    });
   }
 
   /** Pings the server, and declares the link dead when it stays silent. */
@@ -474,11 +496,11 @@ class BuilderApp {
         this.#log.info("expired while the server was away", {
           cookie: client.cookie,
         });
-        this.#reply(client, {
+        this.#expire(client, {
           schema: SCHEMA,
           cookie: client.cookie,
           expired: true,
-        }, true);
+        });
         continue;
       }
       this.#toServer(encode({
@@ -564,21 +586,26 @@ class BuilderApp {
       // A restored lease is acknowledged again: the holder already knows.
       if (client.state === "granted") return;
       client.state = "granted";
-      client.expires = Date.now() + client.request.lease * 1000;
+      // The grant's own length: shorter than asked when the server re-sends
+      // a grant this builder missed (it counts from when it granted).
+      const seconds = msg.lease > 0 && msg.lease < client.request.lease
+        ? msg.lease
+        : client.request.lease;
+      client.expires = Date.now() + seconds * 1000;
       // Ended here at its end, whether or not the server can say so.
       client.timer = setTimeout(
         () => this.#endLease(client, "expired"),
-        Math.min(client.request.lease * 1000, 2 ** 31 - 1),
+        Math.min(seconds * 1000, 2 ** 31 - 1),
       );
       this.#log.info("granted", { cookie: msg.cookie, amount: msg.amount });
       this.#reply(client, msg, false);
-    } else if ("error" in msg || "expired" in msg) {
+    } else if ("expired" in msg) {
+      this.#log.info("expired", { cookie: msg.cookie });
+      this.#expire(client, msg);
+    } else if ("error" in msg) {
       this.#clients.delete(client.cookie);
       clearTimeout(client.timer);
-      this.#log.info("error" in msg ? "refused" : "expired", {
-        cookie: msg.cookie,
-        ...("error" in msg && { error: msg.error }),
-      });
+      this.#log.info("refused", { cookie: msg.cookie, error: msg.error });
       this.#reply(client, msg, true);
     } else {
       this.#reply(client, msg, false);
@@ -696,7 +723,7 @@ class BuilderApp {
     if (this.#clients.has(msg.cookie)) {
       this.#refuseAndClose(
         conn,
-        "",
+        msg.cookie,
         `Cannot lease "${msg.resname}": cookie "${msg.cookie}" is already in use on this builder`,
       );
       return "close";
@@ -711,6 +738,8 @@ class BuilderApp {
       writes: Promise.resolve(),
     };
     this.#clients.set(msg.cookie, client);
+    // A new lease under this cookie: a later release is about that one.
+    this.#expired.delete(msg.cookie);
     this.#log.debug("request", { ...msg });
     if (this.#up) this.#forward(client);
     return client;
@@ -719,6 +748,20 @@ class BuilderApp {
   /** A release by cookie from another connection (`sai-resource --release`). */
   #releaseOther(conn: Deno.UnixConn, cookie: string): void {
     const held = this.#clients.get(cookie);
+    const expiredAt = this.#expired.get(cookie);
+    if (!held && expiredAt !== undefined) {
+      // Released after it ran out: say when, so the caller can tell how
+      // long what it gated ran ungated.
+      this.#expired.delete(cookie);
+      this.#log.info("released after expiry", { cookie });
+      this.#answerAndClose(conn, {
+        schema: SCHEMA,
+        cookie,
+        released: true,
+        expiredAt,
+      });
+      return;
+    }
     if (!held) {
       this.#refuseAndClose(
         conn,
@@ -732,12 +775,30 @@ class BuilderApp {
     if (held.state !== "pending") this.#yield(cookie);
     this.#log.info("released by cookie", { cookie });
     closeQuietly(held.conn);
-    writeAll(
-      conn,
-      encoder.encode(encode({ schema: SCHEMA, cookie, released: true })),
-    )
+    this.#answerAndClose(conn, { schema: SCHEMA, cookie, released: true });
+  }
+
+  #answerAndClose(conn: Deno.UnixConn, msg: ServerMessage): void {
+    writeAll(conn, encoder.encode(encode(msg)))
       .catch(() => {})
       .finally(() => closeQuietly(conn));
+  }
+
+  /**
+   * The lease ran out: tell the client, and forget it, but keep its
+   * connection open until the client closes it (the C client exits when
+   * its connection drops, and upstream's cleanup expects it alive).  The
+   * open connection counts toward nothing.
+   */
+  #expire(client: Client, msg: ServerMessage): void {
+    this.#clients.delete(client.cookie);
+    clearTimeout(client.timer);
+    this.#expired.delete(client.cookie);
+    this.#expired.set(client.cookie, Date.now());
+    if (this.#expired.size > MAX_EXPIRED_REMEMBERED) {
+      this.#expired.delete(this.#expired.keys().next().value!);
+    }
+    this.#reply(client, msg, false);
   }
 
   #refuseAndClose(conn: Deno.UnixConn, cookie: string, error: string): void {
@@ -750,8 +811,12 @@ class BuilderApp {
       .finally(() => closeQuietly(conn));
   }
 
-  /** Writes to a client in order; optionally closes it afterwards. */
+  /**
+   * Writes to a client in order; optionally closes it afterwards.  Queue
+   * progress goes only to a client that asked for it.
+   */
   #reply(client: Client, msg: ServerMessage, close: boolean): void {
+    if ("queued" in msg && !client.request.progress) return;
     const bytes = encoder.encode(encode(msg) + "\n");
     client.writes = client.writes
       .then(() => writeAll(client.conn, bytes))

@@ -17,6 +17,7 @@ import {
   type ResourceAmount,
   type ServerMessage,
 } from "../protocol/protocol.ts";
+import { unixPath } from "../shared/socket_path.ts";
 
 /** What to ask for. */
 export interface LeaseSpec {
@@ -59,8 +60,13 @@ export class AcquireError extends Error {
 export interface AcquireOptions {
   /** Aborting withdraws the request (timeouts: `AbortSignal.timeout`). */
   signal?: AbortSignal;
-  /** Called when the queue position or estimate changes. */
+  /**
+   * Called when the queue position or estimate changes.  Given, the request
+   * asks the builder for progress (`"progress": true`).
+   */
   onQueued?: (queued: { position: number; eta: number }) => void;
+  /** Called with every message from the builder (for `-d` verbosity). */
+  onMessage?: (msg: ServerMessage) => void;
 }
 
 /** How a held lease ended. */
@@ -106,7 +112,7 @@ export async function acquire(
   spec: LeaseSpec,
   options: AcquireOptions = {},
 ): Promise<HeldLease> {
-  const { signal, onQueued } = options;
+  const { signal, onQueued, onMessage } = options;
   signal?.throwIfAborted();
   let conn: Deno.UnixConn;
   try {
@@ -126,7 +132,8 @@ export async function acquire(
   };
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    await writeAll(conn, new TextEncoder().encode(encode({ ...spec })));
+    const request = { ...spec, ...(onQueued && { progress: true as const }) };
+    await writeAll(conn, new TextEncoder().encode(encode(request)));
     for (;;) {
       const next = await messages.next();
       if (signal?.aborted) break;
@@ -137,6 +144,7 @@ export async function acquire(
         );
       }
       const msg = next.value;
+      onMessage?.(msg);
       if ("pong" in msg || "welcome" in msg) continue;
       if (msg.cookie !== spec.cookie && msg.cookie !== "") continue;
       if (isGrant(msg)) {
@@ -218,7 +226,7 @@ export async function* readMessages(
 }
 
 /**
- * Connects to a Unix socket, retrying for a few seconds while its accept
+ * Connects to a Unix socket (`@NAME`: an abstract one), retrying for a few seconds while its accept
  * queue is full (EAGAIN): a storm of ctest jobs starting at once must queue,
  * not fail.
  */
@@ -229,7 +237,7 @@ export async function connectUnix(
   const deadline = Date.now() + 5000;
   for (let delay = 5;; delay = Math.min(delay * 2, 200)) {
     try {
-      return await Deno.connect({ transport: "unix", path });
+      return await Deno.connect({ transport: "unix", path: unixPath(path) });
     } catch (err) {
       if (!(err instanceof Deno.errors.WouldBlock) || Date.now() > deadline) {
         throw err;

@@ -20,12 +20,20 @@ export const MAX_MESSAGE_BYTES = 16 * 1024;
 /** Resource names: the characters a Sai config may use. */
 export const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
+/** Longest cookie accepted, in characters. */
+export const MAX_COOKIE_LENGTH = 255;
+
 /**
- * Cookies: 1 to 64 printable ASCII characters other than `"` and `\`.  The
- * C builder keeps 64 bytes of cookie and finds it without JSON unescaping,
- * so anything longer or escaped would not round-trip through real Sai.
+ * Cookies: 1 to 255 printable ASCII characters other than space, `"` and
+ * `\`.  Upstream's CMake macro makes cookies of 100+ characters
+ * (`<host>-res_<scope>-<project>-<64 hex>`); the C programs find cookies
+ * without JSON unescaping, so quotes and backslashes would not round-trip.
  */
-export const COOKIE_PATTERN = /^[!#-[\]-~]{1,64}$/;
+export const COOKIE_PATTERN = /^[!#-[\]-~]{1,255}$/;
+
+/** What {@linkcode COOKIE_PATTERN} accepts, for error messages. */
+export const COOKIE_RULE =
+  `1 to ${MAX_COOKIE_LENGTH} printable ASCII characters other than space, '"' and '\\'`;
 
 /** Largest amount or lease accepted: fits the C side's `unsigned int`. */
 export const MAX_UINT = 0xffff_ffff;
@@ -63,6 +71,11 @@ export interface RequestMessage {
    * client: it would let one bypass the budget.
    */
   restore?: "lease" | "queued";
+  /**
+   * The client wants `queued` progress messages.  Ours asks; the C client
+   * does not, and sees only grants, refusals and `expired`.
+   */
+  progress?: true;
 }
 
 /** Builder to server: are you there?  Answered by a {@linkcode PongMessage}. */
@@ -138,11 +151,16 @@ export interface QueuedMessage {
   queued: { position: number; eta: number };
 }
 
-/** A release by cookie (`sai-resource --release`) succeeded. */
+/**
+ * A release by cookie (`sai-resource --release`) succeeded.  With
+ * `expiredAt` (Unix epoch ms, builder clock) the lease had already expired
+ * then: whatever it gated ran ungated since.
+ */
 export interface ReleasedMessage {
   schema: typeof SCHEMA;
   cookie: string;
   released: true;
+  expiredAt?: number;
 }
 
 /** The builder's first frame on the WebSocket. */
@@ -238,7 +256,7 @@ function readableCookie(obj: Json): string | undefined {
 function cookieOf(obj: Json): string {
   if (typeof obj.cookie !== "string" || !COOKIE_PATTERN.test(obj.cookie)) {
     throw new ProtocolError(
-      `Cannot parse message: "cookie" must be 1 to 64 printable ASCII characters other than '"' and '\\', got ${
+      `Cannot parse message: "cookie" must be ${COOKIE_RULE}, got ${
         describe(obj.cookie)
       }`,
     );
@@ -345,9 +363,18 @@ function requestOrYield(
     }
     priority = p;
   }
+  if (obj.progress !== undefined && typeof obj.progress !== "boolean") {
+    throw new ProtocolError(
+      `Cannot parse request: "progress" must be true or false, got ${
+        describe(obj.progress)
+      }`,
+      { cookie },
+    );
+  }
   const lease = positiveInt(obj, "lease", cookie);
   const extra = {
     ...(priority !== undefined && { priority }),
+    ...(obj.progress === true && { progress: true as const }),
     ...(obj.restore !== undefined &&
       { restore: obj.restore as "lease" | "queued" }),
   };
@@ -409,7 +436,7 @@ function parseHello(value: unknown): HelloMessage {
       typeof hello.session !== "string" || !COOKIE_PATTERN.test(hello.session)
     ) {
       throw new ProtocolError(
-        'Cannot parse hello: "session" must be 1 to 64 printable ASCII characters',
+        `Cannot parse hello: "session" must be ${COOKIE_RULE}`,
       );
     }
     out.hello.session = hello.session;
@@ -445,7 +472,15 @@ export function parseServerMessage(text: string): ServerMessage {
   }
   const cookie = cookieOf(obj);
   if (obj.expired === true) return { schema: SCHEMA, cookie, expired: true };
-  if (obj.released === true) return { schema: SCHEMA, cookie, released: true };
+  if (obj.released === true) {
+    return {
+      schema: SCHEMA,
+      cookie,
+      released: true,
+      ...(typeof obj.expiredAt === "number" &&
+        Number.isSafeInteger(obj.expiredAt) && { expiredAt: obj.expiredAt }),
+    };
+  }
   if (typeof obj.amount === "number") {
     const grant: GrantMessage = {
       schema: SCHEMA,

@@ -175,3 +175,38 @@ Deno.test("parseClientMessage() names an out-of-range number as such, not null",
     /"priority" must be an integer from -1000 to 1000, got a number out of range/,
   );
 });
+
+Deno.test("`parseClientMessage()` keeps `progress: true` and rejects a non-boolean", () => {
+  const base = {
+    schema: SCHEMA,
+    resname: "r",
+    cookie: "c",
+    amount: 1,
+    lease: 10,
+  };
+  const asked = parseClientMessage(JSON.stringify({ ...base, progress: true }));
+  assert.equal("progress" in asked && asked.progress, true);
+  const not = parseClientMessage(JSON.stringify({ ...base, progress: false }));
+  assert.equal("progress" in not, false);
+  assert.throws(
+    () => parseClientMessage(JSON.stringify({ ...base, progress: 1 })),
+    /"progress" must be true or false/,
+  );
+});
+
+Deno.test("`parseServerMessage()` reads when a released lease had expired", () => {
+  const msg = parseServerMessage(
+    JSON.stringify({
+      schema: SCHEMA,
+      cookie: "c",
+      released: true,
+      expiredAt: 5,
+    }),
+  );
+  assert.deepEqual(msg, {
+    schema: SCHEMA,
+    cookie: "c",
+    released: true,
+    expiredAt: 5,
+  });
+});

@@ -18,13 +18,8 @@ import type { AdminTarget } from "./admin.ts";
 import { OperatorActions } from "./operator.ts";
 import { QueueProgress } from "./progress.ts";
 import type { Detached, Session } from "./sessions.ts";
-import { ReclaimGrace } from "./reclaim.ts";
-import {
-  ANONYMOUS,
-  readState,
-  sessionDigest,
-  StateWriter,
-} from "./state_file.ts";
+import { RestartGuard } from "./restart_guard.ts";
+import { ANONYMOUS, sessionDigest } from "./state_file.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
 import type { ServerStats, StatusDocument } from "./status_document.ts";
@@ -133,10 +128,8 @@ class ServerApp {
   #builderGraceMs: number;
   /** Seconds a builder may go without a round trip before it fences. */
   #fence: number;
-  #reclaim: ReclaimGrace | undefined;
-  #state: StateWriter | undefined;
-  /** Digests recorded in the state file as possibly holding leases. */
-  #stateBuilders = new Set<string>();
+  /** The state file and the reclaim grace. */
+  #guard: RestartGuard | undefined;
   /** Public ids by session, kept while the session lives. */
   #publicIds = new Map<string, string>();
   #nextId = 1;
@@ -205,66 +198,22 @@ class ServerApp {
     });
   }
 
-  /**
-   * Reads the state file, starts the reclaim grace if the last run did not
-   * end cleanly, and marks the file dirty before anything can be granted.
-   */
+  /** Reads the state file; starts the reclaim grace after a crash. */
   async loadState(options: ServerOptions): Promise<void> {
-    const path = options.stateFile;
-    if (path === undefined) return;
-    const previous = await readState(path);
-    this.#state = new StateWriter(path);
-    const reclaimMs = (options.reclaimGrace ?? this.#builderGraceMs / 1000) *
-      1000;
-    const crashed = previous !== undefined && !previous.clean &&
-      previous.builders.length > 0;
-    if (crashed) {
-      for (const d of previous.builders) this.#stateBuilders.add(d);
-    }
-    await this.#writeState(false);
-    if (!crashed || reclaimMs <= 0) return;
-    // Builders fence by the fence the last run announced: wait at least that.
-    const graceMs = Math.max(reclaimMs, previous.fence * 1000);
-    this.#allocator.beginReclaim();
-    this.#reclaim = new ReclaimGrace({
-      graceMs,
-      expected: previous.builders,
-      onEnd: (reason) => {
-        this.#log.info("reclaim grace ended", { reason });
-        this.#reclaim = undefined;
-        // Builders that never came back have fenced by now.
-        this.#stateBuilders = new Set(
-          [...this.#sessions.values(), ...this.#detached.values()]
-            .map((s) => s.digest ?? ANONYMOUS),
-        );
-        this.#writeState(false).catch((err) => this.#stateError(err));
-        for (const name of this.#allocator.budgets().keys()) {
-          this.#progress.touch(name);
-        }
+    this.#guard = await RestartGuard.load({
+      path: options.stateFile,
+      reclaimMs: (options.reclaimGrace ?? this.#builderGraceMs / 1000) * 1000,
+      fence: this.#fence,
+      log: this.#log,
+      now: this.#now,
+      current: () =>
+        [...this.#sessions.values(), ...this.#detached.values()]
+          .map((s) => s.digest ?? ANONYMOUS),
+      begin: () => this.#allocator.beginReclaim(),
+      end: () => {
+        this.#progress.touchAll();
         this.#apply(this.#allocator.endReclaim());
       },
-    }, this.#now());
-    this.#log.warn("reclaim grace: the last run did not end cleanly", {
-      seconds: graceMs / 1000,
-      builders: previous.builders.length,
-      hint: "only restores are admitted until the builders are back",
-    });
-  }
-
-  #writeState(clean: boolean): Promise<void> {
-    if (!this.#state) return Promise.resolve();
-    return this.#state.write({
-      version: 1,
-      clean,
-      fence: this.#fence,
-      builders: clean ? [] : [...this.#stateBuilders],
-    });
-  }
-
-  #stateError(err: unknown): void {
-    this.#log.error("cannot write the state file", {
-      path: this.#state?.path,
-      error: (err as Error).message,
     });
   }
 
@@ -302,12 +251,10 @@ class ServerApp {
         this.#routes.close();
         clearTimeout(this.#timer);
         this.#progress.close();
-        this.#reclaim?.close();
         for (const d of this.#detached.values()) clearTimeout(d.timer);
-        // Clean only if nothing is held: else the next start reclaims.
-        const held = this.#allocator.status().some((r) => r.allocated > 0);
-        if (!held) this.#stateBuilders.clear();
-        await this.#writeState(!held).catch((err) => this.#stateError(err));
+        await this.#guard?.shutdown(
+          this.#allocator.status().some((r) => r.allocated > 0),
+        );
         for (const s of this.#sessions.values()) {
           s.socket.close(1001, "server shutting down");
         }
@@ -329,7 +276,7 @@ class ServerApp {
     return {
       version: 1,
       time: this.#now(),
-      reclaimUntil: this.#reclaim?.until ?? null,
+      reclaimUntil: this.#guard?.reclaimUntil ?? null,
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
         id: s.publicId,
@@ -391,7 +338,7 @@ class ServerApp {
     };
     socket.onclose = () => {
       clearTimeout(helloTimer);
-      this.#reclaim?.restored(conn.id, undefined);
+      this.#guard?.restored(conn.id, undefined);
       const owner = conn.owner;
       // A connection replaced by a newer one of the same builder owns nothing.
       if (owner === undefined || this.#sessions.get(owner) !== conn) return;
@@ -527,15 +474,8 @@ class ServerApp {
     const digest = hello.session === undefined
       ? ANONYMOUS
       : await sessionDigest(hello.session);
-    if (this.#state && !this.#stateBuilders.has(digest)) {
-      // On disk before the welcome: a restart must wait for this builder.
-      this.#stateBuilders.add(digest);
-      try {
-        await this.#writeState(false);
-      } catch (err) {
-        this.#stateError(err);
-      }
-    }
+    // On disk before the welcome: a restart must wait for this builder.
+    await this.#guard?.recordSession(digest);
     if (conn.socket.readyState !== WebSocket.OPEN) return;
     conn.digest = digest;
     conn.name = hello.name;
@@ -559,7 +499,7 @@ class ServerApp {
       conn.unconfirmed = new Set(this.#allocator.cookiesOf(owner));
       previous?.socket.close(1000, "replaced by a new connection");
     }
-    this.#reclaim?.restoring(conn.id, digest);
+    this.#guard?.restoring(conn.id, digest);
     this.#log.info(
       previous || detached ? "builder reconnected" : "builder connected",
       { builder: publicId, name: conn.name },
@@ -612,7 +552,7 @@ class ServerApp {
     }
     if (isRestored(msg)) {
       this.#dropUnconfirmed(conn, owner);
-      this.#reclaim?.restored(conn.id, conn.digest);
+      this.#guard?.restored(conn.id, conn.digest);
       return;
     }
     // Only a re-sent restore confirms a cookie: a new request refused as a
@@ -725,7 +665,11 @@ class ServerApp {
             cookie: o.cookie,
             amount: o.amount,
             resname: o.resname,
-            lease: o.lease,
+            // A grant re-sent for a lease granted earlier (the builder
+            // missed it): the seconds it has left, not its full length.
+            lease: o.known
+              ? Math.max(1, Math.ceil((o.expires - this.#now()) / 1000))
+              : o.lease,
             expires: o.expires,
             ...(o.resources && { resources: o.resources }),
           });

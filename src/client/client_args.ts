@@ -1,0 +1,335 @@
+/**
+ * The command line of `sai-resource`: every form it takes, parsed into a
+ * {@linkcode Command}.  Usage errors are `TypeError`s.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { LeaseSpec } from "./lease_client.ts";
+import {
+  COOKIE_PATTERN,
+  COOKIE_RULE,
+  MAX_PRIORITY,
+  MAX_UINT,
+  NAME_PATTERN,
+  type ResourceAmount,
+} from "../protocol/protocol.ts";
+import { positiveSeconds } from "../shared/cli_flags.ts";
+import { DEFAULT_GRACE_SECONDS, type LaunchOptions } from "./launcher.ts";
+
+export const USAGE =
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground]
+       sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
+       sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
+       sai-resource (--release COOKIE | --release-scope SCOPE) [--socket PATH] [--optional] [--strict]
+PATH may be @NAME: an abstract Unix socket (Linux)`;
+
+/** Set to 1, makes an acquire hold the lease in the foreground (`--foreground`). */
+export const FOREGROUND_ENV = "SAI_RESOURCE_FOREGROUND";
+
+/**
+ * libwebsockets' log bits that `-d LEVEL` reads: LLL_INFO and LLL_DEBUG make
+ * `sai-resource` verbose; 0 makes it quiet.
+ */
+const LLL_INFO = 8;
+const LLL_DEBUG = 16;
+
+const DEFAULT_WAIT_SECONDS = 600;
+
+/** Prepended to the cookies `sai-resource` makes up (see docs/ctest.md). */
+export const COOKIE_PREFIX_ENV = "SAI_RESOURCE_COOKIE_PREFIX";
+
+/** A parsed command line. */
+export type Command =
+  | { kind: "help" }
+  | {
+    kind: "release";
+    cookie: string;
+    socket: string;
+    /** Fail, not warn, when the lease had already expired. */
+    strict: boolean;
+  }
+  | {
+    kind: "acquire";
+    spec: LeaseSpec;
+    socket: string;
+    waitSeconds: number;
+    quiet: boolean;
+    /** `-d` with LLL_INFO or LLL_DEBUG: say what goes over the socket. */
+    verbose: boolean;
+    holder: boolean;
+    /** Hold the lease in this process (no detached holder). */
+    foreground: boolean;
+  }
+  | {
+    kind: "launch";
+    argv: string[];
+    options: LaunchOptions;
+  }
+  | {
+    /** `--optional` with no builder socket: succeed without a lease. */
+    kind: "unmanaged";
+    /** The command to run in launcher mode. */
+    argv?: string[];
+    quiet: boolean;
+  };
+
+/**
+ * Splits the command line at the first `--`: what follows is the command to
+ * launch, and must not be read as our options.
+ */
+export function splitLaunch(
+  args: string[],
+): { ours: string[]; argv: string[] | undefined } {
+  const at = args.indexOf("--");
+  if (at < 0) return { ours: args, argv: undefined };
+  return { ours: args.slice(0, at), argv: args.slice(at + 1) };
+}
+
+/**
+ * The longest `--wait` or `--grace`: a week.  Timers cannot run past about
+ * 24.8 days, and no test should wait that long for a lease anyway.
+ */
+export const MAX_WAIT_SECONDS = 7 * 86_400;
+
+function seconds(flag: string, value: string): number {
+  const n = positiveSeconds(flag, value);
+  if (n > MAX_WAIT_SECONDS) {
+    throw new TypeError(
+      `${flag} must be at most ${MAX_WAIT_SECONDS} seconds (a week), got "${value}"`,
+    );
+  }
+  return n;
+}
+
+function checkedCookie(cookie: string, from: string): string {
+  if (!COOKIE_PATTERN.test(cookie)) {
+    throw new TypeError(
+      `${from} must be ${COOKIE_RULE}, got "${cookie}"`,
+    );
+  }
+  return cookie;
+}
+
+/** The cookie for `--scope SCOPE`: the prefix from the environment + SCOPE. */
+function scopeCookie(
+  scope: string,
+  env: { get(key: string): string | undefined },
+): string {
+  if (!NAME_PATTERN.test(scope)) {
+    throw new TypeError(
+      `SCOPE must match ${NAME_PATTERN.source}, got "${scope}"`,
+    );
+  }
+  return checkedCookie(
+    (env.get(COOKIE_PREFIX_ENV) ?? "") + scope,
+    `COOKIE (${COOKIE_PREFIX_ENV} + SCOPE)`,
+  );
+}
+
+function positiveInt(name: string, value: string): number {
+  if (!/^[1-9][0-9]*$/.test(value) || Number(value) > MAX_UINT) {
+    throw new TypeError(
+      `${name} must be a positive integer, got "${value}"`,
+    );
+  }
+  return Number(value);
+}
+
+/** Parses `NAME=AMOUNT[,NAME=AMOUNT...]`. */
+function parseResourceList(text: string): ResourceAmount[] {
+  const resources = text.split(",").map((item) => {
+    const [name = "", value = ""] = item.split("=");
+    if (!NAME_PATTERN.test(name)) {
+      throw new TypeError(
+        `NAME must match ${NAME_PATTERN.source}, got "${name}"`,
+      );
+    }
+    return { resname: name, amount: positiveInt("AMOUNT", value) };
+  });
+  if (new Set(resources.map((r) => r.resname)).size < resources.length) {
+    throw new TypeError(`a resource is named twice in "${text}"`);
+  }
+  return resources;
+}
+
+function parsePriority(value: string): number {
+  const priority = Number(value);
+  if (!/^-?[0-9]+$/.test(value) || Math.abs(priority) > MAX_PRIORITY) {
+    throw new TypeError(
+      `--priority must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}, got "${value}"`,
+    );
+  }
+  return priority;
+}
+
+/** Parses the command line; throws `TypeError` for usage errors. */
+export function parseCommand(
+  args: string[],
+  env: { get(key: string): string | undefined },
+): Command {
+  const { ours, argv } = splitLaunch(args);
+  const { values, positionals } = parseArgs({
+    args: ours,
+    strict: true,
+    allowPositionals: true,
+    options: {
+      wait: { type: "string" },
+      socket: { type: "string" },
+      quiet: { type: "boolean", short: "q" },
+      release: { type: "string" },
+      "release-scope": { type: "string" },
+      scope: { type: "string" },
+      optional: { type: "boolean" },
+      "kill-on-expiry": { type: "boolean" },
+      grace: { type: "string" },
+      help: { type: "boolean", short: "h" },
+      holder: { type: "boolean" },
+      priority: { type: "string" },
+      foreground: { type: "boolean" },
+      strict: { type: "boolean" },
+      // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
+      debug: { type: "string", short: "d" },
+    },
+  });
+  if (values.help) return { kind: "help" };
+  const level = values.debug === undefined ? undefined : logBits(values.debug);
+  if (argv !== undefined && argv.length === 0) {
+    throw new TypeError("no command after --");
+  }
+  if (argv === undefined) {
+    for (const flag of ["kill-on-expiry", "grace"] as const) {
+      if (values[flag] !== undefined) {
+        throw new TypeError(`--${flag} needs a command after --`);
+      }
+    }
+  }
+  const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
+  const quiet = (values.quiet ?? false) || level === 0;
+  const verbose = !quiet && level !== undefined &&
+    (level & (LLL_INFO | LLL_DEBUG)) !== 0;
+  if (values.release !== undefined || values["release-scope"] !== undefined) {
+    if (positionals.length > 0 || argv !== undefined) {
+      throw new TypeError("--release takes no other arguments");
+    }
+    if (values.release !== undefined && values["release-scope"] !== undefined) {
+      throw new TypeError("give --release or --release-scope, not both");
+    }
+    const cookie = values.release !== undefined
+      ? checkedCookie(values.release, "COOKIE")
+      : scopeCookie(values["release-scope"]!, env);
+    if (!socket && values.optional) return { kind: "unmanaged", quiet };
+    return {
+      kind: "release",
+      cookie,
+      socket: needSocket(socket),
+      strict: values.strict ?? false,
+    };
+  }
+  if (values.strict) {
+    throw new TypeError("--strict is for --release and --release-scope");
+  }
+  // NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE]: several at once.
+  const multi = positionals[0]?.includes("=") ?? false;
+  const [min, max] = multi ? [2, 3] : [3, 4];
+  if (positionals.length < min || positionals.length > max) {
+    throw new TypeError(
+      multi
+        ? `expected NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`
+        : `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`,
+    );
+  }
+  const resources = multi ? parseResourceList(positionals[0]!) : undefined;
+  const [resname, amount, lease, given] = resources
+    ? [
+      resources[0]!.resname,
+      String(resources[0]!.amount),
+      ...positionals.slice(1),
+    ] as [string, string, string, string?]
+    : positionals as [string, string, string, string?];
+  if (!NAME_PATTERN.test(resname)) {
+    throw new TypeError(
+      `NAME must match ${NAME_PATTERN.source}, got "${resname}"`,
+    );
+  }
+  if (given !== undefined && values.scope !== undefined) {
+    throw new TypeError("give COOKIE or --scope, not both");
+  }
+  const cookie = given !== undefined
+    ? checkedCookie(given, "COOKIE")
+    : values.scope !== undefined
+    ? scopeCookie(values.scope, env)
+    : checkedCookie(
+      (env.get(COOKIE_PREFIX_ENV) ?? "") + crypto.randomUUID(),
+      `COOKIE (${COOKIE_PREFIX_ENV} + a random UUID)`,
+    );
+  const waitSeconds = values.wait !== undefined
+    ? seconds("--wait", values.wait)
+    : DEFAULT_WAIT_SECONDS;
+  const priority = values.priority === undefined
+    ? 0
+    : parsePriority(values.priority);
+  const spec: LeaseSpec = {
+    resname,
+    amount: positiveInt("AMOUNT", amount),
+    lease: positiveInt("LEASE_SECONDS", lease),
+    cookie,
+    ...(resources && resources.length > 1 && { resources }),
+    ...(priority !== 0 && { priority }),
+  };
+  const graceSeconds = values.grace !== undefined
+    ? seconds("--grace", values.grace)
+    : DEFAULT_GRACE_SECONDS;
+  if (!socket && values.optional) {
+    return { kind: "unmanaged", ...(argv && { argv }), quiet };
+  }
+  if (argv !== undefined) {
+    return {
+      kind: "launch",
+      argv,
+      options: {
+        socket: needSocket(socket),
+        spec,
+        waitSeconds,
+        quiet,
+        killOnExpiry: values["kill-on-expiry"] ?? false,
+        graceSeconds,
+      },
+    };
+  }
+  return {
+    kind: "acquire",
+    spec,
+    socket: needSocket(socket),
+    waitSeconds,
+    quiet,
+    verbose,
+    holder: values.holder ?? false,
+    foreground: (values.foreground ?? false) || isSet(env.get(FOREGROUND_ENV)),
+  };
+}
+
+/** `-d LEVEL`: a libwebsockets log bitmask, a non-negative integer. */
+function logBits(value: string): number {
+  if (!/^[0-9]+$/.test(value) || Number(value) > MAX_UINT) {
+    throw new TypeError(
+      `-d must be a log level (a non-negative integer), got "${value}"`,
+    );
+  }
+  return Number(value);
+}
+
+/** Whether an on/off environment variable is on. */
+function isSet(value: string | undefined): boolean {
+  return value !== undefined && /^(1|true|yes|on)$/i.test(value.trim());
+}
+
+function needSocket(socket: string | undefined): string {
+  if (!socket) {
+    throw new TypeError(
+      "no builder socket: pass --socket PATH or set SAI_BUILDER_RESOURCE_PROXY",
+    );
+  }
+  return socket;
+}

@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { type Command, parseCommand } from "./client_args.ts";
+
+const ENV = new Map([["SAI_BUILDER_RESOURCE_PROXY", "/tmp/b.sock"]]);
+
+function parse(args: string[], env = ENV): Command {
+  return parseCommand(args, env);
+}
+
+Deno.test("`parseCommand()` accepts -d LEVEL and -dLEVEL in every form", () => {
+  const forms = [
+    ["r", "1", "10", "cookie"],
+    ["r=1,s=2", "10", "cookie"],
+    ["r", "1", "10", "--scope", "s"],
+    ["--release", "cookie"],
+    ["--release-scope", "s"],
+    ["r", "1", "10", "--", "true", "-d5"],
+    ["--holder", "r", "1", "10", "cookie"],
+  ];
+  for (const form of forms) {
+    for (const d of [["-d1039"], ["-d", "1039"], ["--debug=1039"]]) {
+      const at = form.indexOf("--") < 0 ? form.length : form.indexOf("--");
+      const args = [...form.slice(0, at), ...d, ...form.slice(at)];
+      assert.doesNotThrow(() => parse(args), args.join(" "));
+    }
+  }
+  // What follows -- is the command's, -d included.
+  const launched = parse(["r", "1", "10", "--", "tool", "-d5"]);
+  assert.ok(launched.kind === "launch");
+  assert.deepEqual(launched.argv, ["tool", "-d5"]);
+  assert.throws(() => parse(["r", "1", "10", "-dx"]), /-d must be a log level/);
+});
+
+Deno.test("`parseCommand()` reads -d as libwebsockets' log bits: 0 quiet, INFO or DEBUG verbose", () => {
+  const of = (d: string) => {
+    const c = parse(["r", "1", "10", "c", `-d${d}`]);
+    assert.ok(c.kind === "acquire");
+    return [c.quiet, c.verbose];
+  };
+  assert.deepEqual(of("0"), [true, false]);
+  assert.deepEqual(of("3"), [false, false]);
+  assert.deepEqual(of("1039"), [false, true]);
+  assert.deepEqual(of("16"), [false, true]);
+});
+
+Deno.test("`parseCommand()` holds in the foreground with --foreground or SAI_RESOURCE_FOREGROUND=1", () => {
+  const fg = (args: string[], env: [string, string][] = []) => {
+    const c = parse(["r", "1", "10", "c", ...args], new Map([...ENV, ...env]));
+    assert.ok(c.kind === "acquire");
+    return c.foreground;
+  };
+  assert.equal(fg([]), false);
+  assert.equal(fg(["--foreground"]), true);
+  assert.equal(fg([], [["SAI_RESOURCE_FOREGROUND", "1"]]), true);
+  assert.equal(fg([], [["SAI_RESOURCE_FOREGROUND", "0"]]), false);
+  assert.equal(fg([], [["SAI_RESOURCE_FOREGROUND", ""]]), false);
+});
+
+Deno.test("`parseCommand()` takes --strict only with a release", () => {
+  const c = parse(["--release", "c", "--strict"]);
+  assert.ok(c.kind === "release");
+  assert.equal(c.strict, true);
+  assert.throws(() => parse(["r", "1", "10", "--strict"]), /--strict is for/);
+});
+
+Deno.test("`parseCommand()` accepts cookies of up to 255 characters", () => {
+  const c = parse(["r", "1", "10", "x".repeat(255)]);
+  assert.ok(c.kind === "acquire");
+  assert.throws(
+    () => parse(["r", "1", "10", "x".repeat(256)]),
+    /COOKIE must be 1 to 255/,
+  );
+});

@@ -1,0 +1,165 @@
+/**
+ * Foreground holding (`--foreground`, `SAI_RESOURCE_FOREGROUND=1`): the
+ * process that was started takes the lease and holds it itself, with no
+ * detached holder, until it is signalled.  This is what upstream Sai's CMake
+ * scripts expect: they start `sai-resource` in the background, record its
+ * PID, and later kill that PID to give the lease back.
+ *
+ * - SIGTERM, SIGINT or SIGHUP: release (or withdraw) and exit 0 once
+ *   granted, 128+N while still queued.
+ * - The builder goes away while the lease is held: exit 1.
+ * - The lease expires: warn on stderr and keep running until signalled,
+ *   since the caller's cleanup expects a live PID.
+ *
+ * @module
+ */
+
+import {
+  acquire,
+  AcquireError,
+  type HeldLease,
+  specAmounts,
+  specNames,
+} from "./lease_client.ts";
+import { afterSeconds, signalExitCode } from "./launcher.ts";
+import type { Command } from "./client_args.ts";
+import { encoder, EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
+
+const SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
+type HoldSignal = typeof SIGNALS[number];
+
+/** Waits for the first of SIGTERM, SIGINT and SIGHUP while in use. */
+class Signals implements Disposable {
+  readonly received = Promise.withResolvers<HoldSignal>();
+  readonly aborted = new AbortController();
+  /** The first signal received, if any. */
+  first: HoldSignal | undefined;
+  #handlers: [HoldSignal, () => void][] = [];
+
+  constructor() {
+    for (const sig of SIGNALS) {
+      const handler = () => {
+        this.first ??= sig;
+        this.received.resolve(sig);
+        this.aborted.abort(new Error(`received ${sig}`));
+      };
+      Deno.addSignalListener(sig, handler);
+      this.#handlers.push([sig, handler]);
+    }
+  }
+
+  [Symbol.dispose](): void {
+    for (const [sig, handler] of this.#handlers) {
+      Deno.removeSignalListener(sig, handler);
+    }
+  }
+}
+
+/** Runs an acquire in the foreground; returns the exit code. */
+export async function runForeground(
+  command: Extract<Command, { kind: "acquire" }>,
+): Promise<number> {
+  const { spec, quiet, verbose } = command;
+  using signals = new Signals();
+  let lastProgress = "";
+  let lease: HeldLease;
+  try {
+    lease = await acquire(command.socket, spec, {
+      signal: AbortSignal.any([
+        AbortSignal.timeout(command.waitSeconds * 1000),
+        signals.aborted.signal,
+      ]),
+      onQueued: (q) => {
+        const line = `queued for ${specNames(spec)}: position ${q.position}` +
+          (q.eta >= 0 ? `, about ${q.eta} s` : "");
+        if (!quiet && line !== lastProgress) printErr(line);
+        lastProgress = line;
+      },
+      ...(verbose && {
+        onMessage: (msg) =>
+          printErr(`from the builder: ${JSON.stringify(msg)}`),
+      }),
+    });
+  } catch (err) {
+    if (signals.first) {
+      printErr(`${signals.first} while waiting; the request was withdrawn`);
+      return signalExitCode(signals.first);
+    }
+    printErr(
+      err instanceof AcquireError
+        ? err.message
+        : `Cannot get a lease: ${(err as Error).message}`,
+    );
+    return EXIT_FAILED;
+  }
+  if (!quiet) {
+    printErr(
+      `granted ${
+        specAmounts(spec)
+      } for ${spec.lease} s (cookie ${spec.cookie}); holding it until signalled (pid ${Deno.pid})`,
+    );
+  }
+  try {
+    Deno.stdout.writeSync(encoder.encode(spec.cookie + "\n"));
+  } catch {
+    // Nobody reads our stdout; holding is what matters.
+  }
+  return await hold(lease, command, signals);
+}
+
+async function hold(
+  lease: HeldLease,
+  command: Extract<Command, { kind: "acquire" }>,
+  signals: Signals,
+): Promise<number> {
+  const { spec } = command;
+  const grantedAt = Date.now();
+  let expired = false;
+  const onExpired = (how: string) => {
+    if (expired) return;
+    expired = true;
+    printErr(
+      `the lease on ${specNames(spec)} (cookie ${spec.cookie}) ${how} after ${
+        Math.round((Date.now() - grantedAt) / 1000)
+      } s: what it gates runs ungated from now; still running until signalled`,
+    );
+  };
+  // A real Sai builder never says the lease expired: watch our own clock.
+  const cancelLocalEnd = afterSeconds(
+    spec.lease + 1,
+    () => onExpired("has run out (LEASE_SECONDS passed)"),
+  );
+  // Keeps the event loop alive while we only wait for signals.
+  const keepAlive = setInterval(() => {}, 3_600_000);
+  try {
+    for (;;) {
+      const next = await Promise.race([
+        signals.received.promise,
+        expired ? new Promise<never>(() => {}) : lease.ended,
+      ]);
+      if (next === "expired") {
+        onExpired("expired (the builder said so)");
+        continue;
+      }
+      if (next === "released" || next === "closed") {
+        if (expired) continue;
+        printErr(
+          `the builder closed the connection: the lease on ${
+            specNames(spec)
+          } (cookie ${spec.cookie}) is gone`,
+        );
+        return EXIT_FAILED;
+      }
+      lease.release();
+      if (!command.quiet) {
+        printErr(
+          `${next}: released ${specNames(spec)} (cookie ${spec.cookie})`,
+        );
+      }
+      return EXIT_OK;
+    }
+  } finally {
+    cancelLocalEnd();
+    clearInterval(keepAlive);
+  }
+}

@@ -1,8 +1,10 @@
 /**
- * The fault matrix: for each fault a server, two builders and six clients
- * cycling leases on a budget of 2, with the fault injected while builder
- * `a`'s clients hold units.  Concurrency is measured from the holders' own
- * timestamps (`_lease_workload.ts`), never from the server's counters.
+ * The fault matrix: for each fault a server, two builders and eight clients
+ * cycling leases on a budget of 2 (per builder three speaking the protocol
+ * themselves and one real `sai-resource` launcher), with the fault injected
+ * while builder `a`'s clients hold units.  Concurrency is measured from the
+ * holders' own timestamps (`_lease_workload.ts`), never from the server's
+ * counters.
  *
  * Every scenario asserts that
  * - the units in use never exceeded the budget,

@@ -571,13 +571,17 @@ class ServerApp {
     const held = this.#allocator.lookup(owner, msg.cookie);
     for (const name of held?.resnames ?? []) this.#progress.touch(name);
     const { found, outcomes } = this.#allocator.release(owner, msg.cookie);
-    if (found === "lease") this.#stats.releases++;
+    // A yield at or after the lease's end is the builder ending it by its
+    // own clock, inside the expiry margin: an expiry, not a release.
+    const ran = found === "lease" && held!.expires <= this.#now();
+    if (found === "lease" && !ran) this.#stats.releases++;
+    if (ran) this.#stats.expiries++;
     if (found === "queued") this.#stats.withdrawals++;
     if (found) {
-      this.#log.info(found === "lease" ? "released" : "withdrawn", {
-        builder: this.#pid(owner),
-        cookie: msg.cookie,
-      });
+      this.#log.info(
+        ran ? "expired" : found === "lease" ? "released" : "withdrawn",
+        { builder: this.#pid(owner), cookie: msg.cookie },
+      );
       this.#forget(owner, msg.cookie);
     }
     this.#apply(outcomes);

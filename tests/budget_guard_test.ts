@@ -451,3 +451,62 @@ Deno.test("the builder backs off on accept errors (EMFILE) and logs them once a 
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("a name bound to a token cannot be taken with a shared token", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sai-tokens-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/tokens`,
+      "ci1:bound-token-0123456789\nshared-token-9876543210\n",
+    );
+    await Deno.writeTextFile(`${dir}/shared`, "shared-token-9876543210\n");
+    await using server = await ServerProc.start([
+      "--resources",
+      "r=1",
+      "--builder-tokens",
+      `${dir}/tokens`,
+    ]);
+    await using squatter = await BuilderProc.start(server, {
+      name: "ci1",
+      args: ["--token-file", `${dir}/shared`],
+      noWait: true,
+    });
+    await squatter.stderr.wait(/refused by the server: authentication failed/);
+    await using other = await BuilderProc.start(server, {
+      name: "ci2",
+      args: ["--token-file", `${dir}/shared`],
+    });
+    assert.deepEqual(
+      (await server.status()).builders.map((b) => b.name),
+      ["ci2"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the admin API stops reading a chunked body past its limit", async () => {
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=1",
+    "--admin-token",
+    "admin-token-0123",
+  ]);
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      // Endless: only the server stopping early ends this request.
+      sent += 64 * 1024;
+      controller.enqueue(new Uint8Array(64 * 1024).fill(0x20));
+    },
+  });
+  const res = await fetch(`http://127.0.0.1:${server.port}/api/resources/r`, {
+    method: "POST",
+    headers: { authorization: "Bearer admin-token-0123" },
+    body,
+  });
+  assert.equal(res.status, 400);
+  assert.match((await res.json()).error, /larger than 4096 bytes/);
+  assert.ok(sent < 64 * 1024 * 1024, `sent ${sent} bytes`);
+  assert.equal((await server.resource("r")).budget, 1);
+});

@@ -72,8 +72,9 @@ export interface ServerOptions {
   adminToken?: string;
   /**
    * Seconds a lost builder's leases stay counted (at most until their own
-   * end), from when the server last heard from it (default 3 × heartbeat).
-   * Builders fence themselves after 2/3 of it.
+   * end), from when the server last heard from it (default 4 × heartbeat).
+   * Builders fence themselves after half of it: the other half covers a
+   * launcher's SIGTERM-to-SIGKILL grace (10 s by default) and a heartbeat.
    */
   builderGrace?: number;
   /**
@@ -163,9 +164,9 @@ class ServerApp {
     this.#now = options.now ?? Date.now;
     this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
     this.#heartbeat = options.heartbeat ?? 10;
-    const grace = options.builderGrace ?? 3 * this.#heartbeat;
+    const grace = options.builderGrace ?? 4 * this.#heartbeat;
     this.#builderGraceMs = grace * 1000;
-    this.#fence = Math.round(grace * 2 / 3 * 1000) / 1000;
+    this.#fence = Math.round(grace / 2 * 1000) / 1000;
     this.#allocator = new Allocator(options.budgets, {
       now: this.#now,
       expiryMarginMs: EXPIRY_MARGIN_MS,

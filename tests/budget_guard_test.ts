@@ -472,7 +472,7 @@ Deno.test("a name bound to a token cannot be taken with a shared token", async (
       noWait: true,
     });
     await squatter.stderr.wait(/refused by the server: authentication failed/);
-    await using other = await BuilderProc.start(server, {
+    await using _other = await BuilderProc.start(server, {
       name: "ci2",
       args: ["--token-file", `${dir}/shared`],
     });

@@ -43,7 +43,7 @@ build: $(DIST)/sai-server $(DIST)/sai-builder $(DIST)/sai-resource
 
 # Each binary gets only the permissions it needs.
 $(DIST)/sai-server: $(SOURCES) | $(DENO)
-	$(DENO) compile --allow-net --allow-read --allow-env -o $@ server.ts
+	$(DENO) compile --allow-net --allow-read --allow-write --allow-env -o $@ server.ts
 
 $(DIST)/sai-builder: $(SOURCES) | $(DENO)
 	$(DENO) compile --allow-net --allow-read --allow-write --allow-env --allow-sys=uid,hostname -o $@ builder.ts

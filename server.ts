@@ -158,7 +158,7 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
   }
   const heartbeat = positiveSeconds("--heartbeat", values.heartbeat);
   const builderGrace = values["builder-grace"] === undefined
-    ? 3 * heartbeat
+    ? 4 * heartbeat
     : positiveSeconds("--builder-grace", values["builder-grace"]);
   if (builderGrace < heartbeat) {
     throw new TypeError(

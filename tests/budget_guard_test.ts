@@ -451,3 +451,124 @@ Deno.test("the builder backs off on accept errors (EMFILE) and logs them once a 
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("a name bound to a token cannot be taken with a shared token", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sai-tokens-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/tokens`,
+      "ci1:bound-token-0123456789\nshared-token-9876543210\n",
+    );
+    await Deno.writeTextFile(`${dir}/shared`, "shared-token-9876543210\n");
+    await using server = await ServerProc.start([
+      "--resources",
+      "r=1",
+      "--builder-tokens",
+      `${dir}/tokens`,
+    ]);
+    await using squatter = await BuilderProc.start(server, {
+      name: "ci1",
+      args: ["--token-file", `${dir}/shared`],
+      noWait: true,
+    });
+    await squatter.stderr.wait(/refused by the server: authentication failed/);
+    await using _other = await BuilderProc.start(server, {
+      name: "ci2",
+      args: ["--token-file", `${dir}/shared`],
+    });
+    assert.deepEqual(
+      (await server.status()).builders.map((b) => b.name),
+      ["ci2"],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the admin API stops reading a chunked body past its limit", async () => {
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=1",
+    "--admin-token",
+    "admin-token-0123",
+  ]);
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      // Endless: only the server stopping early ends this request.
+      sent += 64 * 1024;
+      controller.enqueue(new Uint8Array(64 * 1024).fill(0x20));
+    },
+  });
+  const res = await fetch(`http://127.0.0.1:${server.port}/api/resources/r`, {
+    method: "POST",
+    headers: { authorization: "Bearer admin-token-0123" },
+    body,
+  });
+  assert.equal(res.status, 400);
+  assert.match((await res.json()).error, /larger than 4096 bytes/);
+  assert.ok(sent < 64 * 1024 * 1024, `sent ${sent} bytes`);
+  assert.equal((await server.resource("r")).budget, 1);
+});
+
+Deno.test("a reader of /api/events that stops reading misses snapshots instead of growing the server", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using b = await RawBuilder.connect(server.url, {
+    name: "bulk",
+    session: SESSION,
+  });
+  await b.next((m) => m.welcome !== undefined);
+  // A long queue makes every snapshot about a megabyte.
+  b.send({ resname: "r", cookie: "head", amount: 1, lease: 600 });
+  for (let i = 0; i < 6000; i++) {
+    b.send({ resname: "r", cookie: `q${i}`, amount: 1, lease: 600 });
+  }
+  await waitFor(
+    "the queue",
+    async () => (await server.resource("r")).queuedRequests === 6000,
+  );
+  // A stalled reader: it asks for the stream and reads nothing.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  try {
+    await conn.write(
+      new TextEncoder().encode(
+        "GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+      ),
+    );
+    // 40 changes, each pushed: a reader that keeps up sees every one.
+    const live = await fetch(`http://127.0.0.1:${server.port}/api/events`);
+    const reader = live.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let seen = "";
+    const sees = async (cookie: string) => {
+      while (!seen.includes(`"cookie":"${cookie}"`)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("the event stream ended");
+        seen = seen.slice(-100) + value;
+      }
+    };
+    for (let i = 0; i < 40; i++) {
+      b.send({ resname: "r", cookie: `extra${i}`, amount: 1, lease: 600 });
+      await sees(`extra${i}`);
+    }
+    await reader.cancel();
+    // Now read it all, up to the latest snapshot.
+    const buf = new Uint8Array(1 << 20);
+    const decoder = new TextDecoder();
+    const marker = "event: status\n";
+    let text = "";
+    let frames = 0;
+    while (!text.includes('"cookie":"extra39"')) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      // Keep a short tail: a marker or the cookie may straddle two reads.
+      const carry = text.slice(-40);
+      text = carry + decoder.decode(buf.subarray(0, n), { stream: true });
+      frames += text.split(marker).length - 1 -
+        (carry.split(marker).length - 1);
+    }
+    assert.ok(text.includes('"cookie":"extra39"'), "the latest snapshot");
+    assert.ok(frames < 20, `${frames} snapshots of 40 changes were kept`);
+  } finally {
+    conn.close();
+  }
+});

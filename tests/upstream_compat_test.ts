@@ -74,25 +74,29 @@ Deno.test("the C client on our builder: long cookies, no queue progress, refusal
   ];
   assert.ok(a.length > 100);
   const holderA = cClient(builder.socket, ["r", "1", "60", a]);
-  const holderB = cClient(builder.socket, ["r", "1", "60", b]);
-  const ours = new Proc([
-    "client.ts",
-    "r",
-    "1",
-    "60",
-    "ours-progress",
-    "--socket",
-    builder.socket,
-  ]);
+  let holderB: Proc | undefined;
+  let ours: Proc | undefined;
   try {
+    // Started together, either of A and B may win the unit: B (and then
+    // ours) only once the one before holds or waits.
     await receivedSoon(holderA, "A's grant", (m) => m.amount === 1);
     assert.equal(received(holderA)[0]!.cookie, a, "the whole cookie echoed");
+    holderB = cClient(builder.socket, ["r", "1", "60", b]);
     // B queues behind A, then ours behind B.
     await waitFor(
       "B to queue",
       async () =>
         (await server.resource("r")).queue.some((q) => q.cookie === b),
     );
+    ours = new Proc([
+      "client.ts",
+      "r",
+      "1",
+      "60",
+      "ours-progress",
+      "--socket",
+      builder.socket,
+    ]);
     // Ours asked for progress and got it, while B waited too.
     await ours.stderr.wait(/queued for r: position 2/);
     holderA.kill("SIGTERM");
@@ -126,8 +130,9 @@ Deno.test("the C client on our builder: long cookies, no queue progress, refusal
     assert.equal((await ours.finished()).code, 0, ours.stderr.text);
     assert.match(ours.stderr.text, /granted 1 of r/);
   } finally {
-    for (const p of [holderA, holderB, ours]) p.kill("SIGKILL");
-    await Promise.all([holderA, holderB, ours].map((p) => p.finished()));
+    const all = [holderA, holderB, ours].filter((p) => p !== undefined);
+    for (const p of all) p.kill("SIGKILL");
+    await Promise.all(all.map((p) => p.finished()));
   }
 });
 

@@ -416,12 +416,15 @@ export class Allocator {
     resname: string;
     /** Every resource it needs, in request order. */
     resnames: string[];
+    /** When a lease ends (epoch ms by the clock); 0 while queued. */
+    expires: number;
   } | undefined {
     const e = this.#owners.get(owner)?.get(cookie);
     return e && {
       state: e.state,
       resname: e.parts[0]!.res.name,
       resnames: e.parts.map((p) => p.res.name),
+      expires: e.state === "leased" ? e.expires : 0,
     };
   }
 

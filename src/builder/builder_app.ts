@@ -448,9 +448,10 @@ class BuilderApp {
 
   /**
    * Ends a granted lease here (its own end, or fencing): the holder is told
-   * it expired, as when the server expires it.  Nothing goes to the server: it
-   * expires the lease itself (a moment later), and after fencing the link
-   * is down; our `restored` marker drops it there on reconnect.
+   * it expired, as when the server expires it, and the server is told it is
+   * yielded, which spares the server's expiry margin (it counts a yield at
+   * or after the end as an expiry).  After fencing the link is down: our
+   * `restored` marker drops the lease there on reconnect.
    */
   #endLease(client: Client, why: string): void {
     if (this.#clients.get(client.cookie) !== client) return;
@@ -462,6 +463,8 @@ class BuilderApp {
       cookie: client.cookie,
       expired: true,
     });
+    // Only once the holder has been told: then its unit may go to another.
+    client.writes.finally(() => this.#yield(client.cookie));
   }
 
   /** Pings the server, and declares the link dead when it stays silent. */

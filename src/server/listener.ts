@@ -99,7 +99,7 @@ export async function listenServer(
       }
       backoffMs = 0;
       open.add(conn);
-      serveConnection(conn, innerPath, options)
+      serveConnection(conn, innerPath, options, open)
         .catch(() => {})
         .finally(() => {
           open.delete(conn);
@@ -128,6 +128,7 @@ async function serveConnection(
   conn: Deno.Conn,
   innerPath: string,
   options: ListenerOptions,
+  open: Set<Deno.Conn>,
 ): Promise<void> {
   const remote = conn.remoteAddr as Deno.NetAddr;
   const peer = `${remote.hostname}:${remote.port}`;
@@ -190,6 +191,8 @@ async function serveConnection(
     await respond(conn, 503, "Shutting down\n");
     return;
   }
+  // Closed at shutdown too: the HTTP server waits for it otherwise.
+  open.add(upstream);
   try {
     await writeAll(upstream, encoder.encode(rewritten));
     await writeAll(upstream, rest);
@@ -198,6 +201,7 @@ async function serveConnection(
     closeQuietly(upstream);
     await up;
   } finally {
+    open.delete(upstream);
     closeQuietly(upstream);
   }
 }

@@ -16,6 +16,7 @@ import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
 import { type Fields, Logger } from "../shared/log.ts";
 import type { AdminTarget } from "./admin.ts";
 import { OperatorActions } from "./operator.ts";
+import { OutcomeDelivery } from "./delivery.ts";
 import { QueueProgress } from "./progress.ts";
 import type { Detached, Session } from "./sessions.ts";
 import { RestartGuard } from "./restart_guard.ts";
@@ -72,8 +73,9 @@ export interface ServerOptions {
   adminToken?: string;
   /**
    * Seconds a lost builder's leases stay counted (at most until their own
-   * end), from when the server last heard from it (default 3 × heartbeat).
-   * Builders fence themselves after 2/3 of it.
+   * end), from when the server last heard from it (default 4 × heartbeat).
+   * Builders fence themselves after half of it: the other half covers a
+   * launcher's SIGTERM-to-SIGKILL grace (10 s by default) and a heartbeat.
    */
   builderGrace?: number;
   /**
@@ -155,6 +157,7 @@ class ServerApp {
   #waits = new WaitHistogram();
   #routes: HttpRoutes;
   #operator: OperatorActions;
+  #delivery: OutcomeDelivery;
 
   constructor(options: ServerOptions) {
     this.#tokens = options.builderTokens;
@@ -163,9 +166,9 @@ class ServerApp {
     this.#now = options.now ?? Date.now;
     this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
     this.#heartbeat = options.heartbeat ?? 10;
-    const grace = options.builderGrace ?? 3 * this.#heartbeat;
+    const grace = options.builderGrace ?? 4 * this.#heartbeat;
     this.#builderGraceMs = grace * 1000;
-    this.#fence = Math.round(grace * 2 / 3 * 1000) / 1000;
+    this.#fence = Math.round(grace / 2 * 1000) / 1000;
     this.#allocator = new Allocator(options.budgets, {
       now: this.#now,
       expiryMarginMs: EXPIRY_MARGIN_MS,
@@ -178,6 +181,16 @@ class ServerApp {
       allocator: this.#allocator,
       send: (owner, msg) => this.#send(this.#sessions.get(owner), msg),
       intervalMs: options.progressIntervalMs ?? 250,
+      now: this.#now,
+    });
+    this.#delivery = new OutcomeDelivery({
+      stats: this.#stats,
+      waits: this.#waits,
+      log: this.#log,
+      progress: this.#progress,
+      session: (owner) => this.#sessions.get(owner),
+      send: (session, msg) => this.#send(session, msg),
+      pid: (owner) => this.#pid(owner),
       now: this.#now,
     });
     this.#operator = new OperatorActions({
@@ -571,13 +584,17 @@ class ServerApp {
     const held = this.#allocator.lookup(owner, msg.cookie);
     for (const name of held?.resnames ?? []) this.#progress.touch(name);
     const { found, outcomes } = this.#allocator.release(owner, msg.cookie);
-    if (found === "lease") this.#stats.releases++;
+    // A yield at or after the lease's end is the builder ending it by its
+    // own clock, inside the expiry margin: an expiry, not a release.
+    const ran = found === "lease" && held!.expires <= this.#now();
+    if (found === "lease" && !ran) this.#stats.releases++;
+    if (ran) this.#stats.expiries++;
     if (found === "queued") this.#stats.withdrawals++;
     if (found) {
-      this.#log.info(found === "lease" ? "released" : "withdrawn", {
-        builder: this.#pid(owner),
-        cookie: msg.cookie,
-      });
+      this.#log.info(
+        ran ? "expired" : found === "lease" ? "released" : "withdrawn",
+        { builder: this.#pid(owner), cookie: msg.cookie },
+      );
       this.#forget(owner, msg.cookie);
     }
     this.#apply(outcomes);
@@ -630,82 +647,7 @@ class ServerApp {
 
   /** Delivers outcomes, then re-arms the expiry timer. */
   #apply(outcomes: Outcome[]): void {
-    for (const o of outcomes) {
-      const session = this.#sessions.get(o.owner);
-      if (o.type !== "refuse") {
-        for (const r of o.resources ?? [o]) this.#progress.touch(r.resname);
-      }
-      switch (o.type) {
-        case "grant":
-          this.#forget(o.owner, o.cookie);
-          // A restored lease is an old holding re-admitted, not a grant.
-          if (o.restored) {
-            if (!o.known) this.#stats.restores++;
-            this.#log.info("restored", {
-              builder: this.#pid(o.owner),
-              cookie: o.cookie,
-              resname: o.resname,
-              amount: o.amount,
-              lease: o.lease,
-            });
-          } else {
-            this.#stats.grants++;
-            this.#waits.observe(o.waited / 1000);
-            this.#log.info("granted", {
-              builder: this.#pid(o.owner),
-              cookie: o.cookie,
-              resname: o.resname,
-              amount: o.amount,
-              lease: o.lease,
-              waited_ms: o.waited,
-            });
-          }
-          this.#send(session, {
-            schema: SCHEMA,
-            cookie: o.cookie,
-            amount: o.amount,
-            resname: o.resname,
-            // A grant re-sent for a lease granted earlier (the builder
-            // missed it): the seconds it has left, not its full length.
-            lease: o.known
-              ? Math.max(1, Math.ceil((o.expires - this.#now()) / 1000))
-              : o.lease,
-            expires: o.expires,
-            ...(o.resources && { resources: o.resources }),
-          });
-          break;
-        case "refuse":
-          this.#count(o.reason);
-          // Queued requests can be refused too (a budget lowered under them).
-          this.#forget(o.owner, o.cookie);
-          this.#log.info("refused", {
-            builder: this.#pid(o.owner),
-            cookie: o.cookie,
-            reason: o.reason,
-            error: o.message,
-          });
-          this.#send(session, {
-            schema: SCHEMA,
-            cookie: o.cookie,
-            error: o.message,
-          });
-          break;
-        case "expire":
-          this.#stats.expiries++;
-          this.#log.info("expired", {
-            builder: this.#pid(o.owner),
-            cookie: o.cookie,
-            resname: o.resname,
-            amount: o.amount,
-          });
-          this.#send(session, {
-            schema: SCHEMA,
-            cookie: o.cookie,
-            expired: true,
-          });
-          break;
-      }
-    }
+    this.#delivery.deliver(outcomes);
     this.#armExpiry();
     this.#progress.arm();
     this.#routes.changed();

@@ -37,13 +37,14 @@ const BUDGET = 2;
 /** Seconds, server and builders alike. */
 const HEARTBEAT = 1;
 /**
- * How long the timed faults last.  With the defaults (builder grace G = 3
- * heartbeats, fence F = 2/3 G) a builder that cannot resume its session
+ * How long the timed faults last.  With the defaults (builder grace G = 4
+ * heartbeats, fence F = G/2) a builder that cannot resume its session
  * within F fences itself; the server keeps a lost builder's leases for G.
- * The long faults (F < d < G, longer than the heartbeat) take the fencing
- * path; the cut is restored within a heartbeat and takes the resume path.
+ * The long faults (F < d < G, midway, longer than the heartbeat) take the
+ * fencing path; the cut is restored within a heartbeat and takes the resume
+ * path.
  */
-const LONG_FAULT_MS = 2.5 * HEARTBEAT * 1000;
+const LONG_FAULT_MS = 3 * HEARTBEAT * 1000;
 const SHORT_FAULT_MS = 0.5 * HEARTBEAT * 1000;
 /** Long enough that no lease ends by itself during a scenario. */
 const LEASE = 120;
@@ -367,10 +368,10 @@ Deno.test("fault matrix: server kill -9 and restart", async () => {
       rig.proxies.b.target = rig.server.port;
     });
   }, {
-    // A builder grace of 6 heartbeats (fence 4) lets a come back before it
+    // A builder grace of 8 heartbeats (fence 4) lets a come back before it
     // fences, still holding: only the reclaim grace then keeps b's queued
     // requests from taking a's units before a restores them.
-    serverArgs: ["--builder-grace", String(6 * HEARTBEAT)],
+    serverArgs: ["--builder-grace", String(8 * HEARTBEAT)],
   });
 });
 

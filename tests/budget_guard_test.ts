@@ -572,3 +572,21 @@ Deno.test("a reader of /api/events that stops reading misses snapshots instead o
     conn.close();
   }
 });
+
+Deno.test("a state file the server cannot write is a start-up error naming it", async () => {
+  const got = await new Proc([
+    "server.ts",
+    "--resources",
+    "r=1",
+    "--listen",
+    "127.0.0.1:0",
+    "--state-file",
+    "/proc/no-such-dir/state.json",
+  ]).finished();
+  assert.equal(got.code, 1);
+  assert.match(
+    got.stderr,
+    /Cannot use the state file "\/proc\/no-such-dir\/state\.json": .*pass --state-file PATH/,
+  );
+  assert.doesNotMatch(got.stdout, /listening/);
+});

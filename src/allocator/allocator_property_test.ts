@@ -204,8 +204,14 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
       live.delete(key(life.owner, life.cookie));
     }
   };
+  /**
+   * The audit's counters, as the server keeps them from the outcomes:
+   * leases begun (granted or restored) and ended, by how.
+   */
+  const counters = { begun: 0, release: 0, expire: 0, force: 0, dropped: 0 };
   const end = (life: Life, how: NonNullable<Life["end"]>) => {
     assert.equal(life.state, "leased", `${step}: ${life.cookie} ${how}`);
+    counters[how]++;
     life.end = how;
     life.ends++;
     life.state = "done";
@@ -224,6 +230,7 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
           continue;
         }
         decide(life, "grant");
+        counters.begun++;
         seen.add(
           `${o.restored ? "restored" : "new"} grant of ${
             life.parts.length > 1 ? "several resources" : "one resource"
@@ -257,6 +264,16 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
 
   const check = (grantedOn: Set<string>, afterExpire: boolean) => {
     const status = alloc.status();
+    // The counters identity: begun − ended by any cause = live leases.
+    const leases = new Set(
+      status.flatMap((r) => r.leases.map((l) => key(l.owner, l.cookie))),
+    );
+    assert.equal(
+      counters.begun - counters.release - counters.expire - counters.force -
+        counters.dropped,
+      leases.size,
+      `${step}: grants + restores − releases − expiries − drops = live leases`,
+    );
     assert.deepEqual(
       status.map((r) => r.name).sort(),
       [...budgets.keys()].sort(),

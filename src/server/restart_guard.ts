@@ -49,15 +49,27 @@ export class RestartGuard {
    */
   static async load(options: RestartGuardOptions): Promise<RestartGuard> {
     const guard = new RestartGuard(options);
-    if (options.path === undefined) return guard;
-    const previous = await readState(options.path);
+    const path = options.path;
+    if (path === undefined) return guard;
+    let previous;
+    try {
+      previous = await readState(path);
+      if (previous !== undefined && !previous.clean) {
+        for (const d of previous.builders) guard.#builders.add(d);
+      }
+      await guard.#write(false);
+    } catch (err) {
+      throw new Error(
+        `Cannot use the state file "${path}": ${
+          (err as Error).message
+        }; pass --state-file PATH, a file only sai-server writes`,
+      );
+    }
     const crashed = previous !== undefined && !previous.clean &&
       previous.builders.length > 0;
-    if (crashed) {
-      for (const d of previous.builders) guard.#builders.add(d);
+    if (previous === undefined || !crashed || options.reclaimMs <= 0) {
+      return guard;
     }
-    await guard.#write(false);
-    if (!crashed || options.reclaimMs <= 0) return guard;
     // Builders fence by the fence the last run announced: wait at least that.
     const graceMs = Math.max(options.reclaimMs, previous.fence * 1000);
     options.begin();

@@ -17,8 +17,9 @@ import { type Fields, Logger } from "../shared/log.ts";
 import type { AdminTarget } from "./admin.ts";
 import { OperatorActions } from "./operator.ts";
 import { OutcomeDelivery } from "./delivery.ts";
+import { BuilderGrace } from "./builder_grace.ts";
 import { QueueProgress } from "./progress.ts";
-import type { Detached, Session } from "./sessions.ts";
+import type { Session } from "./sessions.ts";
 import { RestartGuard } from "./restart_guard.ts";
 import { ANONYMOUS, sessionDigest } from "./state_file.ts";
 import { HttpRoutes } from "./http_routes.ts";
@@ -126,7 +127,7 @@ class ServerApp {
   #allocator: Allocator;
   #sessions = new Map<string, Session>();
   /** Builders whose link is lost, their leases still counted. */
-  #detached = new Map<string, Detached>();
+  #grace: BuilderGrace;
   #builderGraceMs: number;
   /** Seconds a builder may go without a round trip before it fences. */
   #fence: number;
@@ -183,6 +184,16 @@ class ServerApp {
       intervalMs: options.progressIntervalMs ?? 250,
       now: this.#now,
     });
+    this.#grace = new BuilderGrace({
+      allocator: this.#allocator,
+      stats: this.#stats,
+      log: this.#log,
+      progress: this.#progress,
+      graceMs: this.#builderGraceMs,
+      now: this.#now,
+      apply: (outcomes) => this.#apply(outcomes),
+      forget: (owner) => this.#publicIds.delete(owner),
+    });
     this.#delivery = new OutcomeDelivery({
       stats: this.#stats,
       waits: this.#waits,
@@ -220,8 +231,10 @@ class ServerApp {
       log: this.#log,
       now: this.#now,
       current: () =>
-        [...this.#sessions.values(), ...this.#detached.values()]
-          .map((s) => s.digest ?? ANONYMOUS),
+        [
+          ...this.#sessions.values(),
+          ...[...this.#grace.entries()].map(([, d]) => d),
+        ].map((s) => s.digest ?? ANONYMOUS),
       begin: () => this.#allocator.beginReclaim(),
       end: () => {
         this.#progress.touchAll();
@@ -264,7 +277,7 @@ class ServerApp {
         this.#routes.close();
         clearTimeout(this.#timer);
         this.#progress.close();
-        for (const d of this.#detached.values()) clearTimeout(d.timer);
+        this.#grace.close();
         await this.#guard?.shutdown(
           this.#allocator.status().some((r) => r.allocated > 0),
         );
@@ -280,7 +293,7 @@ class ServerApp {
     const names = new Map<string, string>(
       [...this.#sessions.values()].map((s) => [s.owner!, s.name ?? ""]),
     );
-    for (const [owner, d] of this.#detached) names.set(owner, d.name);
+    for (const [owner, d] of this.#grace.entries()) names.set(owner, d.name);
     const named = <T extends { owner: string }>(x: T) => ({
       ...x,
       owner: this.#pid(x.owner),
@@ -361,84 +374,9 @@ class ServerApp {
         name: conn.name,
       });
       if (this.#closing) return;
-      this.#detach(conn, owner);
+      this.#grace.detach(conn, owner);
     };
     socket.onerror = () => {};
-  }
-
-  /**
-   * A builder's link is lost.  Its queued requests are withdrawn (it
-   * re-sends them when it is back); its leases stay counted until their
-   * own end or the builder grace, from when it was last heard: the builder
-   * fences itself before that if it cannot resume its session.
-   */
-  #detach(conn: Session, owner: string): void {
-    this.#progress.forgetOwner(owner);
-    this.#progress.touchAll();
-    const out: Outcome[] = [];
-    let leases = 0;
-    for (const cookie of this.#allocator.cookiesOf(owner)) {
-      if (this.#allocator.lookup(owner, cookie)?.state === "leased") {
-        leases++;
-        continue;
-      }
-      const { found, outcomes } = this.#allocator.release(owner, cookie);
-      if (found === "queued") this.#stats.withdrawals++;
-      out.push(...outcomes);
-    }
-    if (leases === 0) {
-      this.#publicIds.delete(owner);
-      this.#apply(out);
-      return;
-    }
-    if (conn.digest === ANONYMOUS) {
-      // Without a session it can never resume: nothing to keep them for.
-      this.#apply(out);
-      this.#detached.set(owner, {
-        name: conn.name ?? "",
-        publicId: conn.publicId,
-        digest: conn.digest,
-        timer: undefined,
-      });
-      this.#dropDetached(owner);
-      return;
-    }
-    const wait = Math.max(
-      0,
-      conn.lastHeard + this.#builderGraceMs - this.#now(),
-    );
-    this.#detached.set(owner, {
-      name: conn.name ?? "",
-      publicId: conn.publicId,
-      digest: conn.digest,
-      timer: setTimeout(() => this.#dropDetached(owner), wait),
-    });
-    this.#log.info("builder leases kept for the builder grace", {
-      builder: conn.publicId,
-      leases,
-      seconds: Math.round(wait) / 1000,
-    });
-    this.#apply(out);
-  }
-
-  /** The builder grace ran out: its leases are dropped. */
-  #dropDetached(owner: string): void {
-    const d = this.#detached.get(owner);
-    if (!d) return;
-    this.#detached.delete(owner);
-    this.#publicIds.delete(owner);
-    let leases = 0;
-    for (const cookie of this.#allocator.cookiesOf(owner)) {
-      if (this.#allocator.lookup(owner, cookie)?.state === "leased") leases++;
-    }
-    this.#stats.drops += leases;
-    this.#log.warn("builder gone: leases dropped after the builder grace", {
-      builder: d.publicId,
-      name: d.name,
-      leases,
-    });
-    this.#progress.touchAll();
-    this.#apply(this.#allocator.dropOwner(owner));
   }
 
   async #hello(
@@ -474,7 +412,7 @@ class ServerApp {
     // it holds can be resumed, or taken over.
     const owner = hello.session ?? `anonymous:${crypto.randomUUID()}`;
     const previous = this.#sessions.get(owner);
-    const detached = this.#detached.get(owner);
+    const detached = this.#grace.get(owner);
     if (
       (previous && previous.name !== hello.name) ||
       (detached && detached.name !== hello.name)
@@ -500,10 +438,7 @@ class ServerApp {
     }
     conn.publicId = publicId;
     this.#sessions.set(owner, conn);
-    if (detached) {
-      clearTimeout(detached.timer);
-      this.#detached.delete(owner);
-    }
+    this.#grace.resume(owner);
     if (previous || detached) {
       // The same builder process is back (perhaps before its old
       // connection was seen to drop): keep its leases and queue places,

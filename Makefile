@@ -11,6 +11,10 @@ ifneq ($(strip $(DENORT_BIN)),)
 export DENORT_BIN
 endif
 
+# No colour codes when the output goes to a file or a pipe (a CI log):
+# deno colours its output unless NO_COLOR is set.
+PLAIN := [ -t 1 ] || export NO_COLOR=1;
+
 DIST := dist
 SOURCES := $(wildcard *.ts src/*/*.ts) src/server/_web_asset.ts deno.json
 WEB_SOURCES := $(wildcard web/*) src/shared/format.ts scripts/build_web.ts
@@ -34,22 +38,21 @@ $(LOCAL_DENO):
 # script rebuilds only when the hash of web/ differs from the recorded one;
 # the touch keeps make from asking again when only mtimes moved.
 src/server/_web_asset.ts: $(WEB_SOURCES) | $(DENO)
-	$(DENO) task web
+	$(PLAIN) $(DENO) task web
 	touch $@
 
 web: src/server/_web_asset.ts
 
 build: $(DIST)/sai-server $(DIST)/sai-builder $(DIST)/sai-resource
 
-# Each binary gets only the permissions it needs.
-$(DIST)/sai-server: $(SOURCES) | $(DENO)
-	$(DENO) compile --allow-net --allow-read --allow-write --allow-env -o $@ server.ts
+# Each binary gets only the permissions it needs, as listed in
+# src/shared/permissions.ts: the tests run each program with the same list.
+# The script prints the `deno compile` line it runs, and says what to do when
+# deno cannot download its runtime (denort) rather than a Rust backtrace.
+COMPILE := $(DENO) run --quiet --no-prompt --allow-read --allow-write --allow-env --allow-run scripts/compile.ts
 
-$(DIST)/sai-builder: $(SOURCES) | $(DENO)
-	$(DENO) compile --allow-net --allow-read --allow-write --allow-env --allow-sys=uid,hostname -o $@ builder.ts
-
-$(DIST)/sai-resource: $(SOURCES) | $(DENO)
-	$(DENO) compile --allow-read --allow-write --allow-env --allow-run --allow-net -o $@ client.ts
+$(DIST)/sai-server $(DIST)/sai-builder $(DIST)/sai-resource: $(SOURCES) scripts/compile.ts | $(DENO)
+	@$(COMPILE) $@
 
 # The status page test drives Debian's Chromium; install it when missing
 # (as root, or through sudo).  CHROMIUM=/path points the test at another.
@@ -62,13 +65,13 @@ chromium:
 	  echo "make: could not install chromium; the status page test will fail"; }
 
 test: chromium | $(DENO)
-	$(DENO) task test
+	$(PLAIN) $(DENO) task test
 
 ok: | $(DENO)
-	$(DENO) task ok
+	$(PLAIN) $(DENO) task ok
 
 check: | $(DENO)
-	$(DENO) task check
+	$(PLAIN) $(DENO) task check
 
 run: | $(DENO)
 	$(DENO) run --allow-all scripts/run_local.ts

@@ -6,14 +6,17 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { defaultSocketPath, startBuilder } from "./src/builder/builder_app.ts";
 import { Logger, parseLevel } from "./src/shared/log.ts";
 import {
+  type FlagOptions,
+  parseFlags,
   parseLogFormat,
   positiveSeconds,
   readFlagFile,
+  wantsHelp,
 } from "./src/shared/cli_flags.ts";
+import { startErrorMessage } from "./src/shared/listen_error.ts";
 import { NAME_PATTERN } from "./src/protocol/protocol.ts";
 
 const USAGE =
@@ -22,26 +25,32 @@ const USAGE =
                    [--heartbeat SECONDS] [--request-timeout SECONDS]
                    [--log-level error|warn|info|debug] [--log-format text|json]`;
 
+const OPTIONS = {
+  server: { type: "string" },
+  socket: { type: "string" },
+  name: { type: "string" },
+  "log-level": { type: "string", default: "info" },
+  "log-format": { type: "string", default: "text" },
+  "token-file": { type: "string" },
+  ca: { type: "string" },
+  "socket-group": { type: "string" },
+  heartbeat: { type: "string", default: "10" },
+  "request-timeout": { type: "string", default: "10" },
+} as const satisfies FlagOptions;
+
 /** Runs `sai-builder` until SIGINT or SIGTERM. */
 export async function main(args: string[]): Promise<void> {
+  if (wantsHelp(args, OPTIONS)) {
+    console.log(USAGE);
+    return;
+  }
   let options;
   try {
-    const { values, positionals } = parseArgs({
+    const { values, positionals } = parseFlags({
       args,
       strict: true,
       allowPositionals: true,
-      options: {
-        server: { type: "string" },
-        socket: { type: "string" },
-        name: { type: "string" },
-        "log-level": { type: "string", default: "info" },
-        "log-format": { type: "string", default: "text" },
-        "token-file": { type: "string" },
-        ca: { type: "string" },
-        "socket-group": { type: "string" },
-        heartbeat: { type: "string", default: "10" },
-        "request-timeout": { type: "string", default: "10" },
-      },
+      options: OPTIONS,
     });
     if (positionals.length > 0) {
       throw new TypeError(`unexpected argument "${positionals[0]}"`);
@@ -89,7 +98,9 @@ export async function main(args: string[]): Promise<void> {
   try {
     builder = await startBuilder(options);
   } catch (err) {
-    console.error(`sai-builder: ${(err as Error).message}`);
+    console.error(
+      `sai-builder: ${startErrorMessage(err, options.socketPath)}`,
+    );
     Deno.exit(err instanceof TypeError ? 2 : 1);
   }
 

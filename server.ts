@@ -5,14 +5,16 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { parseBudgets, resourcesFromConfig } from "./src/server/budgets.ts";
 import { Logger, parseLevel } from "./src/shared/log.ts";
 import {
+  type FlagOptions,
+  parseFlags,
   parseLogFormat,
   positiveInt,
   positiveSeconds,
   readFlagFile,
+  wantsHelp,
 } from "./src/shared/cli_flags.ts";
 import { defaultStatePath } from "./src/server/state_file.ts";
 import { parseTokenFile, type TokenEntry } from "./src/server/auth.ts";
@@ -21,6 +23,7 @@ import {
   parseTokenFile as parseAdminTokenFile,
 } from "./src/server/admin.ts";
 import { startServer } from "./src/server/server_app.ts";
+import { startErrorMessage } from "./src/shared/listen_error.ts";
 import { runStatus } from "./src/server/status_cli.ts";
 import { POLICIES, type Policy } from "./src/allocator/policy.ts";
 
@@ -35,6 +38,26 @@ const USAGE =
                   [--log-level error|warn|info|debug] [--log-format text|json]
                   [--admin-token TOKEN | --admin-token-file FILE]
        sai-server status [--server URL] [--json]`;
+
+const OPTIONS = {
+  resources: { type: "string" },
+  config: { type: "string" },
+  listen: { type: "string", default: "127.0.0.1:4460" },
+  "max-lease": { type: "string", default: "86400" },
+  policy: { type: "string", default: "backfill" },
+  "log-level": { type: "string", default: "info" },
+  "log-format": { type: "string", default: "text" },
+  heartbeat: { type: "string", default: "10" },
+  "builder-grace": { type: "string" },
+  "reclaim-grace": { type: "string" },
+  "state-file": { type: "string" },
+  "max-queued-per-builder": { type: "string", default: "10000" },
+  "builder-tokens": { type: "string" },
+  cert: { type: "string" },
+  key: { type: "string" },
+  "admin-token": { type: "string" },
+  "admin-token-file": { type: "string" },
+} as const satisfies FlagOptions;
 
 /** Server settings from the command line. */
 export interface ServerArgs {
@@ -68,29 +91,11 @@ export function parseListen(value: string): { hostname: string; port: number } {
 
 /** Parses the command line and the config file it names. */
 export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseFlags({
     args,
     strict: true,
     allowPositionals: true,
-    options: {
-      resources: { type: "string" },
-      config: { type: "string" },
-      listen: { type: "string", default: "127.0.0.1:4460" },
-      "max-lease": { type: "string", default: "86400" },
-      policy: { type: "string", default: "backfill" },
-      "log-level": { type: "string", default: "info" },
-      "log-format": { type: "string", default: "text" },
-      heartbeat: { type: "string", default: "10" },
-      "builder-grace": { type: "string" },
-      "reclaim-grace": { type: "string" },
-      "state-file": { type: "string" },
-      "max-queued-per-builder": { type: "string", default: "10000" },
-      "builder-tokens": { type: "string" },
-      cert: { type: "string" },
-      key: { type: "string" },
-      "admin-token": { type: "string" },
-      "admin-token-file": { type: "string" },
-    },
+    options: OPTIONS,
   });
   if (positionals.length > 0) {
     throw new TypeError(`unexpected argument "${positionals[0]}"`);
@@ -213,6 +218,10 @@ export async function main(args: string[]): Promise<void> {
       }),
     );
   }
+  if (wantsHelp(args, OPTIONS)) {
+    console.log(USAGE);
+    return;
+  }
   let parsed: ServerArgs;
   try {
     parsed = await parseServerArgs(args);
@@ -224,7 +233,10 @@ export async function main(args: string[]): Promise<void> {
   try {
     server = await startServer(parsed);
   } catch (err) {
-    console.error(`sai-server: ${(err as Error).message}`);
+    const address = parsed.hostname.includes(":")
+      ? `[${parsed.hostname}]:${parsed.port}`
+      : `${parsed.hostname}:${parsed.port}`;
+    console.error(`sai-server: ${startErrorMessage(err, address)}`);
     Deno.exit(err instanceof TypeError ? 2 : 1);
   }
   if (!parsed.builderTokens) {

@@ -8,7 +8,12 @@
  */
 
 import { parseArgs } from "node:util";
-import { BuilderProc, holderPids, ServerProc } from "../tests/_harness.ts";
+import {
+  BuilderProc,
+  holderPids,
+  runArgs,
+  ServerProc,
+} from "../tests/_harness.ts";
 import { TextLineStream } from "./_lines.ts";
 import { publish, type Row } from "./_report.ts";
 import { holderCommand } from "../src/client/holder.ts";
@@ -55,10 +60,7 @@ async function cliRun(
   const t = performance.now();
   const out = await new Deno.Command(DENO, {
     args: [
-      "run",
-      "--allow-all",
-      "--quiet",
-      "client.ts",
+      ...runArgs("client.ts"),
       "r",
       "1",
       "60",
@@ -224,10 +226,7 @@ export async function main(args: string[]): Promise<void> {
     launched.push(
       await timed([
         DENO,
-        "run",
-        "--allow-all",
-        "--quiet",
-        "client.ts",
+        ...runArgs("client.ts"),
         "r",
         "1",
         "60",

@@ -3,6 +3,11 @@
  * that one's heap and threads do not skew another's figures.  Tables and
  * charts land in bench/results/.
  *
+ * The benchmarks have their own config and lock file (bench/deno.json,
+ * bench/deno.lock), so that the packages only they use (ioredis,
+ * redis-semaphore) are never fetched by `deno task test`: deno installs
+ * every npm package of a lock file as soon as one is needed.
+ *
  * @module
  */
 
@@ -20,6 +25,8 @@ for (const { file, flags = [] } of BENCHES) {
       "run",
       "--allow-all",
       "--quiet",
+      "--config",
+      new URL("deno.json", import.meta.url).pathname,
       ...flags,
       new URL(file, import.meta.url).pathname,
       ...Deno.args,

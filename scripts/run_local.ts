@@ -1,18 +1,30 @@
 // deno-lint-ignore-file no-console -- a developer script: printing is its job
 /**
  * `make run`: a server with an example budget plus a builder, from source,
- * until Ctrl-C.  Prints the line to export for `sai-resource`.
+ * until Ctrl-C.  Prints the line to export for `sai-resource`.  Each program
+ * runs with its compiled binary's permissions.
+ *
+ * Environment: `SAI_RESOURCES` (default `warmcat_conns=4`) and `SAI_LISTEN`
+ * (default `127.0.0.1:4460`), the server's `--resources` and `--listen`.
  *
  * @module
  */
+
+import { type Program, PROGRAMS } from "../src/shared/permissions.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const resources = Deno.env.get("SAI_RESOURCES") ?? "warmcat_conns=4";
 const listen = Deno.env.get("SAI_LISTEN") ?? "127.0.0.1:4460";
 
-function spawn(args: string[]): Deno.ChildProcess {
+/** `deno run` with `program`'s permissions, as the tests run it. */
+function runArgs(program: Program): string[] {
+  const { entry, permissions } = PROGRAMS[program];
+  return ["run", ...permissions, "--quiet", entry];
+}
+
+function spawn(program: Program, args: string[]): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--quiet", ...args],
+    args: [...runArgs(program), ...args],
     cwd: root,
     stdin: "null",
     stdout: "piped",
@@ -43,8 +55,7 @@ function relay(
   return promise;
 }
 
-const server = spawn([
-  "server.ts",
+const server = spawn("sai-server", [
   "--resources",
   resources,
   "--listen",
@@ -61,16 +72,31 @@ const stop = () => {
 Deno.addSignalListener("SIGINT", stop);
 Deno.addSignalListener("SIGTERM", stop);
 try {
-  const [, url] = await relay(server, /listening on (ws:\/\/\S+)/);
-  const builder = spawn(["builder.ts", "--server", url!, "--name", "local"]);
+  const [, url] = await relay(server, /listening on (ws:\/\/\S+)/).catch(
+    (err) => {
+      throw new Error(
+        `sai-server ${err.message}; SAI_LISTEN=HOST:PORT and SAI_RESOURCES=NAME=BUDGET,... change its --listen (now "${listen}") and --resources (now "${resources}")`,
+      );
+    },
+  );
+  const builder = spawn("sai-builder", ["--server", url!, "--name", "local"]);
   children.push(builder);
   const [line] = await relay(builder, /SAI_BUILDER_RESOURCE_PROXY=\S+/);
-  const port = url!.split(":").at(-1);
+  const status = url!.replace(/^ws/, "http");
+  // The binary when `make build` made it, else from source.
+  const built = await Deno.stat(`${root}dist/sai-resource`).then(
+    () => true,
+    () => false,
+  );
+  const client = built
+    ? "dist/sai-resource"
+    : `deno ${runArgs("sai-resource").slice(0, -2).join(" ")} client.ts`;
+  const [name] = resources.split(/[=,]/);
   console.log(`
 Ready.  In another shell:
   export ${line}
-  deno run -A client.ts warmcat_conns 1 30   # or dist/sai-resource
-Status: http://127.0.0.1:${port}/   (JSON: /api/status)
+  ${client} ${name} 1 30
+Status: ${status}/   (JSON: /api/status)
 Ctrl-C stops both.`);
 } catch (err) {
   console.error(`make run: ${(err as Error).message}`);

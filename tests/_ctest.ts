@@ -5,16 +5,15 @@
  * @module
  */
 
+import { runArgs } from "./_harness.ts";
+
 const ROOT = new URL("..", import.meta.url).pathname;
 
-/** How the tests run sai-resource: from source, as everywhere in tests/. */
-export const SAI_RESOURCE = [
-  Deno.execPath(),
-  "run",
-  "-A",
-  "--quiet",
-  `${ROOT}client.ts`,
-];
+/**
+ * How the tests run sai-resource: from source, as everywhere in tests/,
+ * with its compiled binary's permissions.
+ */
+export const SAI_RESOURCE = [Deno.execPath(), ...runArgs(`${ROOT}client.ts`)];
 
 async function found(cmd: string): Promise<boolean> {
   return await new Deno.Command(cmd, { args: ["--version"], stdout: "null" })

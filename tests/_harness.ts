@@ -6,9 +6,34 @@
  */
 
 import type { StatusDocument } from "../src/server/status_document.ts";
+import { programOf, PROGRAMS } from "../src/shared/permissions.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.execPath();
+
+/**
+ * `deno run` arguments that run a program from source (`"client.ts"`, or a
+ * path ending so) with exactly the permissions of its compiled binary, never
+ * `--allow-all`: what the binaries lack must fail here.  A stand-in for
+ * someone else's program (`tests/_c_client.ts`) is not shipped, and gets
+ * `--allow-all`.
+ */
+export function runArgs(entry: string): string[] {
+  const program = programOf(entry);
+  if (program === undefined) {
+    if (/(^|\/)tests\/_[a-z_]+\.ts$/.test(entry)) {
+      return ["run", "--allow-all", "--quiet", entry];
+    }
+    throw new TypeError(`Cannot run "${entry}": not one of the programs`);
+  }
+  return [
+    "run",
+    ...PROGRAMS[program].permissions,
+    "--no-prompt",
+    "--quiet",
+    entry,
+  ];
+}
 
 /** Polls `check` until it returns a truthy value or the deadline passes. */
 export async function waitFor<T>(
@@ -87,9 +112,10 @@ export class Proc {
   stdout: Lines;
   stderr: Lines;
 
+  /** `args[0]` is the program's entry point (`"server.ts"`). */
   constructor(args: string[], options: { env?: Record<string, string> } = {}) {
     this.child = new Deno.Command(DENO, {
-      args: ["run", "--allow-all", "--quiet", ...args],
+      args: [...runArgs(args[0]!), ...args.slice(1)],
       cwd: ROOT,
       stdin: "null",
       stdout: "piped",

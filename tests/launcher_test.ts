@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   BuilderProc,
   Proc,
+  runArgs,
   runClient,
   ServerProc,
   waitFor,
@@ -69,10 +70,7 @@ Deno.test("launcher gives CMD the caller's stdin", async () => {
   await using builder = await BuilderProc.start(server);
   const child = new Deno.Command(Deno.execPath(), {
     args: [
-      "run",
-      "-A",
-      "--quiet",
-      new URL("../client.ts", import.meta.url).pathname,
+      ...runArgs(new URL("../client.ts", import.meta.url).pathname),
       "r",
       "1",
       "60",

@@ -497,6 +497,6 @@ Deno.test("sai-server status prints the view as an aligned table, or JSON", asyn
   assert.equal(down.code, 1);
   assert.match(
     down.stderr,
-    /cannot get http:\/\/127\.0\.0\.1:\d+\/api\/status/,
+    /cannot get "http:\/\/127\.0\.0\.1:\d+\/api\/status": connection refused/,
   );
 });

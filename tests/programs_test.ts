@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BuilderProc, Proc, ServerProc, waitFor } from "./_harness.ts";
+import { BuilderProc, Proc, ServerProc, uniq, waitFor } from "./_harness.ts";
 
 Deno.test("sai-server reads its budgets from a Sai vhost config", async () => {
   const dir = await Deno.makeTempDir();
@@ -71,7 +71,8 @@ Deno.test("sai-server start-up errors exit 2 with a clear message", async () => 
       ["--resources", "a=1", "--log-level", "loud"],
       /--log-level: expected one of/,
     ],
-    [["--resources", "a=1", "--frobnicate"], /Unknown option '--frobnicate'/],
+    [["--resources", "a=1", "--frobnicate"], /unknown option "--frobnicate"/],
+    [["--resources", "a=1", "--listen"], /--listen needs a value/],
     [["--config", "/nonexistent/conf"], /cannot read --config/],
   ];
   for (const [args, re] of cases) {
@@ -172,3 +173,84 @@ Deno.test("sai-server refuses a WebSocket peer that never says hello", async () 
   assert.match(ev.reason, /first message must be a hello/);
   assert.equal((await server.resource("r")).allocated, 0);
 });
+
+Deno.test("every program answers --help and -h with its usage on stdout", async () => {
+  const programs: [string[], RegExp][] = [
+    [["server.ts"], /^usage: sai-server --resources/],
+    [["server.ts", "status"], /^usage: sai-server status/],
+    [["builder.ts"], /^usage: sai-builder --server/],
+    [["client.ts"], /^usage: sai-resource NAME AMOUNT/],
+  ];
+  for (const [program, usage] of programs) {
+    // Help wins over anything else on the line, valid or not.
+    for (const extra of [["--help"], ["-h"], ["--bogus", "-h"]]) {
+      const args = [...program, ...extra];
+      const got = await new Proc(args).finished();
+      assert.equal(got.code, 0, `${args.join(" ")}: ${got.stderr}`);
+      assert.match(got.stdout, usage, args.join(" "));
+      assert.equal(got.stderr, "", args.join(" "));
+    }
+  }
+});
+
+Deno.test("sai-server names the address that is already in use", async () => {
+  await using first = await ServerProc.start(["--resources", "r=1"]);
+  const second = await new Proc([
+    "server.ts",
+    "--resources",
+    "r=1",
+    "--listen",
+    `127.0.0.1:${first.port}`,
+  ]).finished();
+  assert.equal(second.code, 1, second.stderr);
+  assert.match(
+    second.stderr,
+    new RegExp(
+      `^sai-server: Cannot listen on "127\\.0\\.0\\.1:${first.port}": address already in use$`,
+      "m",
+    ),
+  );
+});
+
+Deno.test("sai-builder's defaults work with its permissions: name from the host name, socket by XDG_RUNTIME_DIR or uid", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  const runtime = await Deno.makeTempDir();
+  const named = uniq("b");
+  const cases: [string[], Record<string, string>, string][] = [
+    // No --name: the host name (--allow-sys=hostname).
+    [[], { XDG_RUNTIME_DIR: runtime }, `${runtime}/sai/${hostName()}.sock`],
+    // No XDG_RUNTIME_DIR: /tmp/sai-UID (--allow-sys=uid).  A unique name,
+    // as that directory is shared with other runs.
+    [
+      ["--name", named],
+      { XDG_RUNTIME_DIR: "" },
+      `/tmp/sai-${Deno.uid()}/${named}.sock`,
+    ],
+  ];
+  try {
+    for (const [args, env, socket] of cases) {
+      const builder = new Proc(
+        ["builder.ts", "--server", server.url, ...args],
+        {
+          env,
+        },
+      );
+      try {
+        const m = await builder.stdout.wait(/SAI_BUILDER_RESOURCE_PROXY=(\S+)/)
+          .catch((err) => {
+            throw new Error(`${err.message}\nstderr: ${builder.stderr.text}`);
+          });
+        assert.equal(m[1], socket);
+      } finally {
+        await builder.stop();
+        await Deno.remove(socket).catch(() => {});
+      }
+    }
+  } finally {
+    await Deno.remove(runtime, { recursive: true });
+  }
+});
+
+function hostName(): string {
+  return Deno.hostname().split(".")[0]!.slice(0, 64);
+}

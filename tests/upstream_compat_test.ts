@@ -13,6 +13,7 @@ import {
   BuilderProc,
   holderPids,
   Proc,
+  runArgs,
   runClient,
   ServerProc,
   waitFor,
@@ -73,22 +74,21 @@ Deno.test("the C client on our builder: long cookies, no queue progress, refusal
     upstreamCookie("big"),
   ];
   assert.ok(a.length > 100);
+  // One at a time, so that the queue order is A, B, ours.
   const holderA = cClient(builder.socket, ["r", "1", "60", a]);
-  let holderB: Proc | undefined;
-  let ours: Proc | undefined;
+  const started = [holderA];
   try {
-    // Started together, either of A and B may win the unit: B (and then
-    // ours) only once the one before holds or waits.
     await receivedSoon(holderA, "A's grant", (m) => m.amount === 1);
     assert.equal(received(holderA)[0]!.cookie, a, "the whole cookie echoed");
-    holderB = cClient(builder.socket, ["r", "1", "60", b]);
     // B queues behind A, then ours behind B.
+    const holderB = cClient(builder.socket, ["r", "1", "60", b]);
+    started.push(holderB);
     await waitFor(
       "B to queue",
       async () =>
         (await server.resource("r")).queue.some((q) => q.cookie === b),
     );
-    ours = new Proc([
+    const ours = new Proc([
       "client.ts",
       "r",
       "1",
@@ -97,6 +97,7 @@ Deno.test("the C client on our builder: long cookies, no queue progress, refusal
       "--socket",
       builder.socket,
     ]);
+    started.push(ours);
     // Ours asked for progress and got it, while B waited too.
     await ours.stderr.wait(/queued for r: position 2/);
     holderA.kill("SIGTERM");
@@ -130,9 +131,8 @@ Deno.test("the C client on our builder: long cookies, no queue progress, refusal
     assert.equal((await ours.finished()).code, 0, ours.stderr.text);
     assert.match(ours.stderr.text, /granted 1 of r/);
   } finally {
-    const all = [holderA, holderB, ours].filter((p) => p !== undefined);
-    for (const p of all) p.kill("SIGKILL");
-    await Promise.all(all.map((p) => p.finished()));
+    for (const p of started) p.kill("SIGKILL");
+    await Promise.all(started.map((p) => p.finished()));
   }
 });
 
@@ -238,7 +238,7 @@ Deno.test("--foreground holds until signalled, warns at expiry and keeps running
     short.kill("SIGTERM");
     const s = await short.finished();
     assert.equal(s.code, 0, s.stderr);
-    // The server expires fg-short a moment after the builder did.
+    // The server ends fg-short a moment after the builder told it.
     await waitFor(
       "the server to expire fg-short",
       async () => (await server.resource("r")).allocated === 1,
@@ -450,7 +450,10 @@ Deno.test({
       // Our sai-resource on PATH; exec keeps the PID the script records.
       await Deno.writeTextFile(
         `${dir}/bin/sai-resource`,
-        `#!/bin/sh\nexec "${Deno.execPath()}" run -A --quiet "${ROOT}client.ts" "$@"\n`,
+        `#!/bin/sh\nexec ${
+          [Deno.execPath(), ...runArgs(`${ROOT}client.ts`)].map((a) => `"${a}"`)
+            .join(" ")
+        } "$@"\n`,
         { mode: 0o755 },
       );
       const task = upstreamCookie("t").slice(-64);

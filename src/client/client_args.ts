@@ -5,7 +5,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import type { LeaseSpec } from "./lease_client.ts";
 import {
   COOKIE_PATTERN,
@@ -15,7 +14,7 @@ import {
   NAME_PATTERN,
   type ResourceAmount,
 } from "../protocol/protocol.ts";
-import { positiveSeconds } from "../shared/cli_flags.ts";
+import { parseFlags, positiveSeconds, wantsHelp } from "../shared/cli_flags.ts";
 import { DEFAULT_GRACE_SECONDS, type LaunchOptions } from "./launcher.ts";
 
 export const USAGE =
@@ -170,30 +169,30 @@ export function parseCommand(
   env: { get(key: string): string | undefined },
 ): Command {
   const { ours, argv } = splitLaunch(args);
-  const { values, positionals } = parseArgs({
+  const options = {
+    wait: { type: "string" },
+    socket: { type: "string" },
+    quiet: { type: "boolean", short: "q" },
+    release: { type: "string" },
+    "release-scope": { type: "string" },
+    scope: { type: "string" },
+    optional: { type: "boolean" },
+    "kill-on-expiry": { type: "boolean" },
+    grace: { type: "string" },
+    holder: { type: "boolean" },
+    priority: { type: "string" },
+    foreground: { type: "boolean" },
+    strict: { type: "boolean" },
+    // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
+    debug: { type: "string", short: "d" },
+  } as const;
+  if (wantsHelp(ours, options)) return { kind: "help" };
+  const { values, positionals } = parseFlags({
     args: ours,
     strict: true,
     allowPositionals: true,
-    options: {
-      wait: { type: "string" },
-      socket: { type: "string" },
-      quiet: { type: "boolean", short: "q" },
-      release: { type: "string" },
-      "release-scope": { type: "string" },
-      scope: { type: "string" },
-      optional: { type: "boolean" },
-      "kill-on-expiry": { type: "boolean" },
-      grace: { type: "string" },
-      help: { type: "boolean", short: "h" },
-      holder: { type: "boolean" },
-      priority: { type: "string" },
-      foreground: { type: "boolean" },
-      strict: { type: "boolean" },
-      // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
-      debug: { type: "string", short: "d" },
-    },
+    options,
   });
-  if (values.help) return { kind: "help" };
   const level = values.debug === undefined ? undefined : logBits(values.debug);
   if (argv !== undefined && argv.length === 0) {
     throw new TypeError("no command after --");

@@ -10,6 +10,7 @@ import { acquire, AcquireError } from "./lease_client.ts";
 import { afterSeconds } from "./launcher.ts";
 import type { Command } from "./client_args.ts";
 import { encoder, EXIT_FAILED, EXIT_OK } from "./_common.ts";
+import { PROGRAMS } from "../shared/permissions.ts";
 
 /** What the holder tells the parent, one JSON line each. */
 export type HolderReport =
@@ -18,25 +19,27 @@ export type HolderReport =
   | { event: "failed"; kind: string; message: string };
 
 /**
- * The command that re-runs this program as a holder.  `denoFlags` (such as
- * `--v8-flags=…`) go to `deno run` when running from source; the benchmark
- * uses them to measure holders exactly as this spawns them.
+ * The command that re-runs this program as a holder: the binary itself when
+ * compiled (`standalone`, default `Deno.build.standalone`), else `deno run`
+ * with the binary's permissions.  `denoFlags` (such as `--v8-flags=…`) go to
+ * `deno run` when running from source; the benchmark uses them to measure
+ * holders exactly as this spawns them.
  */
 export function holderCommand(
   args: string[],
-  options: { denoFlags?: string[] } = {},
+  options: { denoFlags?: string[]; standalone?: boolean } = {},
 ): { exe: string; args: string[] } {
   const exe = Deno.execPath();
-  if (Deno.build.standalone) return { exe, args: ["--holder", ...args] };
+  if (options.standalone ?? Deno.build.standalone) {
+    return { exe, args: ["--holder", ...args] };
+  }
   const script = new URL("../../client.ts", import.meta.url);
   return {
     exe,
     args: [
       "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-net",
+      ...PROGRAMS["sai-resource"].permissions,
+      "--no-prompt",
       "--no-config",
       "--quiet",
       ...(options.denoFlags ?? []),

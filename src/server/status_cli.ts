@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { parseFlags, wantsHelp } from "../shared/cli_flags.ts";
 import { formatDuration, formatStart } from "../shared/format.ts";
 import type { StatusDocument } from "./status_document.ts";
 
@@ -125,21 +125,58 @@ export function statusUrl(server: string): URL {
   return new URL("/api/status", url);
 }
 
+/** How many seconds `sai-server status` waits for the server. */
+const STATUS_TIMEOUT_SECONDS = 10;
+
+/**
+ * Why a fetch failed, in words: `fetch()` itself says only "fetch failed"
+ * and keeps the reason in `cause`.
+ */
+export function fetchFailure(err: unknown): string {
+  const e = err as Error;
+  if (e.name === "TimeoutError") {
+    return `no answer within ${STATUS_TIMEOUT_SECONDS} s`;
+  }
+  const cause = e.cause instanceof Error ? e.cause.message : e.message;
+  // "error sending request for url (U): client error (Connect): tcp ...".
+  const detail = cause.replace(
+    /^error sending request for url \([^)]*\): /,
+    "",
+  );
+  if (/connection refused/i.test(detail)) {
+    return "connection refused (is sai-server running, listening there?)";
+  }
+  if (/dns error/i.test(detail)) {
+    return `cannot resolve the host name (${detail})`;
+  }
+  if (
+    /certificate|tls|handshake|corrupt message|InvalidContentType/i.test(detail)
+  ) {
+    return `TLS failed (${detail}); use http:// for a server without --cert`;
+  }
+  return detail;
+}
+
 /** Runs `sai-server status`: writes to `out`, returns the exit code. */
 export async function runStatus(
   args: string[],
   io: { out: (text: string) => void; err: (text: string) => void },
 ): Promise<number> {
+  const options = {
+    server: { type: "string", default: "http://127.0.0.1:4460" },
+    json: { type: "boolean", default: false },
+  } as const;
+  if (wantsHelp(args, options)) {
+    io.out(`${STATUS_USAGE}\n`);
+    return 0;
+  }
   let values;
   try {
-    ({ values } = parseArgs({
+    ({ values } = parseFlags({
       args,
       strict: true,
       allowPositionals: false,
-      options: {
-        server: { type: "string", default: "http://127.0.0.1:4460" },
-        json: { type: "boolean", default: false },
-      },
+      options,
     }));
   } catch (err) {
     io.err(`sai-server status: ${(err as Error).message}\n${STATUS_USAGE}\n`);
@@ -154,7 +191,9 @@ export async function runStatus(
   }
   let doc: StatusDocument;
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(url, {
+      signal: AbortSignal.timeout(STATUS_TIMEOUT_SECONDS * 1000),
+    });
     if (!res.ok) {
       await res.body?.cancel();
       throw new Error(`HTTP ${res.status}`);
@@ -162,7 +201,9 @@ export async function runStatus(
     doc = await res.json();
     if (doc.version !== 1) throw new Error(`unknown version ${doc.version}`);
   } catch (err) {
-    io.err(`sai-server status: cannot get ${url}: ${(err as Error).message}\n`);
+    io.err(
+      `sai-server status: cannot get "${url}": ${fetchFailure(err)}\n`,
+    );
     return 1;
   }
   io.out(values.json ? JSON.stringify(doc, null, 2) + "\n" : renderStatus(doc));

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { alignTable, formatDuration, statusUrl } from "./status_cli.ts";
+import {
+  alignTable,
+  fetchFailure,
+  formatDuration,
+  statusUrl,
+} from "./status_cli.ts";
 
 Deno.test("formatDuration() uses the largest two units", () => {
   assert.equal(formatDuration(0), "0 s");
@@ -28,4 +33,24 @@ Deno.test("statusUrl() accepts ws://, http:// and HOST:PORT", () => {
   );
   assert.equal(statusUrl("h:1").href, "http://h:1/api/status");
   assert.throws(() => statusUrl("http://[bad"), TypeError);
+});
+
+Deno.test("fetchFailure() names the cause: refused, TLS, timeout", async () => {
+  const free = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = free.addr.port;
+  free.close();
+  const refused = await fetch(`http://127.0.0.1:${port}/`).catch((e) => e);
+  assert.match(fetchFailure(refused), /^connection refused/);
+
+  // An HTTP server asked for TLS.
+  await using plain = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("x"),
+  );
+  const tls = await fetch(`https://127.0.0.1:${plain.addr.port}/`)
+    .catch((e) => e);
+  assert.match(fetchFailure(tls), /^TLS failed \(.+\); use http:\/\//);
+
+  const timeout = new DOMException("The operation timed out", "TimeoutError");
+  assert.equal(fetchFailure(timeout), "no answer within 10 s");
 });

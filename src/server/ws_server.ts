@@ -150,6 +150,13 @@ export class ServerWebSocket {
     } catch {
       // Reset by the peer, or dropped by us.
     }
+    // Let a close frame we queued go out first, but not for ever.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#writes,
+      new Promise<void>((r) => timer = setTimeout(r, 1000)),
+    ]);
+    clearTimeout(timer);
     this.#drop();
     clearInterval(this.#idleTimer);
     clearTimeout(this.#closeTimer);

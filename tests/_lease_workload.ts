@@ -19,6 +19,7 @@
  */
 
 import { JsonObjectSplitter } from "../src/protocol/json_splitter.ts";
+import { runArgs } from "./_harness.ts";
 import {
   isGrant,
   isRefusal,
@@ -474,11 +475,9 @@ export class LauncherClient extends CyclingClient {
     const { ledger } = this.options;
     const span = this.newSpan(cookie);
     const child = new Deno.Command(Deno.execPath(), {
+      // With exactly the compiled sai-resource's permissions.
       args: [
-        "run",
-        "--allow-all",
-        "--quiet",
-        "client.ts",
+        ...runArgs("client.ts"),
         this.options.resource,
         String(span.amount),
         String(this.options.lease),

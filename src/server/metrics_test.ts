@@ -21,6 +21,7 @@ Deno.test("renderMetrics() output parses as Prometheus text", () => {
   const doc: StatusDocument = {
     version: 1,
     time: 0,
+    reclaimUntil: null,
     policy: "fifo",
     builders: [{ id: "b1", name: "x", connectedAt: 0 }],
     resources: [{
@@ -41,6 +42,8 @@ Deno.test("renderMetrics() output parses as Prometheus text", () => {
       releases: 1,
       withdrawals: 0,
       forcedReleases: 0,
+      restores: 0,
+      drops: 0,
     },
   };
   const h = new WaitHistogram();

@@ -22,6 +22,15 @@ export interface ServerStats {
   withdrawals: number;
   /** Leases ended by an operator (also counted in `releases`). */
   forcedReleases: number;
+  /** Leases newly admitted by a builder's restore after a reconnect. */
+  restores: number;
+  /**
+   * Leases ended because their builder was gone past the builder grace,
+   * or did not re-send them when it came back.  With these,
+   * `grants + restores − releases − expiries − drops` is the number of
+   * live leases.
+   */
+  drops: number;
 }
 
 /** A lease in `/api/status`: the allocator's view plus the builder's name. */
@@ -38,6 +47,8 @@ export type StatusResource = Omit<ResourceStatus, "leases" | "queue"> & {
 export interface StatusDocument {
   version: 1;
   time: number;
+  /** Until when (epoch ms) only restores are admitted, or null. */
+  reclaimUntil: number | null;
   policy: string;
   builders: { id: string; name: string; connectedAt: number }[];
   resources: StatusResource[];

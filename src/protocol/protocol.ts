@@ -119,10 +119,15 @@ export interface PongMessage {
   pong: number;
 }
 
-/** Server to builder: the hello was accepted; `id` is the builder's public id. */
+/**
+ * Server to builder: the hello was accepted; `id` is the builder's public
+ * id.  `fence` (seconds): a builder that goes that long without a round
+ * trip to the server ends its holders' leases (the server keeps them
+ * counted somewhat longer).
+ */
 export interface WelcomeMessage {
   schema: typeof SCHEMA;
-  welcome: { id: string };
+  welcome: { id: string; fence?: number };
 }
 
 /**
@@ -265,6 +270,10 @@ function parseObject(text: string): Json {
 
 function describe(value: unknown): string {
   if (value === undefined) return "nothing";
+  // JSON has no Infinity: 1e400 parses to it, and would print as null.
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    return "a number out of range";
+  }
   const text = JSON.stringify(value) ?? String(value);
   return text.length > 40 ? `${text.slice(0, 40)}…` : text;
 }
@@ -516,10 +525,13 @@ export function parseServerMessage(text: string): ServerMessage {
   const obj = parseObject(text);
   if (typeof obj.pong === "number") return { schema: SCHEMA, pong: obj.pong };
   if (typeof obj.welcome === "object" && obj.welcome !== null) {
-    const id = (obj.welcome as Json).id;
+    const { id, fence } = obj.welcome as Json;
     return {
       schema: SCHEMA,
-      welcome: { id: typeof id === "string" ? id : "" },
+      welcome: {
+        id: typeof id === "string" ? id : "",
+        ...(typeof fence === "number" && fence > 0 && { fence }),
+      },
     };
   }
   if (obj.cookie === "" && typeof obj.error === "string") {

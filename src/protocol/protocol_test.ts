@@ -226,6 +226,16 @@ Deno.test("parseClientMessage() rejects a bad process or yield reason, naming th
   }
 });
 
+Deno.test("parseClientMessage() names an out-of-range number as such, not null", () => {
+  assert.throws(
+    () =>
+      parseClientMessage(
+        '{"schema":"com-warmcat-sai-resource","resname":"r","cookie":"c","amount":1,"lease":5,"priority":1e400}',
+      ),
+    /"priority" must be an integer from -1000 to 1000, got a number out of range/,
+  );
+});
+
 Deno.test("`parseClientMessage()` keeps `progress: true` and rejects a non-boolean", () => {
   const base = {
     schema: SCHEMA,

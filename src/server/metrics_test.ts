@@ -21,6 +21,7 @@ Deno.test("renderMetrics() output parses as Prometheus text", () => {
   const doc: StatusDocument = {
     version: 1,
     time: 0,
+    reclaimUntil: null,
     policy: "fifo",
     builders: [{ id: "b1", name: "x", connectedAt: 0 }],
     resources: [{
@@ -42,6 +43,8 @@ Deno.test("renderMetrics() output parses as Prometheus text", () => {
       withdrawals: 0,
       forcedReleases: 1,
       ownerGone: 2,
+      restores: 0,
+      drops: 0,
     },
   };
   const h = new WaitHistogram();

@@ -28,6 +28,15 @@ export interface ServerStats {
    * cancelled CI job, a killed ctest); also counted in `releases`.
    */
   ownerGone: number;
+  /** Leases newly admitted by a builder's restore after a reconnect. */
+  restores: number;
+  /**
+   * Leases ended because their builder was gone past the builder grace,
+   * or did not re-send them when it came back.  With these,
+   * `grants + restores − releases − expiries − drops` is the number of
+   * live leases.
+   */
+  drops: number;
 }
 
 /**
@@ -54,6 +63,8 @@ export type StatusResource = Omit<ResourceStatus, "leases" | "queue"> & {
 export interface StatusDocument {
   version: 1;
   time: number;
+  /** Until when (epoch ms) only restores are admitted, or null. */
+  reclaimUntil: number | null;
   policy: string;
   builders: { id: string; name: string; connectedAt: number }[];
   resources: StatusResource[];

@@ -22,8 +22,14 @@ export interface ProgramSpec {
 export const PROGRAMS: Readonly<Record<Program, ProgramSpec>> = {
   "sai-server": {
     entry: "server.ts",
-    // Files: --config, --cert, --key, the token files.
-    permissions: ["--allow-net", "--allow-read", "--allow-env"],
+    // Read: --config, --cert, --key, the token files.  Write: the state
+    // file, and the private Unix socket its HTTP routes listen on.
+    permissions: [
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+    ],
   },
   "sai-builder": {
     entry: "builder.ts",

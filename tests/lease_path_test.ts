@@ -166,7 +166,11 @@ Deno.test("sai-resource times out waiting with exit 1 and withdraws its request"
     "the queue to empty",
     async () => (await server.resource("r")).queuedRequests === 0,
   );
-  assert.equal((await holderPids("waiter", builder)).length, 0);
+  // The holder reports, then exits: it may still be on its way out.
+  await waitFor(
+    "the waiter's holder to exit",
+    async () => (await holderPids("waiter", builder)).length === 0,
+  );
 });
 
 Deno.test("sai-resource exits 1 when the builder is unreachable", async () => {

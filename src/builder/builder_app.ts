@@ -18,6 +18,7 @@ import {
   type RequestMessage,
   SCHEMA,
   type ServerMessage,
+  type YieldReason,
 } from "../protocol/protocol.ts";
 import { writeAll } from "../client/lease_client.ts";
 import { isAbstract, unixPath } from "../shared/socket_path.ts";
@@ -77,6 +78,8 @@ interface Client {
   sent: boolean;
   /** When the lease ends by this builder's clock, once granted. */
   expires: number;
+  /** Why the client gave it back, when it said (passed on to the server). */
+  reason?: YieldReason;
   /** Ends the lease at `expires`, link up or not. */
   timer?: ReturnType<typeof setTimeout>;
   writes: Promise<void>;
@@ -532,8 +535,10 @@ class BuilderApp {
     );
   }
 
-  #yield(cookie: string): void {
-    this.#toServer(encode({ schema: SCHEMA, cookie }));
+  #yield(cookie: string, reason?: YieldReason): void {
+    this.#toServer(
+      encode({ schema: SCHEMA, cookie, ...(reason && { reason }) }),
+    );
   }
 
   #fromServer(text: string): void {
@@ -686,9 +691,10 @@ class BuilderApp {
       if (mine && this.#clients.get(mine.cookie) === mine) {
         this.#clients.delete(mine.cookie);
         clearTimeout(mine.timer);
-        if (mine.state !== "pending") this.#yield(mine.cookie);
+        if (mine.state !== "pending") this.#yield(mine.cookie, mine.reason);
         this.#log.info(mine.state === "granted" ? "released" : "withdrawn", {
           cookie: mine.cookie,
+          ...(mine.reason && { reason: mine.reason }),
         });
       }
       closeQuietly(conn);
@@ -711,7 +717,10 @@ class BuilderApp {
     }
     if (mine) {
       // The one thing a client may say after its request: give it back.
-      if (!isRequest(msg) && msg.cookie === mine.cookie) return "close";
+      if (!isRequest(msg) && msg.cookie === mine.cookie) {
+        if (msg.reason) mine.reason = msg.reason;
+        return "close";
+      }
       this.#refuseAndClose(
         conn,
         mine.cookie,

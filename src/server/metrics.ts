@@ -149,6 +149,19 @@ export function renderMetrics(
     "Leases dropped since start: their builder was gone past the builder grace, or did not re-send them.",
   );
   sample("sai_resource_drops_total", {}, stats.drops);
+  family(
+    "sai_resource_releases_by_reason_total",
+    "counter",
+    'Leases released before expiry since start, by reason: "owner gone" (the process a holder kept it for exited), "operator" (force-release), "other" (released by the holder or by cookie).',
+  );
+  const byReason: [string, number][] = [
+    ["other", stats.releases - stats.ownerGone - stats.forcedReleases],
+    ["operator", stats.forcedReleases],
+    ["owner gone", stats.ownerGone],
+  ];
+  for (const [reason, n] of byReason) {
+    sample("sai_resource_releases_by_reason_total", { reason }, n);
+  }
 
   family(
     "sai_resource_wait_seconds",

@@ -24,6 +24,7 @@ import { RestartGuard } from "./restart_guard.ts";
 import { ANONYMOUS, sessionDigest } from "./state_file.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
+import { LeaseProcesses } from "./lease_processes.ts";
 import type { ServerStats, StatusDocument } from "./status_document.ts";
 import type { Policy } from "../allocator/policy.ts";
 import { listenServer } from "./listener.ts";
@@ -149,9 +150,13 @@ class ServerApp {
     releases: 0,
     withdrawals: 0,
     forcedReleases: 0,
+    ownerGone: 0,
     restores: 0,
     drops: 0,
   };
+  #processes = new LeaseProcesses((owner, cookie) =>
+    this.#allocator.lookup(owner, cookie) !== undefined
+  );
   #closing = false;
   #tokens: TokenEntry[] | undefined;
   #tls: { cert: string; key: string } | undefined;
@@ -294,11 +299,15 @@ class ServerApp {
       [...this.#sessions.values()].map((s) => [s.owner!, s.name ?? ""]),
     );
     for (const [owner, d] of this.#grace.entries()) names.set(owner, d.name);
-    const named = <T extends { owner: string }>(x: T) => ({
-      ...x,
-      owner: this.#pid(x.owner),
-      builder: names.get(x.owner) ?? "",
-    });
+    const named = <T extends { owner: string; cookie: string }>(x: T) => {
+      const process = this.#processes.get(x.owner, x.cookie);
+      return {
+        ...x,
+        owner: this.#pid(x.owner),
+        builder: names.get(x.owner) ?? "",
+        ...(process && { process }),
+      };
+    };
     return {
       version: 1,
       time: this.#now(),
@@ -509,6 +518,7 @@ class ServerApp {
     if (isRequest(msg)) {
       this.#log.debug("request", { builder: this.#pid(owner), ...msg });
       for (const r of msg.resources ?? [msg]) this.#progress.touch(r.resname);
+      this.#processes.note(owner, msg.cookie, msg.process);
       this.#apply(
         msg.restore
           ? this.#allocator.restore(owner, msg, msg.restore)
@@ -523,13 +533,21 @@ class ServerApp {
     // own clock, inside the expiry margin: an expiry, not a release.
     const ran = found === "lease" && held!.expires <= this.#now();
     if (found === "lease" && !ran) this.#stats.releases++;
+    if (found === "lease" && !ran && msg.reason === "owner gone") {
+      this.#stats.ownerGone++;
+    }
     if (ran) this.#stats.expiries++;
     if (found === "queued") this.#stats.withdrawals++;
     if (found) {
       this.#log.info(
         ran ? "expired" : found === "lease" ? "released" : "withdrawn",
-        { builder: this.#pid(owner), cookie: msg.cookie },
+        {
+          builder: this.#pid(owner),
+          cookie: msg.cookie,
+          ...(msg.reason && { reason: msg.reason }),
+        },
       );
+      this.#processes.forget(owner, msg.cookie);
       this.#forget(owner, msg.cookie);
     }
     this.#apply(outcomes);

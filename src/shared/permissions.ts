@@ -45,15 +45,11 @@ export const PROGRAMS: Readonly<Record<Program, ProgramSpec>> = {
   },
   "sai-resource": {
     entry: "client.ts",
-    // Run: it re-spawns itself as the holder, and launches CMD after --.
-    // Read, write and net: Deno asks all three to connect to a Unix socket.
-    permissions: [
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-run",
-      "--allow-net",
-    ],
+    // All: the holder's owner watch reads /proc/PID/stat, which Deno allows
+    // only with every permission.  It adds no power in effect: sai-resource
+    // already runs any command (--allow-run: it re-spawns itself as the
+    // holder, and launches CMD after --).
+    permissions: ["--allow-all"],
   },
 };
 

@@ -12,9 +12,11 @@ import {
   parseFlags,
   parseLogFormat,
   positiveInt,
+  positiveSeconds,
   readFlagFile,
   wantsHelp,
 } from "./src/shared/cli_flags.ts";
+import { defaultStatePath } from "./src/server/state_file.ts";
 import { parseTokenFile, type TokenEntry } from "./src/server/auth.ts";
 import {
   applyBudgets,
@@ -30,6 +32,8 @@ const USAGE =
                   [--listen HOST:PORT] [--max-lease SECONDS]
                   [--builder-tokens FILE] [--cert FILE --key FILE]
                   [--heartbeat SECONDS] [--max-queued-per-builder N]
+                  [--builder-grace SECONDS] [--reclaim-grace SECONDS]
+                  [--state-file PATH]
                   [--policy backfill|fifo]
                   [--log-level error|warn|info|debug] [--log-format text|json]
                   [--admin-token TOKEN | --admin-token-file FILE]
@@ -44,6 +48,9 @@ const OPTIONS = {
   "log-level": { type: "string", default: "info" },
   "log-format": { type: "string", default: "text" },
   heartbeat: { type: "string", default: "10" },
+  "builder-grace": { type: "string" },
+  "reclaim-grace": { type: "string" },
+  "state-file": { type: "string" },
   "max-queued-per-builder": { type: "string", default: "10000" },
   "builder-tokens": { type: "string" },
   cert: { type: "string" },
@@ -61,6 +68,9 @@ export interface ServerArgs {
   policy: Policy;
   logger: Logger;
   heartbeat: number;
+  builderGrace: number;
+  reclaimGrace?: number;
+  stateFile?: string;
   maxQueuedPerBuilder: number;
   builderTokens?: TokenEntry[];
   tls?: { cert: string; key: string };
@@ -151,6 +161,20 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       }, got "${values.policy}"`,
     );
   }
+  const heartbeat = positiveSeconds("--heartbeat", values.heartbeat);
+  const builderGrace = values["builder-grace"] === undefined
+    ? 4 * heartbeat
+    : positiveSeconds("--builder-grace", values["builder-grace"]);
+  if (builderGrace < heartbeat) {
+    throw new TypeError(
+      `--builder-grace must be at least --heartbeat (${heartbeat} s), got "${
+        values["builder-grace"]
+      }"`,
+    );
+  }
+  const listen = parseListen(values.listen);
+  const stateFile = values["state-file"] ??
+    defaultStatePath(listen.hostname, listen.port);
   return {
     ...(values.resources === undefined && values.config !== undefined &&
       { configPath: values.config }),
@@ -162,14 +186,21 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
         key: await readFlagFile("--key", values.key),
       },
     }),
-    heartbeat: positiveInt("--heartbeat", values.heartbeat),
+    heartbeat,
+    builderGrace,
+    ...(values["reclaim-grace"] !== undefined && {
+      reclaimGrace: values["reclaim-grace"] === "0"
+        ? 0
+        : positiveSeconds("--reclaim-grace", values["reclaim-grace"]),
+    }),
+    ...(stateFile !== undefined && { stateFile }),
     maxQueuedPerBuilder: positiveInt(
       "--max-queued-per-builder",
       values["max-queued-per-builder"],
     ),
     budgets: parseBudgets(resources),
     policy,
-    ...parseListen(values.listen),
+    ...listen,
     maxLease: positiveInt("--max-lease", values["max-lease"]),
     logger: new Logger(parseLevel(values["log-level"]), {
       format,

@@ -16,6 +16,7 @@ const BENCHES: { file: string; flags?: string[] }[] = [
   { file: "throughput.ts" },
   { file: "cli_cost.ts" },
   { file: "server_scale.ts" },
+  { file: "release_times.ts" },
 ];
 
 let failed = 0;

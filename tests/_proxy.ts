@@ -1,7 +1,9 @@
 /**
  * A loopback TCP proxy for fault tests: it forwards to a target that can be
- * changed (a restarted server), and can cut its connections or blackhole
- * them (keep them open, forward nothing) to imitate a dead peer.
+ * changed (a restarted server), and can cut its connections, blackhole them
+ * (keep them open, forward nothing) to imitate a dead peer, or freeze the
+ * whole link (a route that drops every packet for a while, then heals:
+ * TCP delivers what was held back, so nothing is lost, only late).
  *
  * @module
  */
@@ -19,6 +21,9 @@ export class FaultProxy {
   #listener: Deno.TcpListener;
   #pairs = new Set<Pair>();
   #accepting: Promise<void>;
+  /** Resolves when a freeze ends; undefined while the link flows. */
+  #frozen: Promise<void> | undefined;
+  #thaw: (() => void) | undefined;
   /** How many connections it has accepted. */
   accepted = 0;
 
@@ -42,6 +47,8 @@ export class FaultProxy {
         return;
       }
       this.accepted++;
+      // A frozen route does not even complete a new connection's setup.
+      if (this.#frozen) await this.#frozen;
       let upstream: Deno.TcpConn;
       try {
         upstream = await Deno.connect({
@@ -67,13 +74,17 @@ export class FaultProxy {
         if (n === null) break;
         // A blackholed link swallows everything, like a dead route.
         if (pair.held) continue;
+        // A frozen one holds it back (and, not reading, the sender too).
+        if (this.#frozen) await this.#frozen;
         let at = 0;
         while (at < n) at += await to.write(buf.subarray(at, n));
       }
     } catch {
       // Closed by cut() or the peer.
     }
-    // A blackholed link does not pass on a close either.
+    // A blackholed link does not pass on a close either; a frozen one
+    // passes it on when it heals.
+    if (this.#frozen) await this.#frozen;
     if (!pair.held) this.#close(pair);
   }
 
@@ -98,12 +109,31 @@ export class FaultProxy {
     for (const pair of this.#pairs) pair.held = true;
   }
 
+  /**
+   * Stops the link, both ways and for new connections too, until
+   * {@linkcode thaw}: nothing is read, so nothing is lost.
+   */
+  freeze(): void {
+    if (this.#frozen) return;
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#frozen = promise;
+    this.#thaw = resolve;
+  }
+
+  /** Lets a frozen link flow again, delivering what it held back. */
+  thaw(): void {
+    this.#frozen = undefined;
+    this.#thaw?.();
+    this.#thaw = undefined;
+  }
+
   /** How many forwarded connections are open. */
   get open(): number {
     return this.#pairs.size;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
+    this.thaw();
     this.#listener.close();
     await this.#accepting;
     this.cut();

@@ -42,7 +42,7 @@ Deno.test({
       // The command it ran, with sai-server's permissions from the one list.
       assert.match(
         stdout,
-        /^deno compile --allow-net --allow-read --allow-env -o \S+\/dist\/sai-server server\.ts$/m,
+        /^deno compile --allow-net --allow-read --allow-write --allow-env -o \S+\/dist\/sai-server server\.ts$/m,
       );
       // Ours, then make's own "*** [...] Error 1".
       const lines = stderr.trimEnd().split("\n").filter((l) =>

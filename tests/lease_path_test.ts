@@ -166,7 +166,11 @@ Deno.test("sai-resource times out waiting with exit 1 and withdraws its request"
     "the queue to empty",
     async () => (await server.resource("r")).queuedRequests === 0,
   );
-  assert.equal((await holderPids("waiter", builder)).length, 0);
+  // The holder reports, then exits: it may still be on its way out.
+  await waitFor(
+    "the waiter's holder to exit",
+    async () => (await holderPids("waiter", builder)).length === 0,
+  );
 });
 
 Deno.test("sai-resource exits 1 when the builder is unreachable", async () => {
@@ -274,18 +278,37 @@ Deno.test("a client killed while queued leaves no trace", async () => {
   assert.deepEqual(res.leases.map((l) => l.cookie), ["owner"]);
 });
 
-Deno.test("a killed builder's leases are freed by the server", async () => {
-  await using server = await ServerProc.start(["--resources", "r=3"]);
+Deno.test("a killed builder's leases are freed by the server after the builder grace", async () => {
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=3",
+    "--heartbeat",
+    "1",
+    "--builder-grace",
+    "1",
+  ]);
   await using builder = await BuilderProc.start(server);
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
   assert.equal((await runClient(["r", "2", "600", "orphan"], env)).code, 0);
   assert.equal((await server.resource("r")).allocated, 2);
   builder.kill("SIGKILL");
   await builder.finished();
+  await server.stderr.wait(/builder leases kept for the builder grace/);
   await waitFor("the server to free the builder's lease", async () => {
     const doc = await server.status();
     return doc.builders.length === 0 && doc.resources[0]!.allocated === 0;
   });
+  await server.stderr.wait(
+    /builder gone: leases dropped after the builder grace .*leases=1/,
+  );
+  const { stats } = await server.status();
+  assert.equal(stats.drops, 1);
+  assert.equal(
+    stats.grants + stats.restores - stats.releases - stats.expiries -
+      stats.drops,
+    0,
+    "the counters account for every lease",
+  );
   await waitFor(
     "the orphaned holder to exit",
     async () => (await holderPids("orphan", builder)).length === 0,

@@ -466,12 +466,15 @@ Deno.test("sai-server status prints the view as an aligned table, or JSON", asyn
   const leaseHead = lines.indexOf("LEASES") + 1;
   assert.match(
     lines[leaseHead]!,
-    /^RESOURCE\s+BUILDER\s+COOKIE\s+AMOUNT\s+HELD FOR\s+EXPIRES IN$/,
+    /^RESOURCE\s+BUILDER\s+COOKIE\s+AMOUNT\s+HELD FOR\s+EXPIRES IN\s+FOR PROCESS$/,
   );
   const row = lines[leaseHead + 1]!;
+  // The holder follows the process that ran sai-resource: this test's.
   assert.match(
     row,
-    /^warmcat_conns\s+tb\s+cli-cookie\s+3\s+\d+ s\s+(1 min 5\d s|2 min 0 s)$/,
+    new RegExp(
+      `^warmcat_conns\\s+tb\\s+cli-cookie\\s+3\\s+\\d+ s\\s+(1 min 5\\d s|2 min 0 s)\\s+deno\\[${Deno.pid}\\]$`,
+    ),
   );
   // Aligned: the row's columns start where the header's do.
   assert.equal(row.indexOf("cli-cookie"), lines[leaseHead]!.indexOf("COOKIE"));
@@ -487,6 +490,10 @@ Deno.test("sai-server status prints the view as an aligned table, or JSON", asyn
   const doc = JSON.parse(json.stdout);
   assert.equal(doc.version, 1);
   assert.equal(doc.resources[0].leases[0].builder, "tb");
+  assert.deepEqual(doc.resources[0].leases[0].process, {
+    pid: Deno.pid,
+    name: "deno",
+  });
 
   const usage = await new Proc(["server.ts", "status", "--bogus"]).finished();
   assert.equal(usage.code, 2);

@@ -99,12 +99,22 @@ Deno.test("after a server restart, builders restore leases and queued requests i
   await Promise.all(waiters.slice(1).map((w) => w.finished()));
 });
 
-Deno.test("restored leases may exceed the budget; nothing new is granted until back under it", async () => {
-  await using server = await ServerProc.start(["--resources", "r=2"]);
+Deno.test("a builder cut off from the server fences its holders before the server gives their units away", async () => {
+  // Heartbeat 1 s, builder grace 6 s: the builder fences after 4 s without
+  // a round trip, the server frees the units 6 s after it last heard it.
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=2",
+    "--heartbeat",
+    "1",
+    "--builder-grace",
+    "6",
+  ]);
   await using proxy = new FaultProxy(server.port);
   await using far = await BuilderProc.start(server, {
     url: proxy.url,
     name: "far",
+    args: ["--heartbeat", "1"],
   });
   await using near = await BuilderProc.start(server, { name: "near" });
   const farEnv = { SAI_BUILDER_RESOURCE_PROXY: far.socket };
@@ -113,56 +123,51 @@ Deno.test("restored leases may exceed the budget; nothing new is granted until b
     (await runClient(["r", "2", "60", "far-lease"], farEnv)).code,
     0,
   );
+  assert.equal((await holderPids("far-lease", far)).length, 1);
 
-  // Cut the far builder off and keep it off while the near one takes the budget.
+  // Cut the far builder off and keep it off.
   proxy.target = 1;
   proxy.cut();
-  await waitFor(
-    "the server to free the far builder's lease",
-    async () => (await server.resource("r")).allocated === 0,
-  );
-  assert.equal(
-    (await runClient(["r", "2", "60", "near-lease"], nearEnv)).code,
-    0,
-  );
-  proxy.target = server.port;
-  await waitFor(
-    "the far lease to be restored",
-    async () => (await server.resource("r")).allocated === 4,
-  );
-
-  const late = new Proc(["client.ts", "r", "1", "60", "late"], {
+  const waiter = new Proc(["client.ts", "r", "2", "60", "near-lease"], {
     env: nearEnv,
   });
-  await late.stderr.wait(/queued for r: position 1/);
-  assert.equal((await runClient(["--release", "near-lease"], nearEnv)).code, 0);
+  await waiter.stderr.wait(/queued for r: position 1/);
+  await far.stderr.wait(/fenced: lease lost cookie=far-lease/, 15_000);
+  // Told before the server lets the units go: still counted there.
+  const during = await server.resource("r");
+  assert.deepEqual(during.leases.map((l) => l.cookie), ["far-lease"]);
+  assert.equal(during.queuedRequests, 1);
   await waitFor(
-    "the near lease to go",
-    async () => (await server.resource("r")).allocated === 2,
+    "the fenced holder to exit",
+    async () => (await holderPids("far-lease", far)).length === 0,
   );
-  assert.equal(
-    (await server.resource("r")).queuedRequests,
-    1,
-    "still at the budget: no grant",
+  assert.equal((await waiter.finished()).code, 0);
+  await server.stderr.wait(
+    /builder gone: leases dropped after the builder grace/,
   );
-  assert.equal((await runClient(["--release", "far-lease"], farEnv)).code, 0);
-  assert.equal((await late.finished()).code, 0);
   const r = await server.resource("r");
-  assert.equal(r.peak, 4, "the restore exceeded the budget");
-  assert.equal(r.overBudgetGrants, 0, "no new grant ever exceeded it");
+  assert.deepEqual(r.leases.map((l) => l.cookie), ["near-lease"]);
+  assert.equal(r.peak, 2);
+  assert.equal(r.overBudgetGrants, 0);
+  const { stats } = await server.status();
+  assert.equal(stats.drops, 1);
 });
 
 Deno.test("a blackholed link is detected by the heartbeat on both sides", async () => {
+  // The server's heartbeat is the shorter, so it sees the silence before
+  // the builder comes back on a new connection.
   await using server = await ServerProc.start([
     "--resources",
     "r=1",
     "--heartbeat",
     "1",
+    "--builder-grace",
+    "10",
   ]);
   await using proxy = new FaultProxy(server.port);
   await using builder = await BuilderProc.start(server, {
     url: proxy.url,
-    args: ["--heartbeat", "1"],
+    args: ["--heartbeat", "2"],
   });
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
   assert.equal((await runClient(["r", "1", "60", "hb"], env)).code, 0);

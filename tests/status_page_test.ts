@@ -89,6 +89,8 @@ Deno.test("status page shows a held lease live and updates when it is released",
     assert.equal(row[1], "page-cookie");
     assert.equal(row[2], "3");
     assert.match(row[4] ?? "", /^(59|60) s$|^1 min 0 s$/);
+    // Held for the process that ran sai-resource: this test.
+    assert.equal(row[5], `deno [${Deno.pid}]`);
     const width = await page.$eval(
       `${bar} .fill`,
       (el) => el.getAttribute("style"),

@@ -238,8 +238,12 @@ Deno.test("--foreground holds until signalled, warns at expiry and keeps running
     short.kill("SIGTERM");
     const s = await short.finished();
     assert.equal(s.code, 0, s.stderr);
+    // The server ends fg-short a moment after the builder told it.
+    await waitFor(
+      "the server to expire fg-short",
+      async () => (await server.resource("r")).allocated === 1,
+    );
     // SIGHUP releases at once.
-    assert.equal((await server.resource("r")).allocated, 1);
     long.kill("SIGHUP");
     const l = await long.finished();
     assert.equal(l.code, 0, l.stderr);

@@ -112,10 +112,17 @@ function resourceCard(r: StatusResource, now: number): HTMLElement {
   card.append(el("h3", {}, `Leases (${r.leases.length})`));
   card.append(
     r.leases.length === 0 ? el("p", { class: "empty" }, "No leases") : table(
-      [["Builder", false], ["Cookie", false], ["Amount", true], [
-        "Held for",
-        true,
-      ], ["Expires in", true]],
+      [
+        ["Builder", false],
+        ["Cookie", false],
+        ["Amount", true],
+        [
+          "Held for",
+          true,
+        ],
+        ["Expires in", true],
+        ["For process", false],
+      ],
       r.leases.map((l) => ({
         cookie: l.cookie,
         cells: [
@@ -124,6 +131,7 @@ function resourceCard(r: StatusResource, now: number): HTMLElement {
           ["num", String(l.amount)],
           ["num", duration(now - l.grantedAt)],
           ["num", duration(l.expires - now)],
+          ["", l.process ? `${l.process.name} [${l.process.pid}]` : "–"],
         ],
       })),
     ),

@@ -17,283 +17,28 @@
  */
 
 import { MinHeap } from "./_heap.ts";
-import { fifo, type Policy, reservation, type ResourceView } from "./policy.ts";
+import { fifo, type Policy, reservation } from "./policy.ts";
+import {
+  type Entry,
+  grantOf,
+  type Part,
+  Resource,
+  resourcesOf,
+  resourcesTouched,
+} from "./_resource.ts";
+import { resourceStatus } from "./status.ts";
+import type {
+  AllocatorOptions,
+  GrantedLease,
+  HeadStatus,
+  LeaseRequest,
+  Outcome,
+  RefusalOutcome,
+  RefusalReason,
+  ResourceStatus,
+} from "./types.ts";
 
-/** Why a request was refused; stable, for metrics and tests. */
-export type RefusalReason =
-  | "unknown-resource"
-  | "exceeds-budget"
-  | "lease-too-long"
-  | "duplicate-cookie"
-  | "queue-limit"
-  | "invalid";
-
-/** One resource and amount of a multi-resource request. */
-export interface ResourceAmount {
-  resname: string;
-  amount: number;
-}
-
-/** A request was granted. */
-export interface GrantOutcome {
-  type: "grant";
-  owner: string;
-  cookie: string;
-  /** The first (or only) resource. */
-  resname: string;
-  amount: number;
-  /** Every resource granted, for a multi-resource request only. */
-  resources?: ResourceAmount[];
-  lease: number;
-  /** Epoch milliseconds by the injected clock. */
-  expires: number;
-  /** Milliseconds spent queued. */
-  waited: number;
-  /** Re-admitted after a reconnect, not newly granted. */
-  restored?: boolean;
-}
-
-/** A request was refused. */
-export interface RefusalOutcome {
-  type: "refuse";
-  owner: string;
-  cookie: string;
-  reason: RefusalReason;
-  message: string;
-}
-
-/** A lease ran out. */
-export interface ExpiryOutcome {
-  type: "expire";
-  owner: string;
-  cookie: string;
-  resname: string;
-  amount: number;
-  /** Every resource freed, for a multi-resource request only. */
-  resources?: ResourceAmount[];
-}
-
-/** What a call on the allocator caused. */
-export type Outcome = GrantOutcome | RefusalOutcome | ExpiryOutcome;
-
-/** A request for a lease. */
-export interface LeaseRequest {
-  cookie: string;
-  resname: string;
-  amount: number;
-  /** Lease length in seconds. */
-  lease: number;
-  /**
-   * Several resources at once, all or nothing; when given, `resname` and
-   * `amount` are ignored.
-   */
-  resources?: ResourceAmount[];
-  /**
-   * Higher goes first (default 0); ties in arrival order.  Never ahead of a
-   * queue's head, which holds the reservation.
-   */
-  priority?: number;
-}
-
-/** Options for {@linkcode Allocator}. */
-export interface AllocatorOptions {
-  /** The clock, in milliseconds. */
-  now: () => number;
-  /** Longest lease accepted, in seconds (default 86400). */
-  maxLease?: number;
-  /** Scheduling policy (default {@linkcode fifo}). */
-  policy?: Policy;
-  /** Most requests one owner may have queued at once (default 10,000). */
-  maxQueuedPerOwner?: number;
-}
-
-/** A live lease in a status snapshot. */
-export interface LeaseStatus {
-  owner: string;
-  cookie: string;
-  amount: number;
-  lease: number;
-  grantedAt: number;
-  expires: number;
-}
-
-/** A queued request in a status snapshot. */
-export interface QueuedStatus {
-  owner: string;
-  cookie: string;
-  amount: number;
-  lease: number;
-  enqueuedAt: number;
-  /** 1 = head of the queue. */
-  position: number;
-  /** Earliest time it could start, from declared lease ends; null if never known. */
-  estimatedStart: number | null;
-}
-
-/** The head of a queue and when it is certain to start. */
-export interface HeadStatus {
-  owner: string;
-  cookie: string;
-  amount: number;
-  enqueuedAt: number;
-  /**
-   * The earliest time its amount is certain to be free, from declared lease
-   * ends: when fifo would start it from this state.
-   */
-  reservedAt: number;
-}
-
-/** One resource in a status snapshot. */
-export interface ResourceStatus {
-  name: string;
-  budget: number;
-  allocated: number;
-  /** The most ever allocated at once, restored leases included. */
-  peak: number;
-  /**
-   * New grants that left more allocated than the budget: an audit that must
-   * stay 0 (only restored leases may exceed the budget).
-   */
-  overBudgetGrants: number;
-  queuedRequests: number;
-  queuedAmount: number;
-  leases: LeaseStatus[];
-  queue: QueuedStatus[];
-}
-
-/** A lease ended by {@linkcode Allocator.forceRelease}. */
-export interface GrantedLease {
-  owner: string;
-  cookie: string;
-  resname: string;
-  amount: number;
-}
-
-/** A request: one part per resource it needs. */
-interface Entry {
-  owner: string;
-  cookie: string;
-  parts: Part[];
-  lease: number;
-  leaseMs: number;
-  enqueuedAt: number;
-  priority: number;
-  /** Global queue order: lower first, the same in every queue. */
-  rank: number;
-  state: "queued" | "leased";
-  grantedAt: number;
-  expires: number;
-}
-
-/** A request's share of one resource: a node of that resource's queue. */
-interface Part {
-  entry: Entry;
-  res: Resource;
-  amount: number;
-  leaseMs: number;
-  enqueuedAt: number;
-  expires: number;
-  prev: Part | null;
-  next: Part | null;
-}
-
-class Resource implements ResourceView<Part> {
-  name: string;
-  budget: number;
-  allocated = 0;
-  peak = 0;
-  overBudgetGrants = 0;
-  queuedAmount = 0;
-  queuedRequests = 0;
-  head: Part | null = null;
-  tail: Part | null = null;
-  leased = new Set<Part>();
-
-  constructor(name: string, budget: number) {
-    this.name = name;
-    this.budget = budget;
-  }
-
-  queue(): Iterable<Part> {
-    // A plain iterator, not a generator: policies walk queues on hot paths.
-    let e = this.head;
-    const it: IterableIterator<Part> = {
-      next: () => {
-        if (e === null) return { done: true, value: undefined };
-        const value = e;
-        e = e.next;
-        return { done: false, value };
-      },
-      [Symbol.iterator]: () => it,
-    };
-    return it;
-  }
-
-  next(e: Part): Part | null {
-    return e.next;
-  }
-
-  leases(): Iterable<Part> {
-    return this.leased;
-  }
-
-  /** Inserts by rank; O(1) for the usual append at the tail. */
-  insert(e: Part): void {
-    let after = this.tail;
-    while (after && after.entry.rank > e.entry.rank) after = after.prev;
-    e.prev = after;
-    e.next = after ? after.next : this.head;
-    if (e.next) e.next.prev = e;
-    else this.tail = e;
-    if (after) after.next = e;
-    else this.head = e;
-    this.queuedAmount += e.amount;
-    this.queuedRequests++;
-  }
-
-  unlink(e: Part): void {
-    if (e.prev) e.prev.next = e.next;
-    else this.head = e.next;
-    if (e.next) e.next.prev = e.prev;
-    else this.tail = e.prev;
-    e.prev = e.next = null;
-    this.queuedAmount -= e.amount;
-    this.queuedRequests--;
-  }
-
-  /**
-   * The rank a request of `priority` must come after here: the head (its
-   * reservation is made) and anything of equal or higher priority.
-   */
-  protectedRank(priority: number): number {
-    let e = this.tail;
-    while (e && e !== this.head && e.entry.priority < priority) e = e.prev;
-    return e ? e.entry.rank : -Infinity;
-  }
-
-  /** The lowest rank above `rank` here, if any. */
-  rankAfter(rank: number): number {
-    let e = this.tail;
-    let found = Infinity;
-    while (e && e.entry.rank > rank) {
-      found = e.entry.rank;
-      e = e.prev;
-    }
-    return found;
-  }
-}
-
-function resourcesTouched(entry: Entry): Resource[] {
-  return entry.parts.length === 1
-    ? [entry.parts[0]!.res]
-    : entry.parts.map((p) => p.res);
-}
-
-function resourcesOf(entry: Entry): ResourceAmount[] | undefined {
-  return entry.parts.length > 1
-    ? entry.parts.map((p) => ({ resname: p.res.name, amount: p.amount }))
-    : undefined;
-}
+export type * from "./types.ts";
 
 /** Allocates leases on named resources within their budgets. */
 export class Allocator {
@@ -308,12 +53,15 @@ export class Allocator {
   #seq = 0;
   #queuedByOwner = new Map<string, number>();
   #maxQueuedPerOwner: number;
+  #reclaiming = false;
+  #marginMs: number;
 
   constructor(budgets: Iterable<[string, number]>, options: AllocatorOptions) {
     this.#now = options.now;
     this.#maxLease = options.maxLease ?? 86_400;
     this.#policy = options.policy ?? fifo;
     this.#maxQueuedPerOwner = options.maxQueuedPerOwner ?? 10_000;
+    this.#marginMs = options.expiryMarginMs ?? 0;
     for (const [name, budget] of budgets) {
       this.#resources.set(name, new Resource(name, budget));
     }
@@ -355,10 +103,14 @@ export class Allocator {
 
   /**
    * Re-admits what a builder had before its link to the server broke.  A
-   * `"lease"` is a real holding: it is admitted even beyond the budget (and
-   * nothing new is granted until back under it).  A `"queued"` request
-   * keeps its place if it still has one, else queues at the tail.  Known
-   * cookies are never counted twice: their current state is re-sent.
+   * `"lease"` is a real holding: it is validated like a request (known
+   * resource, amount within the budget, lease within the limit) and never
+   * takes its builder past the budget of a resource, but it is admitted
+   * even while the resource as a whole is at its budget (the audit
+   * `overBudgetGrants` then counts it).  A `"queued"` request keeps its
+   * place if it still has one, else queues by rank.  Known cookies are
+   * never counted twice: their current state is re-sent.  Restores are
+   * admitted during a reclaim grace.
    */
   restore(
     owner: string,
@@ -366,31 +118,103 @@ export class Allocator {
     kind: "lease" | "queued",
   ): Outcome[] {
     const existing = this.#owners.get(owner)?.get(req.cookie);
-    if (existing?.state === "leased") return [grantOf(existing, 0, true)];
+    if (existing?.state === "leased") {
+      return [grantOf(existing, 0, true, true)];
+    }
     if (existing && kind === "queued") return [];
     if (kind === "queued") return this.request(owner, req);
     const now = this.#now();
     let entry = existing;
     if (entry) {
+      const refusal = this.#restoreBounds(
+        owner,
+        req,
+        entry.parts.map((p) => [p.res, p.amount]),
+      );
+      if (refusal) {
+        this.#remove(entry);
+        return [refusal, ...this.#schedule(resourcesTouched(entry), [])];
+      }
       for (const p of entry.parts) p.res.unlink(p);
       this.#countQueued(owner, -1);
+      entry.lease = req.lease;
+      entry.leaseMs = req.lease * 1000;
+      for (const p of entry.parts) p.leaseMs = entry.leaseMs;
     } else {
-      const checked = this.#check(owner, req, { restoring: true });
+      const checked = this.#check(owner, req);
       if (!Array.isArray(checked)) return [checked];
+      const refusal = this.#restoreBounds(owner, req, checked);
+      if (refusal) return [refusal];
       entry = this.#add(owner, req, checked);
     }
     this.#lease(entry, now);
+    for (const p of entry.parts) {
+      if (p.res.allocated > p.res.budget) p.res.overBudgetGrants++;
+    }
     return [grantOf(entry, now, true)];
+  }
+
+  /** Why a restored lease may not be admitted, if it may not. */
+  #restoreBounds(
+    owner: string,
+    req: LeaseRequest,
+    targets: [Resource, number][],
+  ): RefusalOutcome | undefined {
+    const label = targets.map(([r]) => r.name).join(",");
+    const refuse = (reason: RefusalReason, message: string) => ({
+      type: "refuse" as const,
+      owner,
+      cookie: req.cookie,
+      reason,
+      message,
+    });
+    if (req.lease > this.#maxLease) {
+      return refuse(
+        "lease-too-long",
+        `Cannot restore "${label}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
+      );
+    }
+    for (const [res, amount] of targets) {
+      const held = res.heldBy.get(owner) ?? 0;
+      if (held + amount > res.budget) {
+        return refuse(
+          "exceeds-budget",
+          `Cannot restore "${res.name}": this builder would hold ${
+            held + amount
+          }, over the budget of ${res.budget}`,
+        );
+      }
+    }
+    return undefined;
+  }
+
+  /** Whether new grants are held back (a reclaim grace). */
+  get reclaiming(): boolean {
+    return this.#reclaiming;
+  }
+
+  /**
+   * Starts a reclaim grace: until {@linkcode endReclaim}, nothing new is
+   * granted; requests queue and keep their places, restores are admitted.
+   */
+  beginReclaim(): void {
+    this.#reclaiming = true;
+  }
+
+  /** Ends a reclaim grace; returns the grants it allows now. */
+  endReclaim(): Outcome[] {
+    if (!this.#reclaiming) return [];
+    this.#reclaiming = false;
+    return this.#schedule(this.#resources.values(), []);
   }
 
   /**
    * Validates a request: its resources and amounts as targets, or why it
-   * is refused.  A restored lease may exceed a budget (lowered meanwhile).
+   * is refused.
    */
   #check(
     owner: string,
     req: LeaseRequest,
-    options: { restoring?: boolean } = {},
   ): [Resource, number][] | RefusalOutcome {
     const refuse = (
       reason: RefusalReason,
@@ -418,7 +242,7 @@ export class Allocator {
           `Cannot lease "${resname}": no such resource`,
         );
       }
-      if (amount > res.budget && !options.restoring) {
+      if (amount > res.budget) {
         return refuse(
           "exceeds-budget",
           `Cannot lease "${resname}": amount ${amount} exceeds the budget of ${res.budget}`,
@@ -432,7 +256,7 @@ export class Allocator {
       }
       targets.push([res, amount]);
     }
-    if (req.lease > this.#maxLease && !options.restoring) {
+    if (req.lease > this.#maxLease) {
       return refuse(
         "lease-too-long",
         `Cannot lease "${label()}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
@@ -552,7 +376,9 @@ export class Allocator {
       const at = this.#expiries.peekKey();
       if (at === undefined || at > now) break;
       const entry = this.#expiries.pop()!;
-      if (!this.#isLive(entry) || entry.expires !== at) continue;
+      if (!this.#isLive(entry) || entry.expires + this.#marginMs !== at) {
+        continue;
+      }
       this.#remove(entry);
       for (const p of entry.parts) touched.add(p.res);
       const first = entry.parts[0]!;
@@ -590,12 +416,15 @@ export class Allocator {
     resname: string;
     /** Every resource it needs, in request order. */
     resnames: string[];
+    /** When a lease ends (epoch ms by the clock); 0 while queued. */
+    expires: number;
   } | undefined {
     const e = this.#owners.get(owner)?.get(cookie);
     return e && {
       state: e.state,
       resname: e.parts[0]!.res.name,
       resnames: e.parts.map((p) => p.res.name),
+      expires: e.state === "leased" ? e.expires : 0,
     };
   }
 
@@ -646,35 +475,7 @@ export class Allocator {
   }
 
   #statusOf(res: Resource): ResourceStatus {
-    const now = this.#now();
-    const starts = estimateStarts(res, now);
-    let position = 0;
-    return {
-      name: res.name,
-      budget: res.budget,
-      allocated: res.allocated,
-      peak: res.peak,
-      overBudgetGrants: res.overBudgetGrants,
-      queuedRequests: res.queuedRequests,
-      queuedAmount: res.queuedAmount,
-      leases: [...res.leased].map((p) => ({
-        owner: p.entry.owner,
-        cookie: p.entry.cookie,
-        amount: p.amount,
-        lease: p.entry.lease,
-        grantedAt: p.entry.grantedAt,
-        expires: p.expires,
-      })),
-      queue: [...res.queue()].map((p, i) => ({
-        owner: p.entry.owner,
-        cookie: p.entry.cookie,
-        amount: p.amount,
-        lease: p.entry.lease,
-        enqueuedAt: p.enqueuedAt,
-        position: ++position,
-        estimatedStart: starts[i] ?? null,
-      })),
-    };
+    return resourceStatus(res, this.#now());
   }
 
   #isLive(entry: Entry): boolean {
@@ -689,6 +490,9 @@ export class Allocator {
     for (const p of entry.parts) {
       if (entry.state === "leased") {
         p.res.allocated -= p.amount;
+        const held = (p.res.heldBy.get(entry.owner) ?? 0) - p.amount;
+        if (held === 0) p.res.heldBy.delete(entry.owner);
+        else p.res.heldBy.set(entry.owner, held);
         p.res.leased.delete(p);
       } else {
         p.res.unlink(p);
@@ -702,6 +506,7 @@ export class Allocator {
    * again.
    */
   #schedule(start: Iterable<Resource>, out: Outcome[]): Outcome[] {
+    if (this.#reclaiming) return out;
     const now = this.#now();
     // Only multi-resource grants need a work list: most calls never make one.
     let again: Set<Resource> | undefined;
@@ -752,10 +557,14 @@ export class Allocator {
       const res = p.res;
       p.expires = entry.expires;
       res.allocated += p.amount;
+      res.heldBy.set(
+        entry.owner,
+        (res.heldBy.get(entry.owner) ?? 0) + p.amount,
+      );
       if (res.allocated > res.peak) res.peak = res.allocated;
       res.leased.add(p);
     }
-    this.#expiries.push(entry.expires, entry);
+    this.#expiries.push(entry.expires + this.#marginMs, entry);
   }
 
   // --- Operator actions (issue #5) -------------------------------------
@@ -868,44 +677,4 @@ export class Allocator {
     }
     return out;
   }
-}
-
-function grantOf(entry: Entry, now: number, restored: boolean): GrantOutcome {
-  const first = entry.parts[0]!;
-  const grant: GrantOutcome = {
-    type: "grant",
-    owner: entry.owner,
-    cookie: entry.cookie,
-    resname: first.res.name,
-    amount: first.amount,
-    lease: entry.lease,
-    expires: entry.expires,
-    waited: restored ? 0 : now - entry.enqueuedAt,
-  };
-  if (entry.parts.length > 1) grant.resources = resourcesOf(entry)!;
-  if (restored) grant.restored = true;
-  return grant;
-}
-
-/**
- * Earliest start of each queued request in FIFO order, assuming every lease
- * runs its full declared length: a pessimistic but honest estimate.
- */
-function estimateStarts(res: Resource, now: number): number[] {
-  const heap = new MinHeap<number>();
-  for (const e of res.leased) heap.push(e.expires, e.amount);
-  let free = res.budget - res.allocated;
-  let t = now;
-  const starts: number[] = [];
-  for (const q of res.queue()) {
-    while (free < q.amount && heap.size > 0) {
-      t = Math.max(t, heap.peekKey()!);
-      free += heap.pop()!;
-    }
-    if (free < q.amount) break;
-    starts.push(t);
-    free -= q.amount;
-    heap.push(t + q.leaseMs, q.amount);
-  }
-  return starts;
 }

@@ -51,7 +51,8 @@ type Op =
   }
   | { op: "budget"; res: number; budget: number }
   | { op: "remove"; res: number }
-  | { op: "force"; pick: number };
+  | { op: "force"; pick: number }
+  | { op: "reclaim" };
 
 const resIndex = fc.integer({ min: 0, max: NAMES.length - 1 });
 
@@ -100,9 +101,9 @@ const ops: fc.Arbitrary<Op> = fc.oneof(
       pick: fc.option(fc.nat(), { freq: 3 }),
       owner: fc.integer({ min: 0, max: OWNERS - 1 }),
       res: resIndex,
-      // Past the budgets: a restored lease may exceed one.
+      // Past the budgets and the lease limit (30): a restore is validated.
       amount: fc.integer({ min: 1, max: 10 }),
-      lease: fc.integer({ min: 1, max: 30 }),
+      lease: fc.integer({ min: 1, max: 36 }),
     }),
   },
   {
@@ -120,6 +121,10 @@ const ops: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 1,
     arbitrary: fc.record({ op: fc.constant("force" as const), pick: fc.nat() }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ op: fc.constant("reclaim" as const) }),
   },
 );
 
@@ -160,6 +165,11 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
    * budget since they were last at or under it.  New grants never are.
    */
   const excused = new Set<string>();
+  /** The audit: restores that left a resource over its budget. */
+  const overBudget = new Map<string, number>();
+  /** Resources and owners a call restored a lease on. */
+  let restoredOn: { resname: string; owner: string }[] = [];
+  let reclaiming = false;
   const lives: Life[] = [];
   const live = new Map<string, Life>();
   const asked: Asked[] = [];
@@ -194,8 +204,14 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
       live.delete(key(life.owner, life.cookie));
     }
   };
+  /**
+   * The audit's counters, as the server keeps them from the outcomes:
+   * leases begun (granted or restored) and ended, by how.
+   */
+  const counters = { begun: 0, release: 0, expire: 0, force: 0, dropped: 0 };
   const end = (life: Life, how: NonNullable<Life["end"]>) => {
     assert.equal(life.state, "leased", `${step}: ${life.cookie} ${how}`);
+    counters[how]++;
     life.end = how;
     life.ends++;
     life.state = "done";
@@ -214,6 +230,7 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
           continue;
         }
         decide(life, "grant");
+        counters.begun++;
         seen.add(
           `${o.restored ? "restored" : "new"} grant of ${
             life.parts.length > 1 ? "several resources" : "one resource"
@@ -224,10 +241,18 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
         const parts = o.resources ?? [{ resname: o.resname, amount: o.amount }];
         assert.deepEqual(parts, life.parts, `${step}: granted what was asked`);
         for (const p of parts) {
-          if (o.restored) excused.add(p.resname);
-          else grantedOn.add(p.resname);
+          if (o.restored) {
+            excused.add(p.resname);
+            restoredOn.push({ resname: p.resname, owner: o.owner });
+          } else grantedOn.add(p.resname);
         }
       } else if (o.type === "refuse") {
+        if (/^Cannot restore/.test(o.message)) {
+          seen.add(`restore refused: ${o.reason}`);
+        }
+        if (/would hold/.test(o.message)) {
+          seen.add("restore refused: the builder would exceed the budget");
+        }
         decide(life, "refuse");
       } else {
         assert.ok(life.expires <= now, `${step}: ${o.cookie} expired early`);
@@ -239,6 +264,16 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
 
   const check = (grantedOn: Set<string>, afterExpire: boolean) => {
     const status = alloc.status();
+    // The counters identity: begun − ended by any cause = live leases.
+    const leases = new Set(
+      status.flatMap((r) => r.leases.map((l) => key(l.owner, l.cookie))),
+    );
+    assert.equal(
+      counters.begun - counters.release - counters.expire - counters.force -
+        counters.dropped,
+      leases.size,
+      `${step}: grants + restores − releases − expiries − drops = live leases`,
+    );
     assert.deepEqual(
       status.map((r) => r.name).sort(),
       [...budgets.keys()].sort(),
@@ -248,7 +283,26 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
       assert.equal(res.budget, budgets.get(res.name), `${step}: budget`);
       const sum = res.leases.reduce((s, l) => s + l.amount, 0);
       assert.equal(res.allocated, sum, `${step}: allocated is the leases' sum`);
-      assert.equal(res.overBudgetGrants, 0, `${step}: no grant over budget`);
+      for (const r of restoredOn.filter((r) => r.resname === res.name)) {
+        if (res.allocated > res.budget) {
+          overBudget.set(res.name, (overBudget.get(res.name) ?? 0) + 1);
+        }
+        const held = res.leases.filter((l) => l.owner === r.owner)
+          .reduce((s, l) => s + l.amount, 0);
+        assert.ok(
+          held <= res.budget,
+          `${step}: a restore left ${r.owner} holding ${held}, over budget ${res.budget}`,
+        );
+      }
+      assert.equal(
+        res.overBudgetGrants,
+        overBudget.get(res.name) ?? 0,
+        `${step}: the audit counts every grant left over budget`,
+      );
+      assert.ok(
+        !reclaiming || grantedOn.size === 0,
+        `${step}: a new grant during the reclaim grace`,
+      );
       if (res.allocated <= res.budget) excused.delete(res.name);
       else seen.add("over budget after a restore or a lowering");
       assert.ok(
@@ -294,6 +348,7 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
   const pick = (n: number) => asked[n % asked.length]!;
   let n = 0;
   const expireUntil = (target: number) => {
+    restoredOn = [];
     // Step through every expiry on the way, as the server's timer does.
     for (let next = alloc.nextExpiry(); next !== undefined;) {
       if (next > target) break;
@@ -309,6 +364,7 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
 
   for (const op of trace) {
     step = `${JSON.stringify(op)} at ${now}`;
+    restoredOn = [];
     let grantedOn = new Set<string>();
     switch (op.op) {
       case "req": {
@@ -353,6 +409,17 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
       case "advance":
         expireUntil(now + op.seconds * 1000);
         continue;
+      case "reclaim":
+        if (!reclaiming) {
+          alloc.beginReclaim();
+          reclaiming = true;
+          seen.add("reclaim grace begun");
+          break;
+        }
+        reclaiming = false;
+        grantedOn = apply(alloc.endReclaim());
+        if (grantedOn.size > 0) seen.add("reclaim grace ended with grants");
+        break;
       case "drop": {
         const owner = `o${op.owner}`;
         for (const life of [...live.values()]) {
@@ -398,7 +465,13 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
         } else if (before && op.kind === "queued") {
           assert.deepEqual(outs, [], `${step}: a known queued request stays`);
         } else if (op.kind === "lease") {
-          assert.equal(outs.length, 1, `${step}: one answer`);
+          // One answer; a refused restore of a queued request may also
+          // let others start.
+          assert.equal(outs[0]?.cookie, a.cookie, `${step}: one answer`);
+          assert.ok(
+            outs.length === 1 || outs[0]!.type === "refuse",
+            `${step}: only a refusal frees anything`,
+          );
         }
         if (!before) birth(a);
         grantedOn = apply(outs);
@@ -449,6 +522,7 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
         if (result === "removed") {
           budgets.delete(name);
           excused.delete(name);
+          overBudget.delete(name);
         }
         grantedOn = apply(outcomes);
         for (const l of live.values()) {
@@ -486,6 +560,12 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
 
   // Drain: with no new arrivals every lease ends and every queued request
   // starts (its amount fits each budget, or setBudget refused it).
+  if (reclaiming) {
+    reclaiming = false;
+    step = "end of the reclaim grace";
+    restoredOn = [];
+    check(apply(alloc.endReclaim()), false);
+  }
   for (let next = alloc.nextExpiry(); next !== undefined;) {
     expireUntil(next);
     next = alloc.nextExpiry();
@@ -530,6 +610,11 @@ const CASES = [
   "new grant of several resources",
   "restored grant of one resource",
   "restored grant of several resources",
+  "restore refused: exceeds-budget",
+  "restore refused: lease-too-long",
+  "restore refused: the builder would exceed the budget",
+  "reclaim grace begun",
+  "reclaim grace ended with grants",
 ];
 
 for (const policy of [fifo, backfill]) {

@@ -181,7 +181,7 @@ Deno.test("Allocator.restore() re-admits a lease beyond the budget and grants no
   ]);
   const [r] = alloc.status();
   assert.equal(r!.peak, 4);
-  assert.equal(r!.overBudgetGrants, 0);
+  assert.equal(r!.overBudgetGrants, 1, "the audit counts the restore");
 });
 
 Deno.test("Allocator.restore() never counts a known cookie twice", () => {
@@ -207,6 +207,59 @@ Deno.test("Allocator.restore() refuses an unknown resource", () => {
   const { alloc } = setup({ r: 1 });
   const out = alloc.restore("b", req("x", 1, 10, "gone"), "lease");
   assert.equal(out[0]?.type === "refuse" && out[0].reason, "unknown-resource");
+});
+
+Deno.test("Allocator.restore() validates a lease like a request", () => {
+  const { alloc } = setup({ r: 2 }, 60);
+  const reason = (o: Outcome[]) => o[0]?.type === "refuse" && o[0].reason;
+  assert.equal(
+    reason(alloc.restore("b", req("huge", 4e9, 10), "lease")),
+    "exceeds-budget",
+  );
+  assert.equal(
+    reason(alloc.restore("b", req("long", 1, 4e9), "lease")),
+    "lease-too-long",
+  );
+  assert.equal(alloc.status()[0]!.allocated, 0);
+  assert.deepEqual(alloc.cookiesOf("b"), [], "nothing kept of a refusal");
+});
+
+Deno.test("Allocator.restore() never lets one builder hold more than the budget", () => {
+  const { alloc } = setup({ r: 2 });
+  assert.deepEqual(summary(alloc.restore("b", req("one", 2), "lease")), [
+    "grant:b/one",
+  ]);
+  const out = alloc.restore("b", req("two", 1), "lease");
+  assert.equal(out[0]?.type === "refuse" && out[0].reason, "exceeds-budget");
+  assert.match(
+    out[0]?.type === "refuse" ? out[0].message : "",
+    /would hold 3, over the budget of 2/,
+  );
+  // Another builder's real holding is still admitted, and audited.
+  assert.deepEqual(summary(alloc.restore("c", req("three", 1), "lease")), [
+    "grant:c/three",
+  ]);
+  const [r] = alloc.status();
+  assert.equal(r!.allocated, 3);
+  assert.equal(r!.overBudgetGrants, 1);
+});
+
+Deno.test("Allocator.beginReclaim() grants nothing new until endReclaim(), and keeps queue order", () => {
+  const { alloc } = setup({ r: 2 });
+  alloc.beginReclaim();
+  assert.equal(alloc.reclaiming, true);
+  assert.deepEqual(alloc.request("b", req("first", 1)), []);
+  assert.deepEqual(alloc.request("c", req("second", 2)), []);
+  assert.deepEqual(summary(alloc.restore("d", req("old", 1), "lease")), [
+    "grant:d/old",
+  ]);
+  assert.deepEqual(
+    alloc.status()[0]!.queue.map((q) => q.cookie),
+    ["first", "second"],
+  );
+  assert.deepEqual(summary(alloc.endReclaim()), ["grant:b/first"]);
+  assert.equal(alloc.reclaiming, false);
+  assert.deepEqual(alloc.endReclaim(), [], "ending twice grants nothing");
 });
 
 Deno.test("Allocator.request() refuses past the per-owner queue limit, without touching others", () => {

@@ -18,6 +18,7 @@ import {
   type RequestMessage,
   SCHEMA,
   type ServerMessage,
+  type YieldReason,
 } from "../protocol/protocol.ts";
 import { writeAll } from "../client/lease_client.ts";
 import { isAbstract, unixPath } from "../shared/socket_path.ts";
@@ -83,6 +84,10 @@ interface Client {
   sent: boolean;
   /** When the lease ends by this builder's clock, once granted. */
   expires: number;
+  /** Why the client gave it back, when it said (passed on to the server). */
+  reason?: YieldReason;
+  /** Ends the lease at `expires`, link up or not. */
+  timer?: ReturnType<typeof setTimeout>;
   writes: Promise<void>;
 }
 
@@ -93,9 +98,51 @@ export function defaultSocketPath(name: string): string {
   return `${dir}/${name}.sock`;
 }
 
+/** Thrown when the socket's directory could be tampered with by others. */
+export class UnsafeSocketDirError extends Error {
+  override name = "UnsafeSocketDirError";
+}
+
 /**
- * Makes the socket's directory (mode 0700 if we create it) and clears a
- * stale socket file; throws if another process answers on it.
+ * Refuses a socket directory another user could swap the socket in (as
+ * ssh-agent and tmux do): it must be ours and not writable by group or
+ * others (the group only with --socket-group, for that group), unless it
+ * is sticky, as /tmp is, where nobody can remove or rename our file.
+ */
+function checkSocketDir(
+  dir: string,
+  info: Deno.FileInfo,
+  gid: number | undefined,
+): void {
+  const mode = info.mode ?? 0;
+  const uid = Deno.uid();
+  const fix =
+    `; remove it (or make it yours, mode 0700), or pass --socket in a directory only you can write`;
+  if (!info.isDirectory) {
+    throw new UnsafeSocketDirError(
+      `Cannot use socket directory "${dir}": it is not a directory`,
+    );
+  }
+  if (mode & 0o1000) return;
+  if (uid !== null && info.uid !== uid) {
+    throw new UnsafeSocketDirError(
+      `Cannot use socket directory "${dir}": it is owned by uid ${info.uid}, not by this user (uid ${uid})${fix}`,
+    );
+  }
+  const groupOk = gid !== undefined && info.gid === gid;
+  if ((mode & 0o002) || ((mode & 0o020) && !groupOk)) {
+    throw new UnsafeSocketDirError(
+      `Cannot use socket directory "${dir}": it is writable by ${
+        mode & 0o002 ? "others" : "its group"
+      } (mode ${(mode & 0o7777).toString(8).padStart(4, "0")})${fix}`,
+    );
+  }
+}
+
+/**
+ * Makes the socket's directory (mode 0700 if we create it), checks that
+ * nobody else can write in it, and clears a stale socket file; throws if
+ * another process answers on it.
  */
 async function prepareSocketPath(
   path: string,
@@ -116,6 +163,7 @@ async function prepareSocketPath(
     if (gid !== undefined) await Deno.chown(dir, null, gid);
     await Deno.chmod(dir, gid === undefined ? 0o700 : 0o770);
   }
+  checkSocketDir(dir, await Deno.lstat(dir), gid);
   let info: Deno.FileInfo;
   try {
     info = await Deno.lstat(path);
@@ -215,6 +263,19 @@ class BuilderApp {
   #buffers: Uint8Array<ArrayBuffer>[] = [];
   /** Whether info events are written: their fields are built only then. */
   #logInfo: boolean;
+  #beatMs = 0;
+  /**
+   * When the last confirmed round trip with the server began, by our
+   * clock: the send time of the last ping answered, or of the hello that
+   * was welcomed.  The server heard us after that, so its own last-heard
+   * time is later: fencing from here is always early enough.
+   */
+  #roundTrip = 0;
+  #helloSentAt = 0;
+  #pingSentAt = new Map<number, number>();
+  /** Fence after this long without a round trip (from the welcome). */
+  #fenceMs = 20_000;
+  #fenceTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     opts: BuilderOptions,
@@ -234,7 +295,7 @@ class BuilderApp {
 
   start(): void {
     this.#connect();
-    this.#beatTimer = setInterval(() => this.#beat(), this.#heartbeatMs / 3);
+    this.#setBeat(this.#heartbeatMs / 3);
     // A late request is refused within a quarter of the limit past it.
     this.#sweepTimer = setInterval(
       () => this.#sweep(),
@@ -248,6 +309,8 @@ class BuilderApp {
     clearTimeout(this.#retryTimer);
     clearInterval(this.#beatTimer);
     clearInterval(this.#sweepTimer);
+    clearTimeout(this.#fenceTimer);
+    for (const c of this.#clients.values()) clearTimeout(c.timer);
     this.#listener.close();
     await this.#accepting;
     for (const conn of this.#open) closeQuietly(conn);
@@ -278,8 +341,10 @@ class BuilderApp {
     this.#ws = ws;
     ws.onopen = () => {
       if (this.#ws !== ws) return;
+      this.#fenceIfStale();
       this.#up = true;
       this.#lastHeard = Date.now();
+      this.#helloSentAt = this.#lastHeard;
       ws.send(encode({
         schema: SCHEMA,
         hello: {
@@ -295,6 +360,9 @@ class BuilderApp {
     };
     ws.onmessage = (ev) => {
       if (this.#ws !== ws) return;
+      // First, before anything the message says: a builder waking from
+      // SIGSTOP must end leases whose fence time ran out.
+      if (this.#fenceIfStale()) return;
       this.#lastHeard = Date.now();
       if (typeof ev.data === "string") this.#fromServer(ev.data);
     };
@@ -356,8 +424,79 @@ class BuilderApp {
     this.#retryTimer = setTimeout(() => this.#connect(), delay);
   }
 
+  #setBeat(ms: number): void {
+    if (ms === this.#beatMs) return;
+    this.#beatMs = ms;
+    clearInterval(this.#beatTimer);
+    this.#beatTimer = setInterval(() => this.#beat(), ms);
+  }
+
+  /**
+   * Ends every lease our holders hold if the server may have given them
+   * away: no round trip for longer than the fence.  The server keeps a
+   * lost builder's leases counted for longer (its builder grace), so no
+   * holder outlives its count.  Returns whether it fenced.
+   */
+  #fenceIfStale(): boolean {
+    if (this.#roundTrip === 0) return false;
+    const silentMs = Date.now() - this.#roundTrip;
+    if (silentMs <= this.#fenceMs) return false;
+    let ended = 0;
+    for (const client of [...this.#clients.values()]) {
+      if (client.state !== "granted") continue;
+      ended++;
+      this.#endLease(client, "fenced: lease lost");
+    }
+    const ws = this.#ws;
+    if (ended > 0 || (ws && this.#up)) {
+      this.#log.warn("fenced: no round trip with the server in time", {
+        seconds: Math.round(silentMs / 100) / 10,
+        fence: this.#fenceMs / 1000,
+        leases: ended,
+      });
+    }
+    // Nothing is held on the server's word any more until a new welcome.
+    this.#roundTrip = 0;
+    if (ws && this.#up) {
+      this.#linkLost(ws, `no round trip for ${Math.round(silentMs / 1000)} s`);
+    }
+    return true;
+  }
+
+  #armFence(): void {
+    clearTimeout(this.#fenceTimer);
+    if (this.#roundTrip === 0 || this.#stopping) return;
+    const at = this.#roundTrip + this.#fenceMs + 1;
+    this.#fenceTimer = setTimeout(
+      () => this.#fenceIfStale(),
+      Math.max(0, at - Date.now()),
+    );
+  }
+
+  /**
+   * Ends a granted lease here (its own end, or fencing): the holder is told
+   * it expired, as when the server expires it, and the server is told it is
+   * yielded, which spares the server's expiry margin (it counts a yield at
+   * or after the end as an expiry).  After fencing the link is down: our
+   * `restored` marker drops the lease there on reconnect.
+   */
+  #endLease(client: Client, why: string): void {
+    if (this.#clients.get(client.cookie) !== client) return;
+    this.#clients.delete(client.cookie);
+    clearTimeout(client.timer);
+    this.#log.info(why, { cookie: client.cookie });
+    this.#expire(client, {
+      schema: SCHEMA,
+      cookie: client.cookie,
+      expired: true,
+    });
+    // Only once the holder has been told: then its unit may go to another.
+    client.writes.finally(() => this.#yield(client.cookie));
+  }
+
   /** Pings the server, and declares the link dead when it stays silent. */
   #beat(): void {
+    if (this.#fenceIfStale()) return;
     const ws = this.#ws;
     if (!ws || !this.#up) return;
     const silentMs = Date.now() - this.#lastHeard;
@@ -365,7 +504,9 @@ class BuilderApp {
       this.#linkLost(ws, `no answer for ${Math.round(silentMs / 1000)} s`);
       return;
     }
-    this.#toServer(encode({ schema: SCHEMA, ping: ++this.#pings }));
+    const n = ++this.#pings;
+    this.#pingSentAt.set(n, Date.now());
+    this.#toServer(encode({ schema: SCHEMA, ping: n }));
   }
 
   /**
@@ -381,6 +522,7 @@ class BuilderApp {
       const left = client.expires - now;
       if (left <= 0) {
         this.#clients.delete(client.cookie);
+        clearTimeout(client.timer);
         this.#log.info("expired while the server was away", {
           cookie: client.cookie,
         });
@@ -417,8 +559,10 @@ class BuilderApp {
     );
   }
 
-  #yield(cookie: string): void {
-    this.#toServer(encode({ schema: SCHEMA, cookie }));
+  #yield(cookie: string, reason?: YieldReason): void {
+    this.#toServer(
+      encode({ schema: SCHEMA, cookie, ...(reason && { reason }) }),
+    );
   }
 
   #fromServer(text: string): void {
@@ -430,11 +574,29 @@ class BuilderApp {
       this.#log.warn("bad message from server", { error: err.message });
       return;
     }
-    if ("pong" in msg) return;
+    if ("pong" in msg) {
+      const sentAt = this.#pingSentAt.get(msg.pong);
+      if (sentAt !== undefined && this.#welcomed) {
+        for (const n of this.#pingSentAt.keys()) {
+          if (n <= msg.pong) this.#pingSentAt.delete(n);
+        }
+        this.#roundTrip = Math.max(this.#roundTrip, sentAt);
+        this.#armFence();
+      }
+      return;
+    }
     if ("welcome" in msg) {
       // Only now is the link healthy: the backoff starts again from short.
       this.#attempt = 0;
       this.#welcomed = true;
+      this.#pingSentAt.clear();
+      if (msg.welcome.fence !== undefined) {
+        this.#fenceMs = msg.welcome.fence * 1000;
+      }
+      // Ping often enough that a healthy link never nears the fence.
+      this.#setBeat(Math.min(this.#heartbeatMs / 3, this.#fenceMs / 4));
+      this.#roundTrip = this.#helloSentAt;
+      this.#armFence();
       this.#log.info("connected to server", {
         server: this.#opts.server,
         id: msg.welcome.id,
@@ -456,7 +618,17 @@ class BuilderApp {
       // A restored lease is acknowledged again: the holder already knows.
       if (client.state === "granted") return;
       client.state = "granted";
-      client.expires = Date.now() + client.request.lease * 1000;
+      // The grant's own length: shorter than asked when the server re-sends
+      // a grant this builder missed (it counts from when it granted).
+      const seconds = msg.lease > 0 && msg.lease < client.request.lease
+        ? msg.lease
+        : client.request.lease;
+      client.expires = Date.now() + seconds * 1000;
+      // Ended here at its end, whether or not the server can say so.
+      client.timer = setTimeout(
+        () => this.#endLease(client, "expired"),
+        Math.min(seconds * 1000, 2 ** 31 - 1),
+      );
       if (this.#logInfo) {
         this.#log.info("granted", { cookie: msg.cookie, amount: msg.amount });
       }
@@ -467,6 +639,7 @@ class BuilderApp {
       this.#expire(client, msg);
     } else if ("error" in msg) {
       this.#clients.delete(client.cookie);
+      clearTimeout(client.timer);
       this.#log.info("refused", { cookie: msg.cookie, error: msg.error });
       this.#reply(client, msg, true);
     } else {
@@ -477,15 +650,33 @@ class BuilderApp {
   // --- the Unix socket ------------------------------------------------
 
   async #acceptLoop(): Promise<void> {
+    // Out of file descriptors (EMFILE), accept fails at once, every time:
+    // back off, and log once a second with a count, not once per failure.
+    let backoffMs = 0;
+    let failures = 0;
+    let loggedAt = 0;
     for (;;) {
       let conn: Deno.UnixConn;
       try {
         conn = await this.#listener.accept();
       } catch (err) {
         if (this.#stopping) return;
-        this.#log.warn("accept failed", { error: (err as Error).message });
+        failures++;
+        const now = Date.now();
+        if (now - loggedAt >= 1000) {
+          this.#log.warn("accept failed", {
+            error: (err as Error).message,
+            repeated: failures,
+          });
+          loggedAt = now;
+          failures = 0;
+        }
+        backoffMs = Math.min(1000, Math.max(10, backoffMs * 2));
+        await new Promise((r) => setTimeout(r, backoffMs));
+        if (this.#stopping) return;
         continue;
       }
+      backoffMs = 0;
       this.#open.add(conn);
       this.#serveClient(conn);
     }
@@ -526,10 +717,12 @@ class BuilderApp {
       if (this.#buffers.length < MAX_SPARE_BUFFERS) this.#buffers.push(buf);
       if (mine && this.#clients.get(mine.cookie) === mine) {
         this.#clients.delete(mine.cookie);
-        if (mine.state !== "pending") this.#yield(mine.cookie);
+        clearTimeout(mine.timer);
+        if (mine.state !== "pending") this.#yield(mine.cookie, mine.reason);
         if (this.#logInfo) {
           this.#log.info(mine.state === "granted" ? "released" : "withdrawn", {
             cookie: mine.cookie,
+            ...(mine.reason && { reason: mine.reason }),
           });
         }
       }
@@ -565,7 +758,10 @@ class BuilderApp {
     }
     if (mine) {
       // The one thing a client may say after its request: give it back.
-      if (!isRequest(msg) && msg.cookie === mine.cookie) return "close";
+      if (!isRequest(msg) && msg.cookie === mine.cookie) {
+        if (msg.reason) mine.reason = msg.reason;
+        return "close";
+      }
       this.#refuseAndClose(
         conn,
         mine.cookie,
@@ -629,6 +825,7 @@ class BuilderApp {
       return;
     }
     this.#clients.delete(cookie);
+    clearTimeout(held.timer);
     if (held.state !== "pending") this.#yield(cookie);
     this.#log.info("released by cookie", { cookie });
     closeQuietly(held.conn);
@@ -649,6 +846,7 @@ class BuilderApp {
    */
   #expire(client: Client, msg: ServerMessage): void {
     this.#clients.delete(client.cookie);
+    clearTimeout(client.timer);
     this.#expired.delete(client.cookie);
     this.#expired.set(client.cookie, Date.now());
     if (this.#expired.size > MAX_EXPIRED_REMEMBERED) {

@@ -16,12 +16,13 @@ import {
 } from "../protocol/protocol.ts";
 import { parseFlags, positiveSeconds, wantsHelp } from "../shared/cli_flags.ts";
 import { DEFAULT_GRACE_SECONDS, type LaunchOptions } from "./launcher.ts";
+import { DEFAULT_RELEASE_WAIT_SECONDS } from "./release.ts";
 
 export const USAGE =
-  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground]
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground | --owner-pid PID | --no-owner]
        sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
        sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
-       sai-resource (--release COOKIE | --release-scope SCOPE) [--socket PATH] [--optional] [--strict]
+       sai-resource (--release COOKIE | --release-scope SCOPE) [--wait SECONDS] [--socket PATH] [--optional] [--strict]
 PATH may be @NAME: an abstract Unix socket (Linux)`;
 
 /** Set to 1, makes an acquire hold the lease in the foreground (`--foreground`). */
@@ -48,6 +49,8 @@ export type Command =
     socket: string;
     /** Fail, not warn, when the lease had already expired. */
     strict: boolean;
+    /** Give up after this long without an answer (upstream never answers). */
+    waitSeconds: number;
   }
   | {
     kind: "acquire";
@@ -60,6 +63,8 @@ export type Command =
     holder: boolean;
     /** Hold the lease in this process (no detached holder). */
     foreground: boolean;
+    /** Whose lease it is (see `owner_watch.ts`): the holder follows it. */
+    owner: OwnerFlags;
   }
   | {
     kind: "launch";
@@ -73,6 +78,14 @@ export type Command =
     argv?: string[];
     quiet: boolean;
   };
+
+/** `--owner-pid`, `--no-owner` and the holder's `--owner-start`. */
+export interface OwnerFlags {
+  pid?: number;
+  /** Start time of `pid`, as the parent saw it (holder only). */
+  start?: number;
+  none: boolean;
+}
 
 /**
  * Splits the command line at the first `--`: what follows is the command to
@@ -153,6 +166,16 @@ function parseResourceList(text: string): ResourceAmount[] {
   return resources;
 }
 
+/** `--owner-start` (internal: parent to holder), clock ticks after boot. */
+function startTicks(value: string): number {
+  if (!/^[0-9]{1,20}$/.test(value)) {
+    throw new TypeError(
+      `--owner-start must be a non-negative integer, got "${value}"`,
+    );
+  }
+  return Number(value);
+}
+
 function parsePriority(value: string): number {
   const priority = Number(value);
   if (!/^-?[0-9]+$/.test(value) || Math.abs(priority) > MAX_PRIORITY) {
@@ -185,6 +208,10 @@ export function parseCommand(
     strict: { type: "boolean" },
     // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
     debug: { type: "string", short: "d" },
+    "owner-pid": { type: "string" },
+    "no-owner": { type: "boolean" },
+    // Internal, parent to holder: the owner's start time as the parent saw it.
+    "owner-start": { type: "string" },
   } as const;
   if (wantsHelp(ours, options)) return { kind: "help" };
   const { values, positionals } = parseFlags({
@@ -204,6 +231,30 @@ export function parseCommand(
       }
     }
   }
+  // The owner is for a holder; a launcher or a foreground holder is the
+  // process the job runs, and ends with it.
+  if (
+    argv !== undefined || values.release !== undefined ||
+    values["release-scope"] !== undefined || values.foreground
+  ) {
+    for (const flag of ["owner-pid", "no-owner"] as const) {
+      if (values[flag] !== undefined) {
+        throw new TypeError(
+          `--${flag} is for the holder form (a lease that outlives the command)`,
+        );
+      }
+    }
+  }
+  if (values["owner-pid"] !== undefined && values["no-owner"]) {
+    throw new TypeError("give --owner-pid or --no-owner, not both");
+  }
+  const owner: OwnerFlags = {
+    none: values["no-owner"] ?? false,
+    ...(values["owner-pid"] !== undefined &&
+      { pid: positiveInt("--owner-pid", values["owner-pid"]) }),
+    ...(values["owner-start"] !== undefined &&
+      { start: startTicks(values["owner-start"]) }),
+  };
   const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
   const quiet = (values.quiet ?? false) || level === 0;
   const verbose = !quiet && level !== undefined &&
@@ -224,6 +275,9 @@ export function parseCommand(
       cookie,
       socket: needSocket(socket),
       strict: values.strict ?? false,
+      waitSeconds: values.wait !== undefined
+        ? seconds("--wait", values.wait)
+        : DEFAULT_RELEASE_WAIT_SECONDS,
     };
   }
   if (values.strict) {
@@ -306,6 +360,7 @@ export function parseCommand(
     verbose,
     holder: values.holder ?? false,
     foreground: (values.foreground ?? false) || isSet(env.get(FOREGROUND_ENV)),
+    owner,
   };
 }
 

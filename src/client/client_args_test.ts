@@ -71,3 +71,40 @@ Deno.test("`parseCommand()` accepts cookies of up to 255 characters", () => {
     /COOKIE must be 1 to 255/,
   );
 });
+
+Deno.test("`parseCommand()` reads the owner flags of the holder form", () => {
+  const owner = (...flags: string[]) => {
+    const c = parse(["r", "1", "10", "c", ...flags]);
+    assert.ok(c.kind === "acquire");
+    return c.owner;
+  };
+  assert.deepEqual(owner(), { none: false });
+  assert.deepEqual(owner("--owner-pid", "42"), { none: false, pid: 42 });
+  assert.deepEqual(owner("--no-owner"), { none: true });
+  assert.deepEqual(
+    owner("--holder", "--owner-pid", "42", "--owner-start", "9001"),
+    { none: false, pid: 42, start: 9001 },
+  );
+  assert.throws(() => owner("--owner-start", "x"), /--owner-start must be/);
+  // Launcher, foreground and release are the process: no owner to follow.
+  for (
+    const args of [
+      ["r", "1", "10", "--no-owner", "--", "true"],
+      ["r", "1", "10", "--foreground", "--owner-pid", "42"],
+      ["--release", "c", "--no-owner"],
+    ]
+  ) {
+    assert.throws(() => parse(args), /is for the holder form/, args.join(" "));
+  }
+});
+
+Deno.test("`parseCommand()` gives --release a deadline: 10 s, or --wait", () => {
+  const wait = (...flags: string[]) => {
+    const c = parse(["--release", "c", ...flags]);
+    assert.ok(c.kind === "release");
+    return c.waitSeconds;
+  };
+  assert.equal(wait(), 10);
+  assert.equal(wait("--wait", "3"), 3);
+  assert.throws(() => wait("--wait", "0"), /--wait/);
+});

@@ -8,8 +8,10 @@
  * - SIGTERM, SIGINT or SIGHUP: release (or withdraw) and exit 0 once
  *   granted, 128+N while still queued.
  * - The builder goes away while the lease is held: exit 1.
- * - The lease expires: warn on stderr and keep running until signalled,
- *   since the caller's cleanup expects a live PID.
+ * - The lease expires: close the connection (upstream's builder never
+ *   says `expired`; the close is what frees the lease there), warn on
+ *   stderr and keep running until signalled, since the caller's cleanup
+ *   expects a live PID.
  *
  * @module
  */
@@ -118,6 +120,9 @@ async function hold(
   const onExpired = (how: string) => {
     if (expired) return;
     expired = true;
+    // Close our connection: that is what ends the lease at an upstream Sai
+    // builder, which never says `expired` (ours has ended it already).
+    lease.release();
     printErr(
       `the lease on ${specNames(spec)} (cookie ${spec.cookie}) ${how} after ${
         Math.round((Date.now() - grantedAt) / 1000)

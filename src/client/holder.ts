@@ -6,9 +6,15 @@
  * @module
  */
 
-import { acquire, AcquireError } from "./lease_client.ts";
+import { acquire, AcquireError, type LeaseSpec } from "./lease_client.ts";
 import { afterSeconds } from "./launcher.ts";
-import type { Command } from "./client_args.ts";
+import type { Command, OwnerFlags } from "./client_args.ts";
+import {
+  describeOwner,
+  type Owner,
+  ownerFor,
+  watchOwner,
+} from "./owner_watch.ts";
 import { encoder, EXIT_FAILED, EXIT_OK } from "./_common.ts";
 import { PROGRAMS } from "../shared/permissions.ts";
 
@@ -82,7 +88,37 @@ async function parentAck(): Promise<boolean> {
 export async function runHolder(
   command: Extract<Command, { kind: "acquire" }>,
 ): Promise<number> {
-  const { spec } = command;
+  const owner = holderOwner(command.owner);
+  const spec: LeaseSpec = owner
+    ? { ...command.spec, process: { pid: owner.pid, name: owner.name } }
+    : command.spec;
+  // The owner gone, before the grant: withdraw; after it: give the lease
+  // back at once (a cancelled CI job must not keep it until it expires).
+  const ownerGone = new AbortController();
+  const stopWatch = owner
+    ? watchOwner(
+      owner,
+      () => ownerGone.abort(new Error(`${describeOwner(owner)} exited`)),
+    )
+    : () => {};
+  try {
+    return await holdLease(command, spec, ownerGone.signal);
+  } finally {
+    stopWatch();
+  }
+}
+
+/** The owner the parent chose for us, or none. */
+function holderOwner(flags: OwnerFlags): Owner | undefined {
+  if (flags.none || flags.pid === undefined) return undefined;
+  return ownerFor(flags.pid, flags.start);
+}
+
+async function holdLease(
+  command: Extract<Command, { kind: "acquire" }>,
+  spec: LeaseSpec,
+  ownerGone: AbortSignal,
+): Promise<number> {
   const parentGone = new AbortController();
   const ack = parentAck();
   // Before the grant, the parent's end of our stdin closing means it died
@@ -96,6 +132,7 @@ export async function runHolder(
       signal: AbortSignal.any([
         AbortSignal.timeout(command.waitSeconds * 1000),
         parentGone.signal,
+        ownerGone,
       ]),
       onQueued: (q) => report({ event: "queued", ...q }),
     });
@@ -104,22 +141,27 @@ export async function runHolder(
     report({ event: "failed", kind, message: (err as Error).message });
     return EXIT_FAILED;
   }
+  // A real Sai builder never says the lease expired: stop holding at the
+  // declared end ourselves, counted from the grant (even a parent that
+  // never acknowledges cannot make us hold past it).
+  // afterSeconds, not setTimeout: a lease may outlast setTimeout's limit.
+  const cancelLocalEnd = afterSeconds(spec.lease + 1, () => lease.release());
   report({
     event: "granted",
     amount: lease.grant.amount,
     expires: lease.grant.expires,
   });
   if (!(await ack)) {
+    cancelLocalEnd();
     lease.release();
     return EXIT_FAILED;
   }
   try {
     Deno.stdout.close();
   } catch { /* closed */ }
-  // A real Sai builder never says the lease expired: stop holding at the
-  // declared end ourselves.
-  // afterSeconds, not setTimeout: a lease may outlast setTimeout's limit.
-  const cancelLocalEnd = afterSeconds(spec.lease + 1, () => lease.release());
+  const onOwnerGone = () => lease.releaseFor("owner gone");
+  if (ownerGone.aborted) onOwnerGone();
+  ownerGone.addEventListener("abort", onOwnerGone, { once: true });
   await lease.ended;
   cancelLocalEnd();
   return EXIT_OK;

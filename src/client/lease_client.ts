@@ -12,10 +12,13 @@ import {
   type GrantMessage,
   isGrant,
   isRefusal,
+  type OwnerProcess,
   parseServerMessage,
   ProtocolError,
   type ResourceAmount,
+  SCHEMA,
   type ServerMessage,
+  type YieldReason,
 } from "../protocol/protocol.ts";
 import { unixPath } from "../shared/socket_path.ts";
 
@@ -30,6 +33,8 @@ export interface LeaseSpec {
   resources?: ResourceAmount[];
   /** Higher goes first (default 0), never ahead of a queue's head. */
   priority?: number;
+  /** The process the lease is held for (a holder's owner), for the status. */
+  process?: OwnerProcess;
 }
 
 /** The resources a spec asks for, for messages: `db` or `warmcat_conns,db`. */
@@ -90,10 +95,34 @@ export class HeldLease {
     this.ended = ended.then((how) => this.#released ? "released" : how);
   }
 
+  /**
+   * Gives the lease back saying why, then closes.  Only our builder reads
+   * the reason; upstream's drops it, and the close frees the lease there.
+   */
+  async releaseFor(reason: YieldReason): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
+    try {
+      await writeAll(
+        this.#conn,
+        new TextEncoder().encode(
+          encode({ schema: SCHEMA, cookie: this.grant.cookie, reason }),
+        ),
+      );
+    } catch {
+      // Closed by the builder already: the lease is gone either way.
+    }
+    this.#close();
+  }
+
   /** Gives the lease back by closing the connection. */
   release(): void {
     if (this.#released) return;
     this.#released = true;
+    this.#close();
+  }
+
+  #close(): void {
     try {
       this.#conn.close();
     } catch {
@@ -180,7 +209,9 @@ function abortError(signal: AbortSignal): AcquireError {
     "timeout",
     timedOut
       ? "Cannot get a lease: timed out waiting; the request was withdrawn"
-      : "Cannot get a lease: cancelled; the request was withdrawn",
+      : `Cannot get a lease: cancelled${
+        reason instanceof Error ? ` (${reason.message})` : ""
+      }; the request was withdrawn`,
     { cause: reason },
   );
 }

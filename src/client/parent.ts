@@ -9,12 +9,19 @@ import { specAmounts, specNames } from "./lease_client.ts";
 import type { Command } from "./client_args.ts";
 import { holderCommand, type HolderReport } from "./holder.ts";
 import { encoder, EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
+import { chooseOwner, describeOwner } from "./owner_watch.ts";
 
 /** Runs the caller's side of an acquire; returns the exit code. */
 export async function runParent(
   command: Extract<Command, { kind: "acquire" }>,
 ): Promise<number> {
   const { spec, quiet } = command;
+  // Whose lease this is: decided here, where the caller's process tree is.
+  const owner = chooseOwner({
+    parent: Deno.ppid,
+    noOwner: command.owner.none,
+    ...(command.owner.pid !== undefined && { ownerPid: command.owner.pid }),
+  });
   // The holder must use the same cookie and socket we settled on.
   const holderArgs = [
     ...(spec.resources
@@ -27,6 +34,14 @@ export async function runParent(
     "--wait",
     String(command.waitSeconds),
     ...(spec.priority ? [`--priority=${spec.priority}`] : []),
+    ...(owner.kind === "watch"
+      ? [
+        "--owner-pid",
+        String(owner.owner.pid),
+        "--owner-start",
+        String(owner.owner.start),
+      ]
+      : ["--no-owner"]),
   ];
   const { exe, args: argv } = holderCommand(holderArgs);
   const child = new Deno.Command(exe, {
@@ -69,7 +84,15 @@ export async function runParent(
           printErr(
             `granted ${
               specAmounts(spec)
-            } for ${spec.lease} s (cookie ${spec.cookie})`,
+            } for ${spec.lease} s (cookie ${spec.cookie})` +
+              (owner.kind === "watch"
+                ? `; held while ${describeOwner(owner.owner)} runs`
+                : ""),
+          );
+        }
+        if (owner.kind === "none" && owner.reason) {
+          printErr(
+            `${owner.reason}: the holder keeps the lease until it is released or expires`,
           );
         }
         Deno.stdout.writeSync(encoder.encode(spec.cookie + "\n"));

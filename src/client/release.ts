@@ -1,74 +1,132 @@
 /**
- * `sai-resource --release COOKIE`: give back a lease held elsewhere, by its
- * cookie.
+ * `sai-resource --release COOKIE`: give back a lease held elsewhere (by a
+ * holder), by its cookie, and wait for the builder's answer, but never for
+ * ever: an upstream Sai builder forwards only the first message of each
+ * connection and never answers a release, so silence must end in a failure
+ * that says what to do instead.
  *
  * @module
  */
 
-import { connectUnix } from "./lease_client.ts";
-import { parseServerMessage } from "../protocol/protocol.ts";
-import { JsonObjectSplitter } from "../protocol/json_splitter.ts";
-import { encoder, EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
+import { connectUnix, readMessages, writeAll } from "./lease_client.ts";
+import { encode, SCHEMA } from "../protocol/protocol.ts";
+import { EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
+
+/** How long `--release` waits for the builder by default, in seconds. */
+export const DEFAULT_RELEASE_WAIT_SECONDS = 10;
+
+/** Why a release failed. */
+export type ReleaseFailure =
+  | "unreachable"
+  | "refused"
+  | "closed"
+  | "no answer";
+
+/** A release failed; `kind` says how. */
+export class ReleaseError extends Error {
+  override name = "ReleaseError";
+  kind: ReleaseFailure;
+  constructor(kind: ReleaseFailure, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.kind = kind;
+  }
+}
+
+/** Options for {@linkcode releaseCookie}. */
+export interface ReleaseOptions {
+  /** Give up after this many seconds without an answer (default 10). */
+  waitSeconds?: number;
+}
 
 /**
- * Releases the lease `cookie` on the builder at `socket`; returns the exit
+ * Releases the lease (or withdraws the queued request) with `cookie` on the
+ * builder at `socketPath`.  Resolves when the builder confirms, with when the
+ * lease had already expired if it had; rejects with {@linkcode ReleaseError}
+ * otherwise, at the latest after `waitSeconds`.
+ */
+export async function releaseCookie(
+  socketPath: string,
+  cookie: string,
+  options: ReleaseOptions = {},
+): Promise<{ expiredAt?: number }> {
+  const waitSeconds = options.waitSeconds ?? DEFAULT_RELEASE_WAIT_SECONDS;
+  const deadline = AbortSignal.timeout(waitSeconds * 1000);
+  let conn: Deno.UnixConn;
+  try {
+    conn = await connectUnix(socketPath, deadline);
+  } catch (err) {
+    throw new ReleaseError(
+      "unreachable",
+      `Cannot reach the builder at "${socketPath}": ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
+  const close = () => {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  };
+  deadline.addEventListener("abort", close, { once: true });
+  try {
+    await writeAll(
+      conn,
+      new TextEncoder().encode(encode({ schema: SCHEMA, cookie })),
+    );
+    for await (const msg of readMessages(conn)) {
+      if ("released" in msg && msg.cookie === cookie) {
+        return msg.expiredAt === undefined ? {} : { expiredAt: msg.expiredAt };
+      }
+      if ("error" in msg) throw new ReleaseError("refused", msg.error);
+    }
+  } catch (err) {
+    if (err instanceof ReleaseError) throw err;
+    if (!deadline.aborted) {
+      throw new ReleaseError(
+        "closed",
+        `Cannot release: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+  } finally {
+    deadline.removeEventListener("abort", close);
+    close();
+  }
+  if (deadline.aborted) {
+    throw new ReleaseError(
+      "no answer",
+      `Cannot release "${cookie}": the builder did not answer within ${waitSeconds} s; ` +
+        "upstream Sai builders cannot release by cookie: end the holder process instead, or use launcher (-- CMD) or --foreground mode",
+    );
+  }
+  throw new ReleaseError(
+    "closed",
+    "Cannot release: the builder closed the connection without answering",
+  );
+}
+
+/**
+ * `--release` / `--release-scope`: releases `cookie` and returns the exit
  * code.  A lease that had already expired passes with a warning saying how
  * long what it gated ran ungated; `strict` makes that a failure.
  */
 export async function release(
   socket: string,
   cookie: string,
-  options: { strict?: boolean } = {},
+  options: { strict?: boolean; waitSeconds?: number } = {},
 ): Promise<number> {
-  let conn: Deno.UnixConn;
+  let expiredAt: number | undefined;
   try {
-    conn = await connectUnix(socket);
+    ({ expiredAt } = await releaseCookie(socket, cookie, options));
   } catch (err) {
-    printErr(
-      `cannot reach the builder at "${socket}": ${(err as Error).message}`,
-    );
+    printErr((err as Error).message);
     return EXIT_FAILED;
   }
-  try {
-    await conn.write(
-      encoder.encode(
-        JSON.stringify({ schema: "com-warmcat-sai-resource", cookie }),
-      ),
-    );
-    const splitter = new JsonObjectSplitter();
-    const buf = new Uint8Array(4096);
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      for (const text of splitter.push(buf.subarray(0, n))) {
-        const msg = parseServerMessage(text);
-        if ("released" in msg) {
-          if (msg.expiredAt === undefined) return EXIT_OK;
-          const ago = Math.max(
-            0,
-            Math.round((Date.now() - msg.expiredAt) / 1000),
-          );
-          printErr(
-            `${
-              options.strict ? "error" : "warning"
-            }: the lease with cookie "${cookie}" had already expired ${ago} s ago: the tests it gated ran ungated for up to ${ago} s (raise LEASE_SECONDS)`,
-          );
-          return options.strict ? EXIT_FAILED : EXIT_OK;
-        }
-        if ("error" in msg) {
-          printErr(msg.error);
-          return EXIT_FAILED;
-        }
-      }
-    }
-    printErr("the builder closed the connection without answering");
-    return EXIT_FAILED;
-  } catch (err) {
-    printErr(`cannot release: ${(err as Error).message}`);
-    return EXIT_FAILED;
-  } finally {
-    try {
-      conn.close();
-    } catch { /* closed */ }
-  }
+  if (expiredAt === undefined) return EXIT_OK;
+  const ago = Math.max(0, Math.round((Date.now() - expiredAt) / 1000));
+  printErr(
+    `${
+      options.strict ? "error" : "warning"
+    }: the lease with cookie "${cookie}" had already expired ${ago} s ago: the tests it gated ran ungated for up to ${ago} s (raise LEASE_SECONDS)`,
+  );
+  return options.strict ? EXIT_FAILED : EXIT_OK;
 }

@@ -44,6 +44,29 @@ export const MAX_RESOURCES_PER_REQUEST = 16;
 /** Priorities accepted: higher goes first, default 0. */
 export const MAX_PRIORITY = 1000;
 
+/**
+ * The error of a refusal that carried no reason: upstream Sai's server
+ * refuses with a bare `{"schema","cookie"}` (no `amount`, no `error`).
+ */
+export const NO_REASON = "refused by the server (no reason given)";
+
+/** The process a holder keeps a lease for (see {@linkcode RequestMessage}). */
+export interface OwnerProcess {
+  /** Its PID, as the holder's PID namespace sees it. */
+  pid: number;
+  /** Its command name (`ctest`), at most 64 printable ASCII characters. */
+  name: string;
+}
+
+/** Largest PID accepted in `process` (Linux's `pid_max` is at most 2²²). */
+export const MAX_PID = 2 ** 31 - 1;
+
+/** Why a client gave a lease back, when it says (only ours does). */
+export type YieldReason = "owner gone";
+
+/** Every {@linkcode YieldReason}. */
+export const YIELD_REASONS: readonly YieldReason[] = ["owner gone"];
+
 /** One resource and amount of a multi-resource request. */
 export interface ResourceAmount {
   resname: string;
@@ -64,6 +87,12 @@ export interface RequestMessage {
   resources?: ResourceAmount[];
   /** Higher goes first (default 0), never ahead of a queue's head. */
   priority?: number;
+  /**
+   * Our holder only: the process the lease is held for; the holder gives
+   * the lease back when it is gone.  Shown in the status; the C client
+   * never sends it.
+   */
+  process?: OwnerProcess;
   /**
    * Builder to server only, after a reconnect: `"lease"` re-admits a lease
    * the builder's holder still holds (`lease` is then the seconds left);
@@ -90,10 +119,15 @@ export interface PongMessage {
   pong: number;
 }
 
-/** Server to builder: the hello was accepted; `id` is the builder's public id. */
+/**
+ * Server to builder: the hello was accepted; `id` is the builder's public
+ * id.  `fence` (seconds): a builder that goes that long without a round
+ * trip to the server ends its holders' leases (the server keeps them
+ * counted somewhat longer).
+ */
 export interface WelcomeMessage {
   schema: typeof SCHEMA;
-  welcome: { id: string };
+  welcome: { id: string; fence?: number };
 }
 
 /**
@@ -110,6 +144,8 @@ export interface RestoredMessage {
 export interface YieldMessage {
   schema: typeof SCHEMA;
   cookie: string;
+  /** Why, when the client says (our holder, on its own connection). */
+  reason?: YieldReason;
 }
 
 /** The server granted the request; `amount` present means success. */
@@ -234,6 +270,10 @@ function parseObject(text: string): Json {
 
 function describe(value: unknown): string {
   if (value === undefined) return "nothing";
+  // JSON has no Infinity: 1e400 parses to it, and would print as null.
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    return "a number out of range";
+  }
   const text = JSON.stringify(value) ?? String(value);
   return text.length > 40 ? `${text.slice(0, 40)}…` : text;
 }
@@ -317,13 +357,48 @@ function resourceList(value: unknown, cookie: string): ResourceAmount[] {
   });
 }
 
+function yieldReason(value: unknown, cookie: string): YieldReason {
+  if (!YIELD_REASONS.includes(value as YieldReason)) {
+    throw new ProtocolError(
+      `Cannot parse yield: "reason" must be one of ${
+        YIELD_REASONS.map((r) => `"${r}"`).join(", ")
+      }, got ${describe(value)}`,
+      { cookie },
+    );
+  }
+  return value as YieldReason;
+}
+
+function ownerProcess(value: unknown, cookie: string): OwnerProcess {
+  const p = value as Json;
+  if (
+    typeof p !== "object" || p === null || Array.isArray(p) ||
+    typeof p.pid !== "number" || !Number.isInteger(p.pid) || p.pid < 1 ||
+    p.pid > MAX_PID || typeof p.name !== "string" ||
+    !/^[ -~]{1,64}$/.test(p.name)
+  ) {
+    throw new ProtocolError(
+      `Cannot parse request: "process" must be {"pid": a positive integer, "name": 1 to 64 printable ASCII characters}, got ${
+        describe(value)
+      }`,
+      { cookie },
+    );
+  }
+  return { pid: p.pid, name: p.name };
+}
+
 function requestOrYield(
   obj: Json,
   fromBuilder: boolean,
 ): RequestMessage | YieldMessage {
   const cookie = cookieOf(obj);
   if (obj.resname === undefined && obj.resources === undefined) {
-    return { schema: SCHEMA, cookie };
+    return {
+      schema: SCHEMA,
+      cookie,
+      ...(obj.reason !== undefined &&
+        { reason: yieldReason(obj.reason, cookie) }),
+    };
   }
   if (
     obj.restore !== undefined &&
@@ -365,6 +440,8 @@ function requestOrYield(
   const lease = positiveInt(obj, "lease", cookie);
   const extra = {
     ...(priority !== undefined && { priority }),
+    ...(obj.process !== undefined &&
+      { process: ownerProcess(obj.process, cookie) }),
     ...(obj.progress === true && { progress: true as const }),
     ...(obj.restore !== undefined &&
       { restore: obj.restore as "lease" | "queued" }),
@@ -448,10 +525,13 @@ export function parseServerMessage(text: string): ServerMessage {
   const obj = parseObject(text);
   if (typeof obj.pong === "number") return { schema: SCHEMA, pong: obj.pong };
   if (typeof obj.welcome === "object" && obj.welcome !== null) {
-    const id = (obj.welcome as Json).id;
+    const { id, fence } = obj.welcome as Json;
     return {
       schema: SCHEMA,
-      welcome: { id: typeof id === "string" ? id : "" },
+      welcome: {
+        id: typeof id === "string" ? id : "",
+        ...(typeof fence === "number" && fence > 0 && { fence }),
+      },
     };
   }
   if (obj.cookie === "" && typeof obj.error === "string") {
@@ -497,7 +577,9 @@ export function parseServerMessage(text: string): ServerMessage {
   return {
     schema: SCHEMA,
     cookie,
-    error: typeof obj.error === "string" ? obj.error : "refused",
+    error: typeof obj.error === "string" && obj.error !== ""
+      ? obj.error
+      : NO_REASON,
   };
 }
 

@@ -179,6 +179,76 @@ Deno.test("parseServerMessage() keeps the resources of a multi-resource grant", 
   ]);
 });
 
+Deno.test("parseServerMessage() says a refusal without a reason had none", () => {
+  for (const body of [`"cookie":"c"`, `"cookie":"c","error":""`]) {
+    assert.deepEqual(parseServerMessage(`{"schema":"${SCHEMA}",${body}}`), {
+      schema: SCHEMA,
+      cookie: "c",
+      error: "refused by the server (no reason given)",
+    });
+  }
+});
+
+Deno.test("parseClientMessage() reads a holder's process and a yield's reason", () => {
+  assert.deepEqual(
+    parseClientMessage(
+      `{"schema":"${SCHEMA}","resname":"r","cookie":"c","amount":1,"lease":5,"process":{"pid":42,"name":"ctest"}}`,
+    ),
+    {
+      schema: SCHEMA,
+      resname: "r",
+      cookie: "c",
+      amount: 1,
+      lease: 5,
+      process: { pid: 42, name: "ctest" },
+    },
+  );
+  assert.deepEqual(
+    parseClientMessage(
+      `{"schema":"${SCHEMA}","cookie":"c","reason":"owner gone"}`,
+    ),
+    { schema: SCHEMA, cookie: "c", reason: "owner gone" },
+  );
+});
+
+Deno.test("parseClientMessage() rejects a bad process or yield reason, naming the cookie", () => {
+  const cases: [string, RegExp][] = [
+    [
+      `"resname":"r","amount":1,"lease":5,"process":{"pid":0,"name":"x"}`,
+      /"process" must be/,
+    ],
+    [
+      `"resname":"r","amount":1,"lease":5,"process":{"pid":1,"name":""}`,
+      /"process" must be/,
+    ],
+    [
+      `"resname":"r","amount":1,"lease":5,"process":{"pid":1,"name":"a\\nb"}`,
+      /"process" must be/,
+    ],
+    [`"resname":"r","amount":1,"lease":5,"process":[1]`, /"process" must be/],
+    [`"reason":"bored"`, /"reason" must be one of "owner gone", got "bored"/],
+  ];
+  for (const [body, re] of cases) {
+    assert.throws(
+      () => parseClientMessage(`{"schema":"${SCHEMA}","cookie":"c",${body}}`),
+      (err: unknown) =>
+        err instanceof ProtocolError && re.test(err.message) &&
+        err.cookie === "c",
+      body,
+    );
+  }
+});
+
+Deno.test("parseClientMessage() names an out-of-range number as such, not null", () => {
+  assert.throws(
+    () =>
+      parseClientMessage(
+        '{"schema":"com-warmcat-sai-resource","resname":"r","cookie":"c","amount":1,"lease":5,"priority":1e400}',
+      ),
+    /"priority" must be an integer from -1000 to 1000, got a number out of range/,
+  );
+});
+
 Deno.test("`parseClientMessage()` keeps `progress: true` and rejects a non-boolean", () => {
   const base = {
     schema: SCHEMA,

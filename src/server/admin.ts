@@ -115,6 +115,39 @@ const OPERATOR_PATTERN = /^[A-Za-z0-9_.@-]{1,64}$/;
 /** Largest admin request body read, in bytes. */
 const MAX_BODY_BYTES = 4096;
 
+/**
+ * Reads a body of at most `limit` bytes, counting as it reads: a chunked
+ * body declares no length, so the limit is enforced on what arrives.
+ */
+export async function readLimited(
+  body: ReadableStream<Uint8Array> | null,
+  limit: number,
+): Promise<string> {
+  const tooLarge = () =>
+    new RangeError(`Cannot parse body: larger than ${limit} bytes`);
+  if (body === null) return "";
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return new TextDecoder().decode(all);
+}
+
 async function readBudget(req: Request): Promise<number> {
   const declared = Number(req.headers.get("content-length") ?? 0);
   if (declared > MAX_BODY_BYTES) {
@@ -123,12 +156,7 @@ async function readBudget(req: Request): Promise<number> {
       `Cannot parse body: larger than ${MAX_BODY_BYTES} bytes`,
     );
   }
-  const text = await req.text();
-  if (text.length > MAX_BODY_BYTES) {
-    throw new RangeError(
-      `Cannot parse body: larger than ${MAX_BODY_BYTES} bytes`,
-    );
-  }
+  const text = await readLimited(req.body, MAX_BODY_BYTES);
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -252,7 +280,7 @@ export async function handleAdmin(
       case "ambiguous-builder":
         return jsonError(
           409,
-          `Several builders are named "${builder}": use an id (${
+          `Several builders match "${builder}" by id or name: use the id of the one you mean (${
             r.ids.join(", ")
           })`,
         );

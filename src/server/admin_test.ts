@@ -3,7 +3,9 @@ import {
   type AdminTarget,
   applyBudgets,
   bearerMatches,
+  handleAdmin,
   parseTokenFile,
+  readLimited,
 } from "./admin.ts";
 import { Allocator } from "../allocator/allocator.ts";
 
@@ -66,4 +68,48 @@ Deno.test("applyBudgets() sets, adds, removes idle resources and drains busy one
     Object.fromEntries(alloc.budgets()),
     { keep: 1, grow: 5, busy: 0, new: 3 },
   );
+});
+
+Deno.test("readLimited() stops reading a chunked body at the limit", async () => {
+  let pulled = 0;
+  const chunk = new Uint8Array(1024).fill(0x20);
+  // An endless body: only stopping early ends this test.
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      pulled++;
+      controller.enqueue(chunk);
+    },
+  });
+  await assert.rejects(
+    () => readLimited(body, 4096),
+    /Cannot parse body: larger than 4096 bytes/,
+  );
+  assert.ok(pulled <= 8, `read ${pulled} KiB of an endless body`);
+  assert.equal(
+    await readLimited(new Response('{"budget":3}').body, 4096),
+    '{"budget":3}',
+  );
+});
+
+Deno.test("handleAdmin() refuses a 300 MB chunked body without reading it whole", async () => {
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent >= 300 * 1024 * 1024) return controller.close();
+      sent += 64 * 1024;
+      controller.enqueue(new Uint8Array(64 * 1024));
+    },
+  });
+  const alloc = new Allocator([["r", 1]], { now: () => 0 });
+  const res = await handleAdmin(
+    new Request("http://x/api/resources/r", {
+      method: "POST",
+      headers: { authorization: "Bearer admin-token-1" },
+      body,
+    }),
+    { token: "admin-token-1", target: target(alloc), addr: "t" },
+  );
+  assert.equal(res.status, 400);
+  assert.match((await res.json()).error, /larger than 4096 bytes/);
+  assert.ok(sent < 1024 * 1024, `read ${sent} bytes`);
 });

@@ -57,7 +57,8 @@ export async function parseTokenFile(text: string): Promise<TokenEntry[]> {
 }
 
 /**
- * Whether `token` is accepted for builder `name`.  Compares SHA-256
+ * Whether `token` is accepted for builder `name`: a token bound to that
+ * name, or a shared one unless some token is bound to it.  Compares SHA-256
  * digests in constant time, and checks every entry so the time does not
  * depend on which one matched.
  */
@@ -68,10 +69,14 @@ export async function verifyToken(
 ): Promise<boolean> {
   if (token === undefined) return false;
   const d = await digest(token);
+  // A name bound to a token is reserved: a shared token cannot log in as it.
+  const reserved = entries.some((e) => e.name === name);
   let ok = false;
   for (const e of entries) {
     const match = timingSafeEqual(d, e.digest);
-    if (match && (e.name === undefined || e.name === name)) ok = true;
+    if (match && (e.name === name || (e.name === undefined && !reserved))) {
+      ok = true;
+    }
   }
   return ok;
 }

@@ -45,10 +45,23 @@ const PAGE_CSP = [
   "frame-ancestors 'none'",
 ].join("; ");
 
+/**
+ * One page's event stream.  Its backlog is bounded: a reader that does not
+ * keep up misses snapshots, and gets the latest one when it reads again.
+ */
+interface Subscriber {
+  controller: ReadableStreamDefaultController<Uint8Array>;
+  /** A snapshot was dropped: send a fresh one when the reader pulls. */
+  stale: boolean;
+}
+
+/** Frames a stream may have queued and unread before it skips snapshots. */
+const STREAM_BACKLOG = 2;
+
 /** Serves the HTTP routes and pushes status to the page's event streams. */
 export class HttpRoutes {
   #opts: RouteOptions;
-  #streams = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  #streams = new Set<Subscriber>();
   #pushTimer: ReturnType<typeof setTimeout> | undefined;
   #keepAlive: ReturnType<typeof setInterval> | undefined;
   #encoder = new TextEncoder();
@@ -123,7 +136,7 @@ export class HttpRoutes {
     if (this.#closed) return;
     this.#pushTimer = setTimeout(() => {
       this.#pushTimer = undefined;
-      this.#broadcast(this.#frame());
+      this.#broadcast(this.#frame(), true);
     }, this.#opts.pushIntervalMs ?? 100);
   }
 
@@ -132,9 +145,9 @@ export class HttpRoutes {
     this.#closed = true;
     clearTimeout(this.#pushTimer);
     clearInterval(this.#keepAlive);
-    for (const c of this.#streams) {
+    for (const sub of this.#streams) {
       try {
-        c.close();
+        sub.controller.close();
       } catch { /* closed */ }
     }
     this.#streams.clear();
@@ -145,12 +158,22 @@ export class HttpRoutes {
     return this.#encoder.encode(`event: status\ndata: ${json}\n\n`);
   }
 
-  #broadcast(bytes: Uint8Array): void {
-    for (const c of this.#streams) {
+  /**
+   * Queues a frame on every stream with room for it; a stream without
+   * (a slow or stalled reader) is marked stale instead, so no backlog
+   * grows.  A snapshot replaces the ones it missed; a keep-alive is
+   * simply dropped.
+   */
+  #broadcast(bytes: Uint8Array, snapshot: boolean): void {
+    for (const sub of this.#streams) {
       try {
-        c.enqueue(bytes);
+        if ((sub.controller.desiredSize ?? 0) > 0) {
+          sub.controller.enqueue(bytes);
+        } else if (snapshot) {
+          sub.stale = true;
+        }
       } catch {
-        this.#streams.delete(c);
+        this.#streams.delete(sub);
       }
     }
   }
@@ -158,18 +181,26 @@ export class HttpRoutes {
   /** Server-Sent Events: a snapshot now, then one on every change. */
   #events(): Response {
     if (this.#closed) return jsonError(503, "Shutting down");
-    let me: ReadableStreamDefaultController<Uint8Array>;
+    let me: Subscriber;
     const body = new ReadableStream<Uint8Array>({
       start: (controller) => {
-        me = controller;
-        this.#streams.add(controller);
+        me = { controller, stale: false };
+        this.#streams.add(me);
         // The browser retries after this many ms if the server goes away.
-        controller.enqueue(this.#encoder.encode("retry: 1000\n\n"));
-        controller.enqueue(this.#frame());
+        controller.enqueue(
+          this.#encoder.encode(`retry: 1000\n\n`),
+        );
+        me.stale = true;
         this.#keepAlive ??= setInterval(
-          () => this.#broadcast(this.#encoder.encode(": keep-alive\n\n")),
+          () =>
+            this.#broadcast(this.#encoder.encode(": keep-alive\n\n"), false),
           this.#opts.keepAliveMs ?? 15_000,
         );
+      },
+      pull: (controller) => {
+        if (!me.stale) return;
+        me.stale = false;
+        controller.enqueue(this.#frame());
       },
       cancel: () => {
         this.#streams.delete(me);
@@ -178,7 +209,7 @@ export class HttpRoutes {
           this.#keepAlive = undefined;
         }
       },
-    });
+    }, new CountQueuingStrategy({ highWaterMark: STREAM_BACKLOG }));
     this.#opts.logger.debug("page subscribed", { streams: this.#streams.size });
     return new Response(body, {
       headers: {

@@ -137,6 +137,31 @@ export function renderMetrics(
     "Leases released before expiry since start (by the holder or an operator).",
   );
   sample("sai_resource_releases_total", {}, stats.releases);
+  family(
+    "sai_resource_restores_total",
+    "counter",
+    "Leases newly re-admitted from a builder's restore since start.",
+  );
+  sample("sai_resource_restores_total", {}, stats.restores);
+  family(
+    "sai_resource_drops_total",
+    "counter",
+    "Leases dropped since start: their builder was gone past the builder grace, or did not re-send them.",
+  );
+  sample("sai_resource_drops_total", {}, stats.drops);
+  family(
+    "sai_resource_releases_by_reason_total",
+    "counter",
+    'Leases released before expiry since start, by reason: "owner gone" (the process a holder kept it for exited), "operator" (force-release), "other" (released by the holder or by cookie).',
+  );
+  const byReason: [string, number][] = [
+    ["other", stats.releases - stats.ownerGone - stats.forcedReleases],
+    ["operator", stats.forcedReleases],
+    ["owner gone", stats.ownerGone],
+  ];
+  for (const [reason, n] of byReason) {
+    sample("sai_resource_releases_by_reason_total", { reason }, n);
+  }
 
   family(
     "sai_resource_wait_seconds",

@@ -21,6 +21,7 @@ Deno.test("renderMetrics() output parses as Prometheus text", () => {
   const doc: StatusDocument = {
     version: 1,
     time: 0,
+    reclaimUntil: null,
     policy: "fifo",
     builders: [{ id: "b1", name: "x", connectedAt: 0 }],
     resources: [{
@@ -38,9 +39,12 @@ Deno.test("renderMetrics() output parses as Prometheus text", () => {
       grants: 2,
       refusals: { "exceeds-budget": 1 },
       expiries: 0,
-      releases: 1,
+      releases: 4,
       withdrawals: 0,
-      forcedReleases: 0,
+      forcedReleases: 1,
+      ownerGone: 2,
+      restores: 0,
+      drops: 0,
     },
   };
   const h = new WaitHistogram();
@@ -54,6 +58,14 @@ Deno.test("renderMetrics() output parses as Prometheus text", () => {
   assert.deepEqual(byName.get("sai_resource_refusals_total")?.metrics, [
     { value: "1", labels: { reason: "exceeds-budget" } },
   ]);
+  assert.deepEqual(
+    byName.get("sai_resource_releases_by_reason_total")?.metrics,
+    [
+      { value: "1", labels: { reason: "other" } },
+      { value: "1", labels: { reason: "operator" } },
+      { value: "2", labels: { reason: "owner gone" } },
+    ],
+  );
   const hist = byName.get("sai_resource_wait_seconds")
     ?.metrics[0] as HistogramSample;
   assert.equal(hist.count, "2");

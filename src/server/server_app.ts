@@ -10,22 +10,25 @@
 import {
   Allocator,
   type Outcome,
-  type QueuedStatus,
   type RefusalReason,
 } from "../allocator/allocator.ts";
 import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
 import { type Fields, Logger } from "../shared/log.ts";
-import type {
-  Actor,
-  AdminTarget,
-  BudgetChange,
-  ForceReleaseResult,
-  RemoveResult,
-} from "./admin.ts";
+import type { AdminTarget } from "./admin.ts";
+import { OperatorActions } from "./operator.ts";
+import { OutcomeDelivery } from "./delivery.ts";
+import { BuilderGrace } from "./builder_grace.ts";
+import { QueueProgress } from "./progress.ts";
+import type { Session } from "./sessions.ts";
+import { RestartGuard } from "./restart_guard.ts";
+import { ANONYMOUS, sessionDigest } from "./state_file.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
+import { LeaseProcesses } from "./lease_processes.ts";
 import type { ServerStats, StatusDocument } from "./status_document.ts";
 import type { Policy } from "../allocator/policy.ts";
+import { listenServer } from "./listener.ts";
+import type { ServerWebSocket } from "./ws_server.ts";
 import {
   encode,
   type HelloMessage,
@@ -33,6 +36,7 @@ import {
   isPing,
   isRequest,
   isRestored,
+  MAX_MESSAGE_BYTES,
   parseBuilderMessage,
   ProtocolError,
   SCHEMA,
@@ -69,29 +73,28 @@ export interface ServerOptions {
   now?: () => number;
   /** Bearer token for the admin API; without it the API is disabled. */
   adminToken?: string;
+  /**
+   * Seconds a lost builder's leases stay counted (at most until their own
+   * end), from when the server last heard from it (default 4 × heartbeat).
+   * Builders fence themselves after half of it: the other half covers a
+   * launcher's SIGTERM-to-SIGKILL grace (10 s by default) and a heartbeat.
+   */
+  builderGrace?: number;
+  /**
+   * Seconds after a start that follows a crash during which only restores
+   * are admitted (default: the builder grace); 0 turns it off.
+   */
+  reclaimGrace?: number;
+  /** Stable storage: whether leases may be outstanding (see state_file.ts). */
+  stateFile?: string | undefined;
 }
 
-/** One builder connection. */
-interface Session {
-  /** This connection. */
-  id: string;
-  /**
-   * The builder (its session across reconnects), once it said hello.  A
-   * secret between the builder and the server: never shown or logged.
-   */
-  owner: string | undefined;
-  /** The builder's public id, shown in status and logs. */
-  publicId: string;
-  name: string | undefined;
-  /**
-   * After a reconnect of a known session: the cookies the server still had
-   * for it, until the builder re-sends them; the rest are dropped at its
-   * `restored` marker.
-   */
-  unconfirmed?: Set<string> | undefined;
-  socket: WebSocket;
-  connectedAt: number;
-}
+/**
+ * An expired lease stays counted this long past its end: a builder ends
+ * its holder at the end by its own clock, started when the grant reached
+ * it, a moment after the server's.
+ */
+const EXPIRY_MARGIN_MS = 1000;
 
 /** A running server. */
 export interface SaiServer {
@@ -112,6 +115,7 @@ export interface SaiServer {
 /** Starts a server; resolves once it is listening. */
 export async function startServer(options: ServerOptions): Promise<SaiServer> {
   const app = new ServerApp(options);
+  await app.loadState(options);
   return await app.listen(
     options.hostname ?? "127.0.0.1",
     options.port ?? 4460,
@@ -123,6 +127,13 @@ class ServerApp {
   #now: () => number;
   #allocator: Allocator;
   #sessions = new Map<string, Session>();
+  /** Builders whose link is lost, their leases still counted. */
+  #grace: BuilderGrace;
+  #builderGraceMs: number;
+  /** Seconds a builder may go without a round trip before it fences. */
+  #fence: number;
+  /** The state file and the reclaim grace. */
+  #guard: RestartGuard | undefined;
   /** Public ids by session, kept while the session lives. */
   #publicIds = new Map<string, string>();
   #nextId = 1;
@@ -131,13 +142,7 @@ class ServerApp {
   #timerAt: number | undefined;
   #helloTimeoutMs: number;
   #heartbeat: number;
-  #progressIntervalMs: number;
-  #progressTimer: ReturnType<typeof setTimeout> | undefined;
-  #dirty = new Set<string>();
-  /** The last queue position pushed, by owner then cookie. */
-  #lastProgress = new Map<string, Map<string, string>>();
-  /** Whether info events are written (their fields are built only then). */
-  #logInfo: boolean;
+  #progress: QueueProgress;
   #stats: ServerStats = {
     grants: 0,
     refusals: {},
@@ -145,35 +150,101 @@ class ServerApp {
     releases: 0,
     withdrawals: 0,
     forcedReleases: 0,
+    ownerGone: 0,
+    restores: 0,
+    drops: 0,
   };
+  #processes = new LeaseProcesses((owner, cookie) =>
+    this.#allocator.lookup(owner, cookie) !== undefined
+  );
   #closing = false;
   #tokens: TokenEntry[] | undefined;
   #tls: { cert: string; key: string } | undefined;
   #waits = new WaitHistogram();
   #routes: HttpRoutes;
+  #operator: OperatorActions;
+  #delivery: OutcomeDelivery;
 
   constructor(options: ServerOptions) {
     this.#tokens = options.builderTokens;
     this.#tls = options.tls;
     this.#log = options.logger ?? new Logger("info");
-    this.#logInfo = this.#log.enabled("info");
     this.#now = options.now ?? Date.now;
     this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
     this.#heartbeat = options.heartbeat ?? 10;
-    this.#progressIntervalMs = options.progressIntervalMs ?? 250;
+    const grace = options.builderGrace ?? 4 * this.#heartbeat;
+    this.#builderGraceMs = grace * 1000;
+    this.#fence = Math.round(grace / 2 * 1000) / 1000;
     this.#allocator = new Allocator(options.budgets, {
       now: this.#now,
+      expiryMarginMs: EXPIRY_MARGIN_MS,
       ...(options.maxLease !== undefined && { maxLease: options.maxLease }),
       ...(options.policy !== undefined && { policy: options.policy }),
       ...(options.maxQueuedPerBuilder !== undefined &&
         { maxQueuedPerOwner: options.maxQueuedPerBuilder }),
     });
+    this.#progress = new QueueProgress({
+      allocator: this.#allocator,
+      send: (owner, msg) => this.#send(this.#sessions.get(owner), msg),
+      intervalMs: options.progressIntervalMs ?? 250,
+      now: this.#now,
+    });
+    this.#grace = new BuilderGrace({
+      allocator: this.#allocator,
+      stats: this.#stats,
+      log: this.#log,
+      progress: this.#progress,
+      graceMs: this.#builderGraceMs,
+      now: this.#now,
+      apply: (outcomes) => this.#apply(outcomes),
+      forget: (owner) => this.#publicIds.delete(owner),
+    });
+    this.#delivery = new OutcomeDelivery({
+      stats: this.#stats,
+      waits: this.#waits,
+      log: this.#log,
+      progress: this.#progress,
+      session: (owner) => this.#sessions.get(owner),
+      send: (session, msg) => this.#send(session, msg),
+      pid: (owner) => this.#pid(owner),
+      now: this.#now,
+    });
+    this.#operator = new OperatorActions({
+      allocator: this.#allocator,
+      log: this.#log,
+      stats: this.#stats,
+      sessions: () => this.#sessions.values(),
+      send: (session, msg) => this.#send(session, msg),
+      apply: (outcomes) => this.#apply(outcomes),
+      progress: this.#progress,
+    });
     this.#routes = new HttpRoutes({
       status: () => this.status(),
       metrics: () => renderMetrics(this.status(), this.#waits),
-      admin: this,
+      admin: this.#operator,
       adminToken: options.adminToken,
       logger: this.#log,
+    });
+  }
+
+  /** Reads the state file; starts the reclaim grace after a crash. */
+  async loadState(options: ServerOptions): Promise<void> {
+    this.#guard = await RestartGuard.load({
+      path: options.stateFile,
+      reclaimMs: (options.reclaimGrace ?? this.#builderGraceMs / 1000) * 1000,
+      fence: this.#fence,
+      log: this.#log,
+      now: this.#now,
+      current: () =>
+        [
+          ...this.#sessions.values(),
+          ...[...this.#grace.entries()].map(([, d]) => d),
+        ].map((s) => s.digest ?? ANONYMOUS),
+      begin: () => this.#allocator.beginReclaim(),
+      end: () => {
+        this.#progress.touchAll();
+        this.#apply(this.#allocator.endReclaim());
+      },
     });
   }
 
@@ -183,16 +254,17 @@ class ServerApp {
         `Cannot listen on "${hostname}" without builder authentication: pass --builder-tokens, or listen on loopback`,
       );
     }
-    const { promise: listening, resolve } = Promise.withResolvers<
-      Deno.NetAddr
-    >();
-    const server = Deno.serve({
+    const server = await listenServer({
       hostname,
       port,
-      ...this.#tls,
-      onListen: (addr) => resolve(addr as Deno.NetAddr),
-    }, (req, info) => this.#handle(req, info));
-    const addr = await listening;
+      tls: this.#tls,
+      checkUpgrade: (headers) => this.#checkUpgrade(headers),
+      onSocket: (socket) => this.#accept(socket),
+      http: (req, peer) => this.#routes.handle(req, peer),
+      maxMessageBytes: MAX_MESSAGE_BYTES,
+      idleTimeoutMs: this.#heartbeat * 1000,
+    });
+    const addr = server.addr;
     const host = addr.hostname.includes(":")
       ? `[${addr.hostname}]`
       : addr.hostname;
@@ -203,13 +275,17 @@ class ServerApp {
       port: addr.port,
       allocator: this.#allocator,
       status: () => this.status(),
-      admin: this,
+      admin: this.#operator,
       finished: server.finished,
       shutdown: async () => {
         this.#closing = true;
         this.#routes.close();
         clearTimeout(this.#timer);
-        clearTimeout(this.#progressTimer);
+        this.#progress.close();
+        this.#grace.close();
+        await this.#guard?.shutdown(
+          this.#allocator.status().some((r) => r.allocated > 0),
+        );
         for (const s of this.#sessions.values()) {
           s.socket.close(1001, "server shutting down");
         }
@@ -219,17 +295,23 @@ class ServerApp {
   }
 
   status(): StatusDocument {
-    const names = new Map(
+    const names = new Map<string, string>(
       [...this.#sessions.values()].map((s) => [s.owner!, s.name ?? ""]),
     );
-    const named = <T extends { owner: string }>(x: T) => ({
-      ...x,
-      owner: this.#pid(x.owner),
-      builder: names.get(x.owner) ?? "",
-    });
+    for (const [owner, d] of this.#grace.entries()) names.set(owner, d.name);
+    const named = <T extends { owner: string; cookie: string }>(x: T) => {
+      const process = this.#processes.get(x.owner, x.cookie);
+      return {
+        ...x,
+        owner: this.#pid(x.owner),
+        builder: names.get(x.owner) ?? "",
+        ...(process && { process }),
+      };
+    };
     return {
       version: 1,
       time: this.#now(),
+      reclaimUntil: this.#guard?.reclaimUntil ?? null,
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
         id: s.publicId,
@@ -245,22 +327,23 @@ class ServerApp {
     };
   }
 
-  #handle(
-    req: Request,
-    info: Deno.ServeHandlerInfo,
-  ): Response | Promise<Response> {
-    if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
-      const { socket, response } = Deno.upgradeWebSocket(req, {
-        idleTimeout: this.#heartbeat,
-      });
-      this.#accept(socket);
-      return response;
-    }
-    const addr = info.remoteAddr as Deno.NetAddr;
-    return this.#routes.handle(req, `${addr.hostname}:${addr.port}`);
+  #checkUpgrade(
+    headers: Headers,
+  ): { status: number; text: string } | undefined {
+    // Browsers always send an Origin, builders never do: a page from any
+    // other local origin must not get a builder's link.
+    if (!headers.has("origin")) return undefined;
+    this.#log.warn("builder refused", {
+      reason: "WebSocket upgrade with an Origin header",
+      origin: headers.get("origin")!.slice(0, 100),
+    });
+    return {
+      status: 403,
+      text: "WebSocket upgrades from browsers are refused\n",
+    };
   }
 
-  #accept(socket: WebSocket): void {
+  #accept(socket: ServerWebSocket): void {
     const conn: Session = {
       id: `c${this.#nextId++}`,
       owner: undefined,
@@ -268,6 +351,7 @@ class ServerApp {
       name: undefined,
       socket,
       connectedAt: this.#now(),
+      lastHeard: this.#now(),
     };
     const helloTimer = setTimeout(() => {
       this.#reject(conn, "no hello in time");
@@ -276,6 +360,7 @@ class ServerApp {
     // hello's token is asynchronous.
     let queue = Promise.resolve();
     socket.onmessage = (ev) => {
+      conn.lastHeard = this.#now();
       const data = ev.data;
       queue = queue.then(async () => {
         if (socket.readyState !== WebSocket.OPEN) return;
@@ -288,6 +373,7 @@ class ServerApp {
     };
     socket.onclose = () => {
       clearTimeout(helloTimer);
+      this.#guard?.restored(conn.id, undefined);
       const owner = conn.owner;
       // A connection replaced by a newer one of the same builder owns nothing.
       if (owner === undefined || this.#sessions.get(owner) !== conn) return;
@@ -296,13 +382,8 @@ class ServerApp {
         builder: conn.publicId,
         name: conn.name,
       });
-      this.#publicIds.delete(owner);
       if (this.#closing) return;
-      this.#lastProgress.delete(owner);
-      for (const name of this.#allocator.budgets().keys()) {
-        this.#dirty.add(name);
-      }
-      this.#apply(this.#allocator.dropOwner(owner));
+      this.#grace.detach(conn, owner);
     };
     socket.onerror = () => {};
   }
@@ -330,14 +411,33 @@ class ServerApp {
       );
       return;
     }
-    const owner = hello.session ?? conn.id;
+    if (hello.session !== undefined && hello.session.length < 16) {
+      this.#reject(conn, "a session must be 16 to 64 characters", {
+        name: hello.name,
+      });
+      return;
+    }
+    // Without a session a builder gets an owner nobody can name: nothing
+    // it holds can be resumed, or taken over.
+    const owner = hello.session ?? `anonymous:${crypto.randomUUID()}`;
     const previous = this.#sessions.get(owner);
-    if (previous && previous.name !== hello.name) {
+    const detached = this.#grace.get(owner);
+    if (
+      (previous && previous.name !== hello.name) ||
+      (detached && detached.name !== hello.name)
+    ) {
       this.#reject(conn, "this session belongs to another builder", {
         name: hello.name,
       });
       return;
     }
+    const digest = hello.session === undefined
+      ? ANONYMOUS
+      : await sessionDigest(hello.session);
+    // On disk before the welcome: a restart must wait for this builder.
+    await this.#guard?.recordSession(digest);
+    if (conn.socket.readyState !== WebSocket.OPEN) return;
+    conn.digest = digest;
     conn.name = hello.name;
     conn.owner = owner;
     let publicId = this.#publicIds.get(owner);
@@ -347,19 +447,24 @@ class ServerApp {
     }
     conn.publicId = publicId;
     this.#sessions.set(owner, conn);
-    if (previous) {
-      // The same builder process reconnected before its old connection
-      // was seen to drop: keep its leases and queue places, close the old,
-      // and drop at its `restored` marker whatever it does not re-send (a
-      // yield lost with the old link).
+    this.#grace.resume(owner);
+    if (previous || detached) {
+      // The same builder process is back (perhaps before its old
+      // connection was seen to drop): keep its leases and queue places,
+      // close the old, and drop at its `restored` marker whatever it does
+      // not re-send (a yield lost with the old link, a lease it fenced).
       conn.unconfirmed = new Set(this.#allocator.cookiesOf(owner));
-      previous.socket.close(1000, "replaced by a new connection");
+      previous?.socket.close(1000, "replaced by a new connection");
     }
-    this.#log.info(previous ? "builder reconnected" : "builder connected", {
-      builder: publicId,
-      name: conn.name,
+    this.#guard?.restoring(conn.id, digest);
+    this.#log.info(
+      previous || detached ? "builder reconnected" : "builder connected",
+      { builder: publicId, name: conn.name },
+    );
+    this.#send(conn, {
+      schema: SCHEMA,
+      welcome: { id: publicId, fence: this.#fence },
     });
-    this.#send(conn, { schema: SCHEMA, welcome: { id: publicId } });
     this.#routes.changed();
   }
 
@@ -404,14 +509,16 @@ class ServerApp {
     }
     if (isRestored(msg)) {
       this.#dropUnconfirmed(conn, owner);
+      this.#guard?.restored(conn.id, conn.digest);
       return;
     }
-    conn.unconfirmed?.delete(msg.cookie);
+    // Only a re-sent restore confirms a cookie: a new request refused as a
+    // duplicate must not keep a lease whose holder is gone.
+    if (isRequest(msg) && msg.restore) conn.unconfirmed?.delete(msg.cookie);
     if (isRequest(msg)) {
-      if (this.#log.enabled("debug")) {
-        this.#log.debug("request", { builder: this.#pid(owner), ...msg });
-      }
-      for (const r of msg.resources ?? [msg]) this.#dirty.add(r.resname);
+      this.#log.debug("request", { builder: this.#pid(owner), ...msg });
+      for (const r of msg.resources ?? [msg]) this.#progress.touch(r.resname);
+      this.#processes.note(owner, msg.cookie, msg.process);
       this.#apply(
         msg.restore
           ? this.#allocator.restore(owner, msg, msg.restore)
@@ -420,17 +527,27 @@ class ServerApp {
       return;
     }
     const held = this.#allocator.lookup(owner, msg.cookie);
-    for (const name of held?.resnames ?? []) this.#dirty.add(name);
+    for (const name of held?.resnames ?? []) this.#progress.touch(name);
     const { found, outcomes } = this.#allocator.release(owner, msg.cookie);
-    if (found === "lease") this.#stats.releases++;
+    // A yield at or after the lease's end is the builder ending it by its
+    // own clock, inside the expiry margin: an expiry, not a release.
+    const ran = found === "lease" && held!.expires <= this.#now();
+    if (found === "lease" && !ran) this.#stats.releases++;
+    if (found === "lease" && !ran && msg.reason === "owner gone") {
+      this.#stats.ownerGone++;
+    }
+    if (ran) this.#stats.expiries++;
     if (found === "queued") this.#stats.withdrawals++;
     if (found) {
-      if (this.#logInfo) {
-        this.#log.info(found === "lease" ? "released" : "withdrawn", {
+      this.#log.info(
+        ran ? "expired" : found === "lease" ? "released" : "withdrawn",
+        {
           builder: this.#pid(owner),
           cookie: msg.cookie,
-        });
-      }
+          ...(msg.reason && { reason: msg.reason }),
+        },
+      );
+      this.#processes.forget(owner, msg.cookie);
       this.#forget(owner, msg.cookie);
     }
     this.#apply(outcomes);
@@ -442,9 +559,9 @@ class ServerApp {
     conn.unconfirmed = undefined;
     for (const cookie of stale ?? []) {
       const held = this.#allocator.lookup(owner, cookie);
-      for (const name of held?.resnames ?? []) this.#dirty.add(name);
+      for (const name of held?.resnames ?? []) this.#progress.touch(name);
       const { found, outcomes } = this.#allocator.release(owner, cookie);
-      if (found === "lease") this.#stats.releases++;
+      if (found === "lease") this.#stats.drops++;
       if (found === "queued") this.#stats.withdrawals++;
       this.#log.info("dropped after reconnect: not restored", {
         builder: conn.publicId,
@@ -483,91 +600,14 @@ class ServerApp {
 
   /** Delivers outcomes, then re-arms the expiry timer. */
   #apply(outcomes: Outcome[]): void {
-    for (const o of outcomes) {
-      const session = this.#sessions.get(o.owner);
-      if (o.type !== "refuse") {
-        for (const r of o.resources ?? [o]) this.#dirty.add(r.resname);
-      }
-      switch (o.type) {
-        case "grant":
-          this.#forget(o.owner, o.cookie);
-          // A restored lease is an old holding re-admitted, not a grant.
-          if (o.restored) {
-            this.#log.info("restored", {
-              builder: this.#pid(o.owner),
-              cookie: o.cookie,
-              resname: o.resname,
-              amount: o.amount,
-              lease: o.lease,
-            });
-          } else {
-            this.#stats.grants++;
-            this.#waits.observe(o.waited / 1000);
-            // On every grant: the fields are built only when written.
-            if (this.#logInfo) {
-              this.#log.info("granted", {
-                builder: this.#pid(o.owner),
-                cookie: o.cookie,
-                resname: o.resname,
-                amount: o.amount,
-                lease: o.lease,
-                waited_ms: o.waited,
-              });
-            }
-          }
-          this.#send(session, {
-            schema: SCHEMA,
-            cookie: o.cookie,
-            amount: o.amount,
-            resname: o.resname,
-            lease: o.lease,
-            expires: o.expires,
-            ...(o.resources && { resources: o.resources }),
-          });
-          break;
-        case "refuse":
-          this.#count(o.reason);
-          // Queued requests can be refused too (a budget lowered under them).
-          this.#forget(o.owner, o.cookie);
-          this.#log.info("refused", {
-            builder: this.#pid(o.owner),
-            cookie: o.cookie,
-            reason: o.reason,
-            error: o.message,
-          });
-          this.#send(session, {
-            schema: SCHEMA,
-            cookie: o.cookie,
-            error: o.message,
-          });
-          break;
-        case "expire":
-          this.#stats.expiries++;
-          this.#log.info("expired", {
-            builder: this.#pid(o.owner),
-            cookie: o.cookie,
-            resname: o.resname,
-            amount: o.amount,
-          });
-          this.#send(session, {
-            schema: SCHEMA,
-            cookie: o.cookie,
-            expired: true,
-          });
-          break;
-      }
-    }
+    this.#delivery.deliver(outcomes);
     this.#armExpiry();
-    if (this.#dirty.size > 0) this.#armProgress();
+    this.#progress.arm();
     this.#routes.changed();
   }
 
   #forget(owner: string, cookie: string): void {
-    // Per grant and release: two lookups, no key string to build.
-    const mine = this.#lastProgress.get(owner);
-    if (mine?.delete(cookie) && mine.size === 0) {
-      this.#lastProgress.delete(owner);
-    }
+    this.#progress.forget(owner, cookie);
   }
 
   #armExpiry(): void {
@@ -581,162 +621,5 @@ class ServerApp {
       this.#timerAt = undefined;
       this.#apply(this.#allocator.expire());
     }, delay);
-  }
-
-  /** Pushes queue positions that changed, at most once per interval. */
-  #armProgress(): void {
-    if (this.#progressTimer !== undefined || this.#closing) return;
-    this.#progressTimer = setTimeout(() => {
-      this.#progressTimer = undefined;
-      this.#pushProgress();
-    }, this.#progressIntervalMs);
-  }
-
-  #pushProgress(): void {
-    const now = this.#now();
-    const dirty = this.#dirty;
-    this.#dirty = new Set();
-    // One snapshot per resource, taken only for those that changed (and
-    // the other resources of multi-resource requests queued in them).
-    const snaps = new Map<string, Map<string, QueuedStatus>>();
-    const snap = (name: string) => {
-      let queue = snaps.get(name);
-      if (queue) return queue;
-      queue = new Map();
-      // A snapshot copies every lease: not for a queue that is empty.
-      const res = this.#allocator.queued(name) === 0
-        ? undefined
-        : this.#allocator.statusOf(name);
-      for (const q of res?.queue ?? []) {
-        queue.set(`${q.owner}\0${q.cookie}`, q);
-      }
-      snaps.set(name, queue);
-      return queue;
-    };
-    const done = new Set<string>();
-    for (const name of dirty) {
-      for (const [key, q] of snap(name)) {
-        if (done.has(key)) continue;
-        done.add(key);
-        // A request waiting in several queues is as far back as its
-        // furthest place, and starts when its last resource frees.
-        let position = q.position;
-        let start = q.estimatedStart;
-        const names = this.#allocator.lookup(q.owner, q.cookie)?.resnames;
-        for (const other of names ?? []) {
-          const o = snap(other).get(key);
-          if (!o || o === q) continue;
-          position = Math.max(position, o.position);
-          start = start === null || o.estimatedStart === null
-            ? null
-            : Math.max(start, o.estimatedStart);
-        }
-        const eta = start === null
-          ? -1
-          : Math.max(0, Math.ceil((start - now) / 1000));
-        const sig = `${position}:${
-          start === null ? "-" : Math.ceil(start / 1000)
-        }`;
-        let mine = this.#lastProgress.get(q.owner);
-        if (mine?.get(q.cookie) === sig) continue;
-        if (!mine) this.#lastProgress.set(q.owner, mine = new Map());
-        mine.set(q.cookie, sig);
-        this.#send(this.#sessions.get(q.owner), {
-          schema: SCHEMA,
-          cookie: q.cookie,
-          queued: { position, eta },
-        });
-      }
-    }
-  }
-
-  // --- Operator actions (issue #5): the admin API and SIGHUP -------------
-
-  #audit(action: string, by: Actor, fields: Record<string, unknown>): void {
-    this.#log.info("admin", {
-      action,
-      by: by.addr,
-      ...by.operator !== undefined && { operator: by.operator },
-      ...fields,
-    });
-  }
-
-  setBudget(name: string, budget: number, by: Actor): BudgetChange {
-    const { previous, outcomes } = this.#allocator.setBudget(name, budget);
-    this.#audit(previous === undefined ? "add-resource" : "set-budget", by, {
-      resname: name,
-      budget,
-      previous: previous ?? null,
-    });
-    this.#dirty.add(name);
-    this.#apply(outcomes);
-    return {
-      resource: name,
-      budget,
-      previous: previous ?? null,
-      granted: outcomes.filter((o) => o.type === "grant").length,
-      refused: outcomes.filter((o) => o.type === "refuse").length,
-    };
-  }
-
-  removeResource(name: string, by: Actor): RemoveResult {
-    const leases = this.#allocator.status().find((r) => r.name === name)
-      ?.leases.length ?? 0;
-    const { result, outcomes } = this.#allocator.removeResource(name);
-    this.#audit("remove-resource", by, { resname: name, result });
-    this.#apply(outcomes);
-    if (result === "busy") return { result, leases };
-    if (result === "unknown") return { result };
-    return { result, refused: outcomes.length };
-  }
-
-  budgets(): Map<string, number> {
-    return this.#allocator.budgets();
-  }
-
-  forceRelease(builder: string, cookie: string, by: Actor): ForceReleaseResult {
-    const sessions = [...this.#sessions.values()];
-    const byId = sessions.find((s) => s.publicId === builder);
-    const matches = byId ? [byId] : sessions.filter((s) => s.name === builder);
-    if (matches.length !== 1) {
-      this.#audit("force-release", by, {
-        builder,
-        cookie,
-        result: matches.length === 0 ? "unknown-builder" : "ambiguous-builder",
-      });
-      return matches.length === 0
-        ? { result: "unknown-builder" }
-        : { result: "ambiguous-builder", ids: matches.map((s) => s.publicId) };
-    }
-    const session = matches[0]!;
-    const { lease, outcomes } = this.#allocator.forceRelease(
-      session.owner!,
-      cookie,
-    );
-    this.#audit("force-release", by, {
-      builder: session.publicId,
-      name: session.name,
-      cookie,
-      result: lease ? "released" : "no-lease",
-    });
-    if (!lease) return { result: "no-lease" };
-    this.#stats.releases++;
-    this.#stats.forcedReleases++;
-    this.#forget(session.owner!, cookie);
-    this.#dirty.add(lease.resname);
-    // A refusal after the grant: the builder drops the client, so the
-    // holder's connection closes and it exits.
-    this.#send(session, {
-      schema: SCHEMA,
-      cookie,
-      error: "Lease revoked by an operator",
-    });
-    this.#apply(outcomes);
-    return {
-      result: "released",
-      builder: session.name ?? session.publicId,
-      resource: lease.resname,
-      amount: lease.amount,
-    };
   }
 }

@@ -66,12 +66,21 @@ export function renderStatus(doc: StatusDocument): string {
       String(l.amount),
       formatDuration(now - l.grantedAt),
       formatDuration(l.expires - now),
+      l.process ? `${l.process.name}[${l.process.pid}]` : "-",
     ])
   );
   out.push("", "LEASES");
   out.push(
     leases.length === 0 ? "(none)" : alignTable(
-      ["RESOURCE", "BUILDER", "COOKIE", "AMOUNT", "HELD FOR", "EXPIRES IN"],
+      [
+        "RESOURCE",
+        "BUILDER",
+        "COOKIE",
+        "AMOUNT",
+        "HELD FOR",
+        "EXPIRES IN",
+        "FOR PROCESS",
+      ],
       leases,
       new Set([3, 4, 5]),
     ),

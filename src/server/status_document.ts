@@ -12,6 +12,7 @@ import type {
   RefusalReason,
   ResourceStatus,
 } from "../allocator/allocator.ts";
+import type { OwnerProcess } from "../protocol/protocol.ts";
 
 /** Counters since start, for `/api/status` and metrics. */
 export interface ServerStats {
@@ -22,12 +23,36 @@ export interface ServerStats {
   withdrawals: number;
   /** Leases ended by an operator (also counted in `releases`). */
   forcedReleases: number;
+  /**
+   * Leases given back because the process they were held for was gone (a
+   * cancelled CI job, a killed ctest); also counted in `releases`.
+   */
+  ownerGone: number;
+  /** Leases newly admitted by a builder's restore after a reconnect. */
+  restores: number;
+  /**
+   * Leases ended because their builder was gone past the builder grace,
+   * or did not re-send them when it came back.  With these,
+   * `grants + restores − releases − expiries − drops` is the number of
+   * live leases.
+   */
+  drops: number;
 }
 
-/** A lease in `/api/status`: the allocator's view plus the builder's name. */
-export type StatusLease = LeaseStatus & { builder: string };
+/**
+ * A lease in `/api/status`: the allocator's view plus the builder's name
+ * and, for our holders, the process it is held for (released when that
+ * process is gone).
+ */
+export type StatusLease = LeaseStatus & {
+  builder: string;
+  process?: OwnerProcess;
+};
 /** A queued request in `/api/status`, with the builder's name. */
-export type StatusQueued = QueuedStatus & { builder: string };
+export type StatusQueued = QueuedStatus & {
+  builder: string;
+  process?: OwnerProcess;
+};
 /** A resource in `/api/status`. */
 export type StatusResource = Omit<ResourceStatus, "leases" | "queue"> & {
   leases: StatusLease[];
@@ -38,6 +63,8 @@ export type StatusResource = Omit<ResourceStatus, "leases" | "queue"> & {
 export interface StatusDocument {
   version: 1;
   time: number;
+  /** Until when (epoch ms) only restores are admitted, or null. */
+  reclaimUntil: number | null;
   policy: string;
   builders: { id: string; name: string; connectedAt: number }[];
   resources: StatusResource[];

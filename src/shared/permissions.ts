@@ -22,8 +22,14 @@ export interface ProgramSpec {
 export const PROGRAMS: Readonly<Record<Program, ProgramSpec>> = {
   "sai-server": {
     entry: "server.ts",
-    // Files: --config, --cert, --key, the token files.
-    permissions: ["--allow-net", "--allow-read", "--allow-env"],
+    // Read: --config, --cert, --key, the token files.  Write: the state
+    // file, and the private Unix socket its HTTP routes listen on.
+    permissions: [
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+    ],
   },
   "sai-builder": {
     entry: "builder.ts",
@@ -39,15 +45,11 @@ export const PROGRAMS: Readonly<Record<Program, ProgramSpec>> = {
   },
   "sai-resource": {
     entry: "client.ts",
-    // Run: it re-spawns itself as the holder, and launches CMD after --.
-    // Read, write and net: Deno asks all three to connect to a Unix socket.
-    permissions: [
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-run",
-      "--allow-net",
-    ],
+    // All: the holder's owner watch reads /proc/PID/stat, which Deno allows
+    // only with every permission.  It adds no power in effect: sai-resource
+    // already runs any command (--allow-run: it re-spawns itself as the
+    // holder, and launches CMD after --).
+    permissions: ["--allow-all"],
   },
 };
 

@@ -1,0 +1,129 @@
+/**
+ * Queue progress: pushes each waiting request's position and estimated
+ * start to its builder when they change, at most once per interval, and
+ * only for the resources that changed.
+ *
+ * @module
+ */
+
+import type { Allocator, QueuedStatus } from "../allocator/allocator.ts";
+import { type QueuedMessage, SCHEMA } from "../protocol/protocol.ts";
+
+/** Options for {@linkcode QueueProgress}. */
+export interface QueueProgressOptions {
+  allocator: Allocator;
+  /** Delivers a message to the builder that owns a request. */
+  send: (owner: string, msg: QueuedMessage) => void;
+  /** How often positions are pushed at most, in ms. */
+  intervalMs: number;
+  now: () => number;
+}
+
+/** Tracks changed resources and pushes the positions that moved. */
+export class QueueProgress {
+  #opts: QueueProgressOptions;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #dirty = new Set<string>();
+  #last = new Map<string, string>();
+  #closed = false;
+
+  constructor(options: QueueProgressOptions) {
+    this.#opts = options;
+  }
+
+  /** A resource's queue may have moved. */
+  touch(resname: string): void {
+    this.#dirty.add(resname);
+  }
+
+  /** Every resource's queue may have moved. */
+  touchAll(): void {
+    for (const name of this.#opts.allocator.budgets().keys()) {
+      this.#dirty.add(name);
+    }
+  }
+
+  /** A request is no longer queued: forget what was last pushed for it. */
+  forget(owner: string, cookie: string): void {
+    this.#last.delete(`${owner}\0${cookie}`);
+  }
+
+  /** A builder is gone: forget what was last pushed for its requests. */
+  forgetOwner(owner: string): void {
+    for (const key of this.#last.keys()) {
+      if (key.startsWith(`${owner}\0`)) this.#last.delete(key);
+    }
+  }
+
+  /** Pushes soon if anything changed. */
+  arm(): void {
+    if (this.#dirty.size === 0) return;
+    if (this.#timer !== undefined || this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#push();
+    }, this.#opts.intervalMs);
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+  }
+
+  #push(): void {
+    const allocator = this.#opts.allocator;
+    const now = this.#opts.now();
+    const dirty = this.#dirty;
+    this.#dirty = new Set();
+    // One snapshot per resource, taken only for those that changed (and
+    // the other resources of multi-resource requests queued in them).
+    const snaps = new Map<string, Map<string, QueuedStatus>>();
+    const snap = (name: string) => {
+      let queue = snaps.get(name);
+      if (queue) return queue;
+      queue = new Map();
+      // A snapshot copies every lease: not for a queue that is empty.
+      const res = allocator.queued(name) === 0
+        ? undefined
+        : allocator.statusOf(name);
+      for (const q of res?.queue ?? []) {
+        queue.set(`${q.owner}\0${q.cookie}`, q);
+      }
+      snaps.set(name, queue);
+      return queue;
+    };
+    const done = new Set<string>();
+    for (const name of dirty) {
+      for (const [key, q] of snap(name)) {
+        if (done.has(key)) continue;
+        done.add(key);
+        // A request waiting in several queues is as far back as its
+        // furthest place, and starts when its last resource frees.
+        let position = q.position;
+        let start = q.estimatedStart;
+        const names = allocator.lookup(q.owner, q.cookie)?.resnames;
+        for (const other of names ?? []) {
+          const o = snap(other).get(key);
+          if (!o || o === q) continue;
+          position = Math.max(position, o.position);
+          start = start === null || o.estimatedStart === null
+            ? null
+            : Math.max(start, o.estimatedStart);
+        }
+        const eta = start === null
+          ? -1
+          : Math.max(0, Math.ceil((start - now) / 1000));
+        const sig = `${position}:${
+          start === null ? "-" : Math.ceil(start / 1000)
+        }`;
+        if (this.#last.get(key) === sig) continue;
+        this.#last.set(key, sig);
+        this.#opts.send(q.owner, {
+          schema: SCHEMA,
+          cookie: q.cookie,
+          queued: { position, eta },
+        });
+      }
+    }
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * The reclaim grace after a server start that follows a crash: only
+ * restores are admitted and nothing new is granted, until every builder
+ * that may hold leases has re-sent them (known from the state file) or the
+ * grace runs out.  It never ends while a builder it waits for is between
+ * its hello and its `restored` marker.
+ *
+ * @module
+ */
+
+/** Options for {@linkcode ReclaimGrace}. */
+export interface ReclaimOptions {
+  /** How long at most, in ms. */
+  graceMs: number;
+  /** Digests of the builder sessions that may hold leases. */
+  expected: Iterable<string>;
+  /** Called once, when the grace ends. */
+  onEnd: (reason: "time" | "all builders restored") => void;
+}
+
+/** One reclaim grace, from its start. */
+export class ReclaimGrace {
+  #waiting: Set<string>;
+  #restoring = new Set<string>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timeUp = false;
+  #ended = false;
+  #onEnd: ReclaimOptions["onEnd"];
+  /** When the grace runs out, by the server's clock (epoch ms). */
+  readonly until: number;
+
+  constructor(options: ReclaimOptions, now: number) {
+    this.#waiting = new Set(options.expected);
+    this.#onEnd = options.onEnd;
+    this.until = now + options.graceMs;
+    this.#timer = setTimeout(() => {
+      this.#timeUp = true;
+      this.#check("time");
+    }, options.graceMs);
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /**
+   * A builder said hello: if it may hold leases from before, it is
+   * restoring until its `restored` marker.
+   */
+  restoring(connection: string, digest: string): void {
+    if (this.#waiting.has(digest)) this.#restoring.add(connection);
+  }
+
+  /** A builder connection sent `restored` (or closed). */
+  restored(connection: string, digest: string | undefined): void {
+    this.#restoring.delete(connection);
+    if (digest !== undefined) this.#waiting.delete(digest);
+    this.#check(this.#timeUp ? "time" : "all builders restored");
+  }
+
+  /** Stops the timer (server shutting down). */
+  close(): void {
+    clearTimeout(this.#timer);
+  }
+
+  #check(reason: "time" | "all builders restored"): void {
+    if (this.#ended || this.#restoring.size > 0) return;
+    if (!this.#timeUp && this.#waiting.size > 0) return;
+    this.#ended = true;
+    clearTimeout(this.#timer);
+    this.#onEnd(reason);
+  }
+}

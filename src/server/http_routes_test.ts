@@ -31,6 +31,7 @@ function doc(time: number): StatusDocument {
       ownerGone: 0,
       withdrawals: 0,
       forcedReleases: 0,
+      ownerGone: 0,
       restores: 0,
       drops: 0,
     },

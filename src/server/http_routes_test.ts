@@ -28,7 +28,6 @@ function doc(time: number): StatusDocument {
       refusals: {},
       expiries: 0,
       releases: 0,
-      ownerGone: 0,
       withdrawals: 0,
       forcedReleases: 0,
       ownerGone: 0,

@@ -30,6 +30,7 @@ function doc(time: number): StatusDocument {
       releases: 0,
       withdrawals: 0,
       forcedReleases: 0,
+      ownerGone: 0,
       restores: 0,
       drops: 0,
     },

@@ -1,16 +1,21 @@
 // deno-lint-ignore-file no-console -- a benchmark: printing is its job
 /**
  * Benchmarks 1, 2 and 6: lease throughput and wake latency through a real
- * `sai-server` and `sai-builder` (separate processes), with raw Unix-socket
- * clients speaking the wire protocol, so the service is measured and not
- * process start-up; then the same workloads on `redis-semaphore` against a
- * local `redis-server` that this bench starts and stops.
+ * `sai-server` and `sai-builder` (separate processes), over `ws:` and over
+ * `wss:`, with raw Unix-socket clients speaking the wire protocol, so the
+ * service is measured and not process start-up; the same load on the
+ * protocol's floor (`_floor.ts`: grant everything, nothing else); then the
+ * same workloads on `redis-semaphore` against a local `redis-server` that
+ * this bench starts and stops.  Every throughput figure is also shown as a
+ * fraction of the floor measured in the same run.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { BuilderProc, ServerProc, waitFor } from "../tests/_harness.ts";
+import { BuilderProc, Lines, ServerProc, waitFor } from "../tests/_harness.ts";
+import { makeCertificates } from "../tests/_certs.ts";
+import type { StatusDocument } from "../src/server/status_document.ts";
 import { percentile, publish, type Row } from "./_report.ts";
 
 const encoder = new TextEncoder();
@@ -198,22 +203,35 @@ async function startRedis(): Promise<
   return { port, stop };
 }
 
-async function redisRuns(
+async function withRedis<T>(
   port: number,
-  options: { clients: number; seconds: number; rounds: number; budget: number },
-): Promise<{ throughput: Throughput; perConnection: Throughput; wake: Wake }> {
+  // deno-lint-ignore no-explicit-any
+  fn: (redis: any, Redis: any, Semaphore: any) => Promise<T>,
+): Promise<T> {
   const { default: Redis } = await import("ioredis");
   const { Semaphore } = await import("redis-semaphore");
   // deno-lint-ignore no-explicit-any
   const redis = new (Redis as any)({ host: "127.0.0.1", port });
   try {
-    const opts = { lockTimeout: 60_000, refreshInterval: 0 };
-    const throughput = await loop(
+    return await fn(redis, Redis, Semaphore);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+const REDIS_OPTIONS = { lockTimeout: 60_000, refreshInterval: 0 };
+
+async function redisThroughput(
+  port: number,
+  options: { clients: number; seconds: number; budget: number },
+): Promise<{ shared: Throughput; perConnection: Throughput }> {
+  return await withRedis(port, async (redis, Redis, Semaphore) => {
+    const shared = await loop(
       options.clients,
       options.seconds,
       async () => {
         const s = new Semaphore(redis, "r", options.budget, {
-          ...opts,
+          ...REDIS_OPTIONS,
           acquireTimeout: 60_000,
         });
         const t = performance.now();
@@ -228,11 +246,10 @@ async function redisRuns(
       options.clients,
       options.seconds,
       async () => {
-        // deno-lint-ignore no-explicit-any
-        const own = new (Redis as any)({ host: "127.0.0.1", port });
+        const own = new Redis({ host: "127.0.0.1", port });
         try {
           const s = new Semaphore(own, "r2", options.budget, {
-            ...opts,
+            ...REDIS_OPTIONS,
             acquireTimeout: 60_000,
           });
           const t = performance.now();
@@ -245,12 +262,18 @@ async function redisRuns(
         }
       },
     );
+    return { shared, perConnection };
+  });
+}
+
+async function redisWake(port: number, rounds: number): Promise<Wake> {
+  return await withRedis(port, async (redis, _Redis, Semaphore) => {
     const samples: number[] = [];
-    let holder = new Semaphore(redis, "w", 1, opts);
+    let holder = new Semaphore(redis, "w", 1, REDIS_OPTIONS);
     await holder.acquire();
-    for (let i = 0; i < options.rounds; i++) {
+    for (let i = 0; i < rounds; i++) {
       const waiter = new Semaphore(redis, "w", 1, {
-        ...opts,
+        ...REDIS_OPTIONS,
         acquireTimeout: 60_000,
       });
       const got = waiter.acquire();
@@ -264,102 +287,229 @@ async function redisRuns(
       holder = waiter;
     }
     await holder.release();
-    return {
-      throughput,
-      perConnection,
-      wake: { rounds: options.rounds, ...stats(samples) },
-    };
-  } finally {
-    redis.disconnect();
+    return { rounds, ...stats(samples) };
+  });
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  // Fields after the command name, which is in parentheses: utime is the
+  // 14th field of the line and stime the 15th, in clock ticks (USER_HZ).
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** A `sai-server` serving `wss:` with a throwaway certificate. */
+class TlsServerProc extends ServerProc {
+  client: Deno.HttpClient | undefined;
+  ca = "";
+
+  static async startTls(dir: string, args: string[]): Promise<TlsServerProc> {
+    await makeCertificates(dir);
+    const p = new TlsServerProc([
+      "server.ts",
+      "--listen",
+      "127.0.0.1:0",
+      "--cert",
+      `${dir}/cert.pem`,
+      "--key",
+      `${dir}/key.pem`,
+      ...args,
+    ]);
+    try {
+      p.ca = `${dir}/ca.pem`;
+      p.client = Deno.createHttpClient({
+        caCerts: [await Deno.readTextFile(p.ca)],
+      });
+      const m = await p.stdout.wait(
+        /listening on (wss:\/\/127\.0\.0\.1:(\d+))/,
+      );
+      p.url = m[1]!;
+      p.port = Number(m[2]);
+    } catch (err) {
+      await p.stop();
+      throw err;
+    }
+    return p;
+  }
+
+  override async status(): Promise<StatusDocument> {
+    const res = await fetch(`https://127.0.0.1:${this.port}/api/status`, {
+      ...(this.client && { client: this.client }),
+    });
+    return await res.json();
+  }
+
+  override async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+    this.client?.close();
   }
 }
 
-/** `deno task bench:throughput [--quick] [--seconds S] [--clients N]` */
+/** The floor program on a socket in `dir`. */
+async function startFloor(
+  dir: string,
+): Promise<{ pid: number; socket: string } & AsyncDisposable> {
+  const socket = `${dir}/floor.sock`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      `--allow-read=${dir}`,
+      `--allow-write=${dir}`,
+      "--quiet",
+      new URL("./_floor.ts", import.meta.url).pathname,
+      socket,
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const stdout = new Lines(child.stdout);
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* exited */ }
+    await child.status;
+    await stdout.done;
+  };
+  try {
+    await stdout.wait(/listening/);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { pid: child.pid, socket, [Symbol.asyncDispose]: stop };
+}
+
+/** `deno task bench:throughput [--quick] [--seconds S] [--clients N,M]` */
 export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     options: {
       quick: { type: "boolean" },
       seconds: { type: "string" },
-      clients: { type: "string", default: "256" },
+      clients: { type: "string", default: "256,1024" },
       rounds: { type: "string" },
     },
   });
   const seconds = Number(values.seconds ?? (values.quick ? 2 : 10));
   const rounds = Number(values.rounds ?? (values.quick ? 50 : 300));
-  const clients = Number(values.clients);
+  const clientCounts = values.clients.split(",").map(Number);
   const budget = 32;
   const tputRows: Row[] = [];
   const wakeRows: Row[] = [];
   const notes: string[] = [];
-  {
-    await using server = await ServerProc.start([
-      "--resources",
-      `r=${budget},w=1`,
-      "--log-level",
-      "warn",
-    ]);
-    await using builder = await BuilderProc.start(server, {
-      args: ["--log-level", "warn"],
-    });
-    const t = await saiThroughput(builder.socket, { clients, seconds });
-    tputRows.push({
-      label: "sai (server + builder)",
-      values: [t.perSecond, t.p50, t.p99, t.max, t.cycles],
-    });
-    const w = await saiWake(server, builder.socket, rounds);
-    wakeRows.push({
-      label: "sai (server + builder)",
-      values: [w.p50, w.p99, w.max, w.rounds],
-    });
-  }
+  const serverArgs = [
+    "--resources",
+    `r=${budget},w=1`,
+    "--log-level",
+    "warn",
+  ];
+  const dir = await Deno.makeTempDir({ prefix: "sai-bench-" });
   const redis = await startRedis();
   if (redis === null) {
     notes.push("redis-server is not installed: the peer was skipped.");
     console.error("bench: redis-server not found; skipping the peer");
-  } else {
-    try {
-      const r = await redisRuns(redis.port, {
-        clients,
-        seconds,
-        rounds,
-        budget,
+  }
+  try {
+    await using floor = await startFloor(dir);
+    await using server = await ServerProc.start(serverArgs);
+    await using builder = await BuilderProc.start(server, {
+      args: ["--log-level", "warn"],
+    });
+    await using tlsServer = await TlsServerProc.startTls(dir, serverArgs);
+    await using tlsBuilder = await BuilderProc.start(tlsServer, {
+      name: "tls",
+      args: ["--log-level", "warn", "--ca", tlsServer.ca],
+    });
+    const sais = [
+      { label: "sai over ws:", server, builder },
+      { label: "sai over wss:", server: tlsServer, builder: tlsBuilder },
+    ];
+    // Each client count: every contender back to back, so that the
+    // machine's load at the time weighs on all of them alike.
+    for (const clients of clientCounts) {
+      const cpu0 = await cpuSeconds(floor.pid);
+      const f = await saiThroughput(floor.socket, { clients, seconds });
+      const floorCpu = (await cpuSeconds(floor.pid) - cpu0) / f.cycles * 1e6;
+      const row = (label: string, t: Throughput, cpu: [string, string]) =>
+        tputRows.push({
+          label: `${label}, ${clients} clients`,
+          values: [
+            t.perSecond,
+            `${(100 * t.perSecond / f.perSecond).toFixed(0)} %`,
+            t.p50,
+            t.p99,
+            t.max,
+            ...cpu,
+            t.cycles,
+          ],
+        });
+      row("floor (grant everything)", f, [floorCpu.toFixed(1), "-"]);
+      for (const sai of sais) {
+        const b0 = await cpuSeconds(sai.builder.pid);
+        const s0 = await cpuSeconds(sai.server.pid);
+        const t = await saiThroughput(sai.builder.socket, {
+          clients,
+          seconds,
+        });
+        const b = (await cpuSeconds(sai.builder.pid) - b0) / t.cycles * 1e6;
+        const s = (await cpuSeconds(sai.server.pid) - s0) / t.cycles * 1e6;
+        row(sai.label, t, [b.toFixed(1), s.toFixed(1)]);
+      }
+      if (redis !== null) {
+        const r = await redisThroughput(redis.port, {
+          clients,
+          seconds,
+          budget,
+        });
+        row("redis-semaphore, one shared connection", r.shared, ["-", "-"]);
+        row("redis-semaphore, a connection per lease", r.perConnection, [
+          "-",
+          "-",
+        ]);
+        const sai = tputRows.at(-4)!.values[0] as number;
+        notes.push(
+          `${clients} clients: sai over ws: / redis-semaphore ${
+            (sai / r.shared.perSecond).toFixed(2)
+          }× against one shared connection, ${
+            (sai / r.perConnection.perSecond).toFixed(2)
+          }× against a connection per lease.`,
+        );
+      }
+    }
+    for (const sai of sais) {
+      const w = await saiWake(sai.server, sai.builder.socket, rounds);
+      wakeRows.push({
+        label: sai.label,
+        values: [w.p50, w.p99, w.max, w.rounds],
       });
-      const t = r.throughput, w = r.wake;
-      tputRows.push({
-        label: "redis-semaphore, one shared connection",
-        values: [t.perSecond, t.p50, t.p99, t.max, t.cycles],
-      });
-      const pc = r.perConnection;
-      tputRows.push({
-        label: "redis-semaphore, a connection per lease",
-        values: [pc.perSecond, pc.p50, pc.p99, pc.max, pc.cycles],
-      });
+    }
+    if (redis !== null) {
+      const w = await redisWake(redis.port, rounds);
       wakeRows.push({
         label: "redis-semaphore (ioredis)",
         values: [w.p50, w.p99, w.max, w.rounds],
       });
-      const sai = tputRows[0]!.values[0] as number;
-      notes.push(
-        `Throughput ratio sai / redis-semaphore: ${
-          (sai / t.perSecond).toFixed(2)
-        }× against one shared connection, ${
-          (sai / pc.perSecond).toFixed(2)
-        }× against a connection per lease (target ≥ 3×).`,
-      );
-    } finally {
-      await redis.stop();
     }
+  } finally {
+    await redis?.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   await publish({
     name: "throughput",
     title:
-      `Throughput: ${clients} clients, budget ${budget}, request 1 → grant → release, ${seconds} s`,
+      `Throughput: budget ${budget}, request 1 → grant → release (close), ${seconds} s each`,
     columns: [
       "cycles/s",
+      "of floor",
       "grant p50 ms",
       "grant p99 ms",
       "grant max ms",
+      "builder CPU µs/cycle",
+      "server CPU µs/cycle",
       "cycles",
     ],
     rows: tputRows,

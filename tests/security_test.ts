@@ -10,6 +10,7 @@ import {
   waitFor,
 } from "./_harness.ts";
 import { connectUnix } from "../src/client/lease_client.ts";
+import { makeCertificates } from "./_certs.ts";
 
 const GOOD = "b1-token-0123456789abcdef";
 const SHARED = "shared-token-fedcba9876543210";
@@ -170,74 +171,6 @@ Deno.test("TLS: the builder connects over wss:// trusting the server's certifica
 });
 
 class ServerProcTls extends Proc {}
-
-/** A throwaway CA and a certificate for 127.0.0.1 signed by it. */
-async function makeCertificates(dir: string): Promise<void> {
-  const openssl = async (...args: string[]) => {
-    const out = await new Deno.Command("openssl", {
-      args,
-      cwd: dir,
-      stdout: "null",
-      stderr: "piped",
-    })
-      .output();
-    assert.ok(
-      out.success,
-      `openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`,
-    );
-  };
-  const ec = [
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-  ];
-  await openssl(
-    "req",
-    "-x509",
-    ...ec,
-    "-days",
-    "1",
-    "-subj",
-    "/CN=sai test CA",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-  );
-  await openssl(
-    "req",
-    ...ec,
-    "-subj",
-    "/CN=127.0.0.1",
-    "-keyout",
-    "key.pem",
-    "-out",
-    "cert.csr",
-  );
-  await Deno.writeTextFile(
-    `${dir}/ext`,
-    "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-  );
-  await openssl(
-    "x509",
-    "-req",
-    "-in",
-    "cert.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "1",
-    "-extfile",
-    "ext",
-    "-out",
-    "cert.pem",
-  );
-}
 
 Deno.test("a builder can yield only its own cookies", async () => {
   await using server = await ServerProc.start(["--resources", "r=2"]);

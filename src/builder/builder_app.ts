@@ -22,7 +22,11 @@ import {
 } from "../protocol/protocol.ts";
 import { writeAll } from "../client/lease_client.ts";
 import { isAbstract, unixPath } from "../shared/socket_path.ts";
-import { openWebSocket, type WebSocketLike } from "./ws_client.ts";
+import {
+  openWebSocket,
+  type WebSocketLike,
+  type WebSocketOptions,
+} from "./ws_client.ts";
 
 /** Options for {@linkcode startBuilder}. */
 export interface BuilderOptions {
@@ -73,6 +77,8 @@ interface Client {
   conn: Deno.UnixConn;
   cookie: string;
   request: RequestMessage;
+  /** The request as the client sent it (validated): forwarded as is. */
+  text: string;
   state: ClientState;
   /** Whether the request ever reached a server. */
   sent: boolean;
@@ -219,6 +225,9 @@ export async function startBuilder(
 
 const encoder = new TextEncoder();
 
+/** How many read buffers of closed client connections are kept for reuse. */
+const MAX_SPARE_BUFFERS = 1024;
+
 /** How many expired cookies a builder remembers for late releases. */
 const MAX_EXPIRED_REMEMBERED = 4096;
 
@@ -243,6 +252,17 @@ class BuilderApp {
   #pings = 0;
   #heartbeatMs: number;
   #beatTimer: ReturnType<typeof setInterval> | undefined;
+  /**
+   * Connections yet to send their request, with their deadline (epoch ms):
+   * one sweep for all instead of a timer per connection.
+   */
+  #awaiting = new Map<Deno.UnixConn, number>();
+  #requestTimeoutMs: number;
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  /** Read buffers of closed connections, for the next ones. */
+  #buffers: Uint8Array<ArrayBuffer>[] = [];
+  /** Whether info events are written: their fields are built only then. */
+  #logInfo: boolean;
   #beatMs = 0;
   /**
    * When the last confirmed round trip with the server began, by our
@@ -256,7 +276,6 @@ class BuilderApp {
   /** Fence after this long without a round trip (from the welcome). */
   #fenceMs = 20_000;
   #fenceTimer: ReturnType<typeof setTimeout> | undefined;
-  #httpClient: Deno.HttpClient | undefined;
 
   constructor(
     opts: BuilderOptions,
@@ -266,6 +285,8 @@ class BuilderApp {
     this.#log = opts.logger ?? new Logger("info");
     this.#listener = listener;
     this.#heartbeatMs = (opts.heartbeat ?? 10) * 1000;
+    this.#logInfo = this.#log.enabled("info");
+    this.#requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
   }
 
   get connected(): Promise<void> {
@@ -275,6 +296,11 @@ class BuilderApp {
   start(): void {
     this.#connect();
     this.#setBeat(this.#heartbeatMs / 3);
+    // A late request is refused within a quarter of the limit past it.
+    this.#sweepTimer = setInterval(
+      () => this.#sweep(),
+      Math.min(1000, this.#requestTimeoutMs / 4),
+    );
     this.#accepting = this.#acceptLoop();
   }
 
@@ -282,13 +308,13 @@ class BuilderApp {
     this.#stopping = true;
     clearTimeout(this.#retryTimer);
     clearInterval(this.#beatTimer);
+    clearInterval(this.#sweepTimer);
     clearTimeout(this.#fenceTimer);
     for (const c of this.#clients.values()) clearTimeout(c.timer);
     this.#listener.close();
     await this.#accepting;
     for (const conn of this.#open) closeQuietly(conn);
     this.#ws?.close(1000, "builder shutting down");
-    this.#httpClient?.close();
     if (isAbstract(this.#opts.socketPath)) return;
     try {
       await Deno.remove(this.#opts.socketPath);
@@ -355,10 +381,8 @@ class BuilderApp {
     };
   }
 
-  #wsOptions(): { client: Deno.HttpClient } | undefined {
-    if (this.#opts.ca === undefined) return undefined;
-    this.#httpClient ??= Deno.createHttpClient({ caCerts: [this.#opts.ca] });
-    return { client: this.#httpClient };
+  #wsOptions(): WebSocketOptions {
+    return this.#opts.ca === undefined ? {} : { caCerts: [this.#opts.ca] };
   }
 
   /**
@@ -531,7 +555,7 @@ class BuilderApp {
     client.state = "sent";
     client.sent = true;
     this.#toServer(
-      encode(again ? { ...client.request, restore: "queued" } : client.request),
+      again ? encode({ ...client.request, restore: "queued" }) : client.text,
     );
   }
 
@@ -605,8 +629,11 @@ class BuilderApp {
         () => this.#endLease(client, "expired"),
         Math.min(seconds * 1000, 2 ** 31 - 1),
       );
-      this.#log.info("granted", { cookie: msg.cookie, amount: msg.amount });
-      this.#reply(client, msg, false);
+      if (this.#logInfo) {
+        this.#log.info("granted", { cookie: msg.cookie, amount: msg.amount });
+      }
+      // The server's text, validated, as is: no second encoding.
+      this.#write(client, text, false);
     } else if ("expired" in msg) {
       this.#log.info("expired", { cookie: msg.cookie });
       this.#expire(client, msg);
@@ -651,17 +678,15 @@ class BuilderApp {
       }
       backoffMs = 0;
       this.#open.add(conn);
-      this.#serveClient(conn).finally(() => this.#open.delete(conn));
+      this.#serveClient(conn);
     }
   }
 
   async #serveClient(conn: Deno.UnixConn): Promise<void> {
     const splitter = new JsonObjectSplitter();
-    const buf = new Uint8Array(4096);
+    const buf = this.#buffers.pop() ?? new Uint8Array(4096);
     let mine: Client | undefined;
-    const timer = setTimeout(() => {
-      this.#refuseAndClose(conn, "", "No request within the time limit");
-    }, this.#opts.requestTimeoutMs ?? 10_000);
+    this.#awaiting.set(conn, Date.now() + this.#requestTimeoutMs);
     try {
       for (;;) {
         let n: number | null;
@@ -680,24 +705,40 @@ class BuilderApp {
           break;
         }
         for (const text of texts) {
-          clearTimeout(timer);
+          this.#awaiting.delete(conn);
           const done = this.#clientMessage(conn, text, mine);
           if (done === "close") return;
           mine = done;
         }
       }
     } finally {
-      clearTimeout(timer);
+      this.#awaiting.delete(conn);
+      this.#open.delete(conn);
+      if (this.#buffers.length < MAX_SPARE_BUFFERS) this.#buffers.push(buf);
       if (mine && this.#clients.get(mine.cookie) === mine) {
         this.#clients.delete(mine.cookie);
         clearTimeout(mine.timer);
         if (mine.state !== "pending") this.#yield(mine.cookie, mine.reason);
-        this.#log.info(mine.state === "granted" ? "released" : "withdrawn", {
-          cookie: mine.cookie,
-          ...(mine.reason && { reason: mine.reason }),
-        });
+        if (this.#logInfo) {
+          this.#log.info(mine.state === "granted" ? "released" : "withdrawn", {
+            cookie: mine.cookie,
+            ...(mine.reason && { reason: mine.reason }),
+          });
+        }
       }
       closeQuietly(conn);
+    }
+  }
+
+  /** Refuses the connections whose request is overdue. */
+  #sweep(): void {
+    const now = Date.now();
+    // In insertion order, which is deadline order: stop at the first due
+    // later.
+    for (const [conn, deadline] of this.#awaiting) {
+      if (deadline > now) break;
+      this.#awaiting.delete(conn);
+      this.#refuseAndClose(conn, "", "No request within the time limit");
     }
   }
 
@@ -744,6 +785,7 @@ class BuilderApp {
       conn,
       cookie: msg.cookie,
       request: msg,
+      text,
       state: "pending",
       sent: false,
       expires: 0,
@@ -752,7 +794,7 @@ class BuilderApp {
     this.#clients.set(msg.cookie, client);
     // A new lease under this cookie: a later release is about that one.
     this.#expired.delete(msg.cookie);
-    this.#log.debug("request", { ...msg });
+    if (this.#log.enabled("debug")) this.#log.debug("request", { ...msg });
     if (this.#up) this.#forward(client);
     return client;
   }
@@ -829,7 +871,11 @@ class BuilderApp {
    */
   #reply(client: Client, msg: ServerMessage, close: boolean): void {
     if ("queued" in msg && !client.request.progress) return;
-    const bytes = encoder.encode(encode(msg) + "\n");
+    this.#write(client, encode(msg), close);
+  }
+
+  #write(client: Client, text: string, close: boolean): void {
+    const bytes = encoder.encode(text + "\n");
     client.writes = client.writes
       .then(() => writeAll(client.conn, bytes))
       .catch(() => {})

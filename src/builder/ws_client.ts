@@ -1,10 +1,18 @@
 /**
- * A WebSocket client (RFC 6455, text frames) over `Deno.connect` with
- * `TCP_NODELAY` set.  Deno's built-in `WebSocket` leaves Nagle's algorithm
- * on, so a small frame sent while the previous one is unacknowledged waits
- * for the server's delayed ACK: about 40 ms on Linux.  The builder sends a
- * request and then, with no answer in between, a release; that stall was the
- * whole of the wake latency.  `wss:` URLs fall back to the built-in client.
+ * A WebSocket client (RFC 6455, text frames) for `ws:` and `wss:` over
+ * `Deno.connect` with `TCP_NODELAY` set, and `Deno.startTls` on top of that
+ * for `wss:`.  Deno's built-in `WebSocket` leaves Nagle's algorithm on, so a
+ * small frame sent while the previous one is unacknowledged waits for the
+ * server's delayed ACK: about 40 ms on Linux.  The builder sends a request
+ * and then, with no answer in between, a release; that stall was the whole
+ * of the wake latency.  `Deno.TlsConn` has no `setNoDelay()`, but the option
+ * belongs to the socket, so it is set on the TCP connection before the TLS
+ * handshake.
+ *
+ * Written for the builder's one long-lived link, on its hot path: frames
+ * sent within one turn go out in one write from one buffer, masking works
+ * on 32-bit words with a pooled random mask, and incoming text is decoded
+ * straight from the read buffer.
  *
  * It offers the subset of the `WebSocket` interface the builder uses.
  *
@@ -27,22 +35,67 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
-/**
- * Opens a WebSocket: ours with `TCP_NODELAY` for `ws:`, else the built-in
- * (with `options`, e.g. an HTTP client that trusts a private CA).
- */
+/** Options for {@linkcode openWebSocket}. */
+export interface WebSocketOptions {
+  /** PEM CA certificates to trust for `wss:`, besides the system's. */
+  caCerts?: string[];
+}
+
+/** Opens a WebSocket to a `ws:` or `wss:` URL, with `TCP_NODELAY`. */
 export function openWebSocket(
   url: string,
-  options?: { client: Deno.HttpClient },
+  options: WebSocketOptions = {},
 ): WebSocketLike {
   const u = new URL(url);
-  if (u.protocol === "ws:") return new NoDelayWebSocket(u);
-  return new WebSocket(url, options);
+  if (u.protocol !== "ws:" && u.protocol !== "wss:") {
+    throw new TypeError(
+      `Cannot open a WebSocket to "${url}": the scheme must be ws: or wss:`,
+    );
+  }
+  return new NoDelayWebSocket(u, options);
 }
 
 async function sha1Base64(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-1", encoder.encode(text));
   return btoa(String.fromCharCode(...new Uint8Array(digest)));
+}
+
+/**
+ * Masks come from a pool of random bytes refilled 4 KiB at a time (as the
+ * `ws` package does): one `getRandomValues` call per 1,024 frames.
+ */
+const maskPool = new Uint32Array(1024);
+let maskNext = maskPool.length;
+
+function nextMask(): number {
+  if (maskNext === maskPool.length) {
+    crypto.getRandomValues(maskPool);
+    maskNext = 0;
+  }
+  return maskPool[maskNext++]!;
+}
+
+/**
+ * A payload is encoded and masked here, 4-aligned, then copied into the
+ * outgoing buffer; grown on demand, shared by every socket (JavaScript runs
+ * one frame at a time).
+ */
+let scratch = new Uint8Array(4096);
+let scratchWords = new Uint32Array(scratch.buffer);
+const maskBytes = new Uint8Array(4);
+const maskWord = new Uint32Array(maskBytes.buffer);
+
+function maskInScratch(n: number, mask: number): void {
+  const words = (n + 3) >>> 2;
+  for (let i = 0; i < words; i++) scratchWords[i]! ^= mask;
+}
+
+function ensureScratch(n: number): void {
+  if (scratch.length >= n) return;
+  let size = scratch.length;
+  while (size < n) size *= 2;
+  scratch = new Uint8Array(size);
+  scratchWords = new Uint32Array(scratch.buffer);
 }
 
 class NoDelayWebSocket implements WebSocketLike {
@@ -51,22 +104,28 @@ class NoDelayWebSocket implements WebSocketLike {
   onmessage: ((ev: MessageEvent) => void) | null = null;
   onerror: ((ev: Event) => void) | null = null;
   onclose: ((ev: CloseEvent) => void) | null = null;
-  #conn: Deno.TcpConn | undefined;
+  #conn: Deno.Conn | undefined;
   #writes: Promise<void> = Promise.resolve();
-  #pending: Uint8Array[] = [];
+  /** Frames of this turn, written out together; the spare is in flight. */
+  #out = new Uint8Array(4096);
+  #outLength = 0;
+  #spare = new Uint8Array(4096);
   #closeCode = 1006;
   #closeReason = "";
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(url: URL) {
-    this.#run(url);
+  constructor(url: URL, options: WebSocketOptions) {
+    this.#run(url, options);
   }
 
   send(data: string): void {
     if (this.readyState !== WebSocket.OPEN) {
       throw new DOMException("Cannot send: the socket is not open");
     }
-    this.#frame(0x1, encoder.encode(data));
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+    ensureScratch(data.length * 3 + 4);
+    const { written } = encoder.encodeInto(data, scratch);
+    this.#frame(0x1, written);
   }
 
   close(code = 1000, reason = ""): void {
@@ -76,46 +135,77 @@ class NoDelayWebSocket implements WebSocketLike {
       return;
     }
     this.readyState = WebSocket.CLOSING;
-    const r = encoder.encode(reason);
-    const body = new Uint8Array(2 + r.length);
-    body[0] = code >> 8;
-    body[1] = code & 0xff;
-    body.set(r, 2);
-    this.#frame(0x8, body);
+    this.#control(0x8, closeBody(code, reason));
     // The server answers with its close frame; do not wait for ever.
     this.#closeTimer = setTimeout(() => this.#drop(), 1000);
   }
 
-  #frame(opcode: number, payload: Uint8Array): void {
+  #control(opcode: number, payload: Uint8Array): void {
+    ensureScratch(payload.length + 4);
+    scratch.set(payload);
+    this.#frame(opcode, payload.length);
+  }
+
+  /** Appends a frame whose payload is the first `n` bytes of `scratch`. */
+  #frame(opcode: number, n: number): void {
     const conn = this.#conn;
     if (!conn) return;
-    const n = payload.length;
     const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
-    const buf = new Uint8Array(head + 4 + n);
-    buf[0] = 0x80 | opcode;
-    if (n < 126) buf[1] = 0x80 | n;
-    else if (n < 65536) {
-      buf[1] = 0x80 | 126;
-      buf[2] = n >> 8;
-      buf[3] = n & 0xff;
-    } else {
-      buf[1] = 0x80 | 127;
-      new DataView(buf.buffer).setBigUint64(2, BigInt(n));
+    const size = head + 4 + n;
+    if (this.#outLength + size > this.#out.length) {
+      let cap = this.#out.length;
+      while (cap < this.#outLength + size) cap *= 2;
+      const grown = new Uint8Array(cap);
+      grown.set(this.#out.subarray(0, this.#outLength));
+      this.#out = grown;
     }
-    const mask = crypto.getRandomValues(new Uint8Array(4));
-    buf.set(mask, head);
-    for (let i = 0; i < n; i++) buf[head + 4 + i] = payload[i]! ^ mask[i & 3]!;
-    // Frames sent in the same tick go out in one write: under load that is
+    const out = this.#out;
+    let at = this.#outLength;
+    out[at] = 0x80 | opcode;
+    if (n < 126) out[at + 1] = 0x80 | n;
+    else if (n < 65536) {
+      out[at + 1] = 0x80 | 126;
+      out[at + 2] = n >> 8;
+      out[at + 3] = n & 0xff;
+    } else {
+      out[at + 1] = 0x80 | 127;
+      out[at + 2] =
+        out[at + 3] =
+        out[at + 4] =
+        out[at + 5] =
+          0;
+      out[at + 6] = n >>> 24;
+      out[at + 7] = (n >> 16) & 0xff;
+      out[at + 8] = (n >> 8) & 0xff;
+      out[at + 9] = n & 0xff;
+    }
+    at += head;
+    const mask = nextMask();
+    maskWord[0] = mask;
+    out.set(maskBytes, at);
+    maskInScratch(n, mask);
+    out.set(scratch.subarray(0, n), at + 4);
+    const first = this.#outLength === 0;
+    this.#outLength += size;
+    // Frames sent in the same turn go out in one write: under load that is
     // one syscall for many grants' worth of releases.
-    this.#pending.push(buf);
-    if (this.#pending.length > 1) return;
-    this.#writes = this.#writes.then(async () => {
-      const frames = this.#pending;
-      this.#pending = [];
-      const all = frames.length === 1 ? frames[0]! : frames.reduce(concat);
+    if (first) this.#writes = this.#writes.then(() => this.#flush(conn));
+  }
+
+  async #flush(conn: Deno.Conn): Promise<void> {
+    // New frames go to the spare while this buffer is being written; the
+    // spare is free, as the write before this one has completed.
+    const full = this.#out;
+    const all = full.subarray(0, this.#outLength);
+    this.#out = this.#spare;
+    this.#spare = full;
+    this.#outLength = 0;
+    try {
       let at = 0;
       while (at < all.length) at += await conn.write(all.subarray(at));
-    }).catch(() => this.#drop());
+    } catch {
+      this.#drop();
+    }
   }
 
   #drop(): void {
@@ -124,15 +214,30 @@ class NoDelayWebSocket implements WebSocketLike {
     } catch { /* closed */ }
   }
 
-  async #run(url: URL): Promise<void> {
+  async #run(url: URL, options: WebSocketOptions): Promise<void> {
     let failed = false;
     let message = "";
     try {
-      const conn = await Deno.connect({
-        hostname: url.hostname.replace(/^\[|\]$/g, ""),
-        port: Number(url.port || 80),
+      const tls = url.protocol === "wss:";
+      const hostname = url.hostname.replace(/^\[|\]$/g, "");
+      const tcp = await Deno.connect({
+        hostname,
+        port: Number(url.port || (tls ? 443 : 80)),
       });
-      conn.setNoDelay(true);
+      // Before TLS: the option is the socket's, and TlsConn cannot set it.
+      tcp.setNoDelay(true);
+      let conn: Deno.Conn = tcp;
+      if (tls) {
+        try {
+          conn = await Deno.startTls(tcp, {
+            hostname,
+            ...(options.caCerts && { caCerts: options.caCerts }),
+          });
+        } catch (err) {
+          tcp.close();
+          throw err;
+        }
+      }
       this.#conn = conn;
       if (this.readyState === WebSocket.CLOSING) throw new Error("closed");
       const rest = await this.#handshake(conn, url);
@@ -156,7 +261,7 @@ class NoDelayWebSocket implements WebSocketLike {
     );
   }
 
-  async #handshake(conn: Deno.TcpConn, url: URL): Promise<Uint8Array> {
+  async #handshake(conn: Deno.Conn, url: URL): Promise<Uint8Array> {
     const key = btoa(
       String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))),
     );
@@ -191,40 +296,58 @@ class NoDelayWebSocket implements WebSocketLike {
     }
   }
 
-  async #readFrames(conn: Deno.TcpConn, initial: Uint8Array): Promise<void> {
-    let buf: Uint8Array = initial;
+  async #readFrames(conn: Deno.Conn, initial: Uint8Array): Promise<void> {
+    // Bytes [start, end) of buf are unparsed; reads append at end.
+    let buf = new Uint8Array(Math.max(65536, initial.length));
+    buf.set(initial);
+    let start = 0;
+    let end = initial.length;
     let message: Uint8Array[] = [];
     let messageLength = 0;
-    const chunk = new Uint8Array(65536);
     for (;;) {
+      let delivered = false;
       // Parse every complete frame in the buffer.
       for (;;) {
-        if (buf.length < 2) break;
-        const fin = (buf[0]! & 0x80) !== 0;
-        const opcode = buf[0]! & 0x0f;
-        const masked = (buf[1]! & 0x80) !== 0;
-        let len = buf[1]! & 0x7f;
+        const avail = end - start;
+        if (avail < 2) break;
+        const b0 = buf[start]!, b1 = buf[start + 1]!;
+        const fin = (b0 & 0x80) !== 0;
+        const opcode = b0 & 0x0f;
+        const masked = (b1 & 0x80) !== 0;
+        let len = b1 & 0x7f;
         let off = 2;
         if (len === 126) {
-          if (buf.length < 4) break;
-          len = (buf[2]! << 8) | buf[3]!;
+          if (avail < 4) break;
+          len = (buf[start + 2]! << 8) | buf[start + 3]!;
           off = 4;
         } else if (len === 127) {
-          if (buf.length < 10) break;
-          const big = new DataView(buf.buffer, buf.byteOffset + 2, 8)
-            .getBigUint64(0);
+          if (avail < 10) break;
+          const big = new DataView(buf.buffer, start + 2, 8).getBigUint64(0);
           if (big > BigInt(MAX_MESSAGE)) throw new Error("frame too large");
           len = Number(big);
           off = 10;
         }
-        const maskAt = off;
+        if (len > MAX_MESSAGE) throw new Error("frame too large");
+        const maskAt = start + off;
         if (masked) off += 4;
-        if (buf.length < off + len) break;
-        const payload = buf.slice(off, off + len);
+        if (avail < off + len) {
+          // Make room for the rest of this frame.
+          if (start + off + len > buf.length) {
+            if (off + len > buf.length) {
+              const grown = new Uint8Array(Math.max(off + len, buf.length * 2));
+              grown.set(buf.subarray(start, end));
+              buf = grown;
+            } else buf.copyWithin(0, start, end);
+            end -= start;
+            start = 0;
+          }
+          break;
+        }
+        const payload = buf.subarray(start + off, start + off + len);
         if (masked) {
           for (let i = 0; i < len; i++) payload[i]! ^= buf[maskAt + (i & 3)]!;
         }
-        buf = buf.subarray(off + len);
+        start += off + len;
         if (opcode === 0x8) {
           this.#closeCode = payload.length >= 2
             ? (payload[0]! << 8) | payload[1]!
@@ -232,35 +355,79 @@ class NoDelayWebSocket implements WebSocketLike {
           this.#closeReason = decoder.decode(payload.subarray(2));
           if (this.readyState === WebSocket.OPEN) {
             this.readyState = WebSocket.CLOSING;
-            this.#frame(0x8, payload.subarray(0, 2));
+            this.#control(0x8, payload.subarray(0, 2));
           }
           await this.#writes;
           return;
         }
         if (opcode === 0x9) {
-          this.#frame(0xa, payload);
+          this.#control(0xa, payload);
           continue;
         }
         if (opcode === 0xa) continue;
-        message.push(payload);
+        if (fin && message.length === 0) {
+          // The common case: one frame, decoded where it lies.
+          // Binary frames arrive as text here too; the server sends none.
+          delivered = true;
+          this.onmessage?.(
+            new MessageEvent("message", { data: decoder.decode(payload) }),
+          );
+          continue;
+        }
+        message.push(payload.slice());
         messageLength += payload.length;
         if (messageLength > MAX_MESSAGE) throw new Error("message too large");
         if (!fin) continue;
-        const whole = message.length === 1
-          ? message[0]!
-          : message.reduce(concat);
+        const whole = joinAll(message, messageLength);
         message = [];
         messageLength = 0;
-        // Binary frames arrive as text here too; the server sends none.
+        delivered = true;
         this.onmessage?.(
           new MessageEvent("message", { data: decoder.decode(whole) }),
         );
       }
-      const n = await conn.read(chunk);
+      // A server with Nagle's algorithm on (Deno.serve over TLS, and Deno's
+      // own listeners, set no TCP_NODELAY on what they accept) holds its
+      // second message of a burst until we ACK the first, which Linux
+      // delays up to 40 ms when we have nothing to send.  An empty
+      // unsolicited pong (RFC 6455, 5.5.3) carries the ACK at once; when we
+      // answered in this turn anyway, our frames carry it.
+      if (
+        delivered && this.#outLength === 0 &&
+        this.readyState === WebSocket.OPEN
+      ) this.#frame(0xa, 0);
+      if (start === end) start = end = 0;
+      else if (end === buf.length) {
+        buf.copyWithin(0, start, end);
+        end -= start;
+        start = 0;
+      }
+      const n = await conn.read(buf.subarray(end));
       if (n === null) return;
-      buf = concat(buf, chunk.subarray(0, n));
+      end += n;
     }
   }
+}
+
+function closeBody(code: number, reason: string): Uint8Array {
+  const r = encoder.encode(reason);
+  const body = new Uint8Array(2 + r.length);
+  body[0] = code >> 8;
+  body[1] = code & 0xff;
+  body.set(r, 2);
+  return body;
+}
+
+/** Joins chunks with one allocation. */
+function joinAll(chunks: Uint8Array[], length: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {

@@ -15,6 +15,9 @@ const CLOSE = 0x7d; // }
 const QUOTE = 0x22; // "
 const BACKSLASH = 0x5c; // \
 
+/** Stateless without `stream`, so every splitter can share it. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
 function isSpace(byte: number): boolean {
   return byte === 0x20 || byte === 0x0a || byte === 0x0d || byte === 0x09;
 }
@@ -31,7 +34,6 @@ export class JsonObjectSplitter {
   #inString = false;
   #escaped = false;
   #maxBytes: number;
-  #decoder = new TextDecoder("utf-8", { fatal: true });
 
   constructor(options?: { maxBytes?: number }) {
     this.#maxBytes = options?.maxBytes ?? MAX_MESSAGE_BYTES;
@@ -72,8 +74,13 @@ export class JsonObjectSplitter {
       if (byte === QUOTE) this.#inString = true;
       else if (byte === OPEN) this.#depth++;
       else if (byte === CLOSE && --this.#depth === 0) {
-        this.#take(chunk.subarray(start, i + 1));
-        out.push(this.#flush());
+        if (this.#pendingBytes === 0) {
+          // The common case: the whole object is in this chunk.
+          out.push(this.#decode(chunk.subarray(start, i + 1)));
+        } else {
+          this.#take(chunk.subarray(start, i + 1));
+          out.push(this.#flush());
+        }
         start = -1;
       }
     }
@@ -101,8 +108,17 @@ export class JsonObjectSplitter {
     }
     this.#pending = [];
     this.#pendingBytes = 0;
+    return this.#decode(whole);
+  }
+
+  #decode(bytes: Uint8Array): string {
+    if (bytes.length > this.#maxBytes) {
+      throw new ProtocolError(
+        `Cannot parse message: longer than ${this.#maxBytes} bytes`,
+      );
+    }
     try {
-      return this.#decoder.decode(whole);
+      return utf8.decode(bytes);
     } catch {
       throw new ProtocolError("Cannot parse message: not valid UTF-8");
     }

@@ -45,4 +45,13 @@ Deno.test("JsonObjectSplitter.push() rejects an object over the size limit, even
       new JsonObjectSplitter({ maxBytes: 10 }).push(enc("{" + " ".repeat(20))),
     /longer than 10/,
   );
+  // Whole in one chunk, as it usually arrives.
+  assert.throws(
+    () => new JsonObjectSplitter({ maxBytes: 10 }).push(enc('{"a":"1234567"}')),
+    /longer than 10 bytes/,
+  );
+  assert.deepEqual(
+    new JsonObjectSplitter({ maxBytes: 10 }).push(enc('{"a":"12"}')),
+    ['{"a":"12"}'],
+  );
 });

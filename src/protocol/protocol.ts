@@ -619,6 +619,13 @@ export function isHello(msg: BuilderMessage): msg is HelloMessage {
 export function encode(
   msg: ServerMessage | BuilderMessage | Omit<RequestMessage, "schema">,
 ): string {
+  // Callers build messages schema first: then there is nothing to copy.
+  for (const key in msg) {
+    if (key === "schema" && (msg as { schema?: string }).schema === SCHEMA) {
+      return JSON.stringify(msg);
+    }
+    break;
+  }
   const { schema: _schema, ...rest } = msg as { schema?: string };
   return JSON.stringify({ schema: SCHEMA, ...rest });
 }

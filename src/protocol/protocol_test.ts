@@ -108,6 +108,19 @@ Deno.test("encode() writes schema first", () => {
     encode({ cookie: "c", schema: SCHEMA, error: "no" } as never),
     `{"schema":"${SCHEMA}","cookie":"c","error":"no"}`,
   );
+  assert.equal(
+    encode({ schema: SCHEMA, cookie: "c", error: "no" }),
+    `{"schema":"${SCHEMA}","cookie":"c","error":"no"}`,
+  );
+  // A message without the schema, or another one, gets ours.
+  assert.equal(
+    encode({ schema: "x", cookie: "c", error: "no" } as never),
+    `{"schema":"${SCHEMA}","cookie":"c","error":"no"}`,
+  );
+  assert.equal(
+    encode({ cookie: "c", error: "no" } as never),
+    `{"schema":"${SCHEMA}","cookie":"c","error":"no"}`,
+  );
 });
 
 Deno.test("parseClientMessage() reads a multi-resource request with a priority", () => {

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { defaultSocketPath, startBuilder } from "./src/builder/builder_app.ts";
+import { startBuilder } from "./src/builder/builder_app.ts";
+import { defaultSocketPath } from "./src/builder/socket_listen.ts";
 import { Logger, parseLevel } from "./src/shared/log.ts";
 import {
   type FlagOptions,

@@ -64,10 +64,13 @@ export type {
 } from "./src/server/status_document.ts";
 export {
   type BuilderOptions,
-  defaultSocketPath,
   type SaiBuilder,
   startBuilder,
 } from "./src/builder/builder_app.ts";
+export {
+  defaultSocketPath,
+  UnsafeSocketDirError,
+} from "./src/builder/socket_listen.ts";
 export {
   type Fields,
   type Level,

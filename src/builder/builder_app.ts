@@ -21,7 +21,8 @@ import {
   type YieldReason,
 } from "../protocol/protocol.ts";
 import { writeAll } from "../client/lease_client.ts";
-import { isAbstract, unixPath } from "../shared/socket_path.ts";
+import { isAbstract } from "../shared/socket_path.ts";
+import { listenUnix } from "./socket_listen.ts";
 import {
   openWebSocket,
   type WebSocketLike,
@@ -49,17 +50,6 @@ export interface BuilderOptions {
   ca?: string;
   /** Open the socket to this group (name or gid): modes 0770 and 0660. */
   socketGroup?: string;
-}
-
-/** Finds a group's id in /etc/group; accepts a numeric id as is. */
-async function groupId(group: string): Promise<number> {
-  if (/^[0-9]+$/.test(group)) return Number(group);
-  const text = await Deno.readTextFile("/etc/group");
-  for (const line of text.split("\n")) {
-    const [name, , gid] = line.split(":");
-    if (name === group && gid !== undefined) return Number(gid);
-  }
-  throw new TypeError(`Cannot use --socket-group: no group named "${group}"`);
 }
 
 /** A running builder. */
@@ -91,129 +81,11 @@ interface Client {
   writes: Promise<void>;
 }
 
-/** Picks the default socket path for a builder name. */
-export function defaultSocketPath(name: string): string {
-  const runtime = Deno.env.get("XDG_RUNTIME_DIR");
-  const dir = runtime ? `${runtime}/sai` : `/tmp/sai-${Deno.uid() ?? "user"}`;
-  return `${dir}/${name}.sock`;
-}
-
-/** Thrown when the socket's directory could be tampered with by others. */
-export class UnsafeSocketDirError extends Error {
-  override name = "UnsafeSocketDirError";
-}
-
-/**
- * Refuses a socket directory another user could swap the socket in (as
- * ssh-agent and tmux do): it must be ours and not writable by group or
- * others (the group only with --socket-group, for that group), unless it
- * is sticky, as /tmp is, where nobody can remove or rename our file.
- */
-function checkSocketDir(
-  dir: string,
-  info: Deno.FileInfo,
-  gid: number | undefined,
-): void {
-  const mode = info.mode ?? 0;
-  const uid = Deno.uid();
-  const fix =
-    `; remove it (or make it yours, mode 0700), or pass --socket in a directory only you can write`;
-  if (!info.isDirectory) {
-    throw new UnsafeSocketDirError(
-      `Cannot use socket directory "${dir}": it is not a directory`,
-    );
-  }
-  if (mode & 0o1000) return;
-  if (uid !== null && info.uid !== uid) {
-    throw new UnsafeSocketDirError(
-      `Cannot use socket directory "${dir}": it is owned by uid ${info.uid}, not by this user (uid ${uid})${fix}`,
-    );
-  }
-  const groupOk = gid !== undefined && info.gid === gid;
-  if ((mode & 0o002) || ((mode & 0o020) && !groupOk)) {
-    throw new UnsafeSocketDirError(
-      `Cannot use socket directory "${dir}": it is writable by ${
-        mode & 0o002 ? "others" : "its group"
-      } (mode ${(mode & 0o7777).toString(8).padStart(4, "0")})${fix}`,
-    );
-  }
-}
-
-/**
- * Makes the socket's directory (mode 0700 if we create it), checks that
- * nobody else can write in it, and clears a stale socket file; throws if
- * another process answers on it.
- */
-async function prepareSocketPath(
-  path: string,
-  gid: number | undefined,
-): Promise<void> {
-  const dir = path.slice(0, Math.max(1, path.lastIndexOf("/")));
-  let made = false;
-  try {
-    await Deno.stat(dir);
-  } catch (err) {
-    if (!(err instanceof Deno.errors.NotFound)) throw err;
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    made = true;
-  }
-  // Only a directory we made is ours to change; an existing one (say a
-  // shared /tmp/x) keeps the modes its owner gave it.
-  if (made) {
-    if (gid !== undefined) await Deno.chown(dir, null, gid);
-    await Deno.chmod(dir, gid === undefined ? 0o700 : 0o770);
-  }
-  checkSocketDir(dir, await Deno.lstat(dir), gid);
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.lstat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return;
-    throw err;
-  }
-  if (!info.isSocket) {
-    throw new Error(
-      `Cannot listen on "${path}": it exists and is not a socket`,
-    );
-  }
-  try {
-    const probe = await Deno.connect({ transport: "unix", path });
-    probe.close();
-  } catch {
-    await Deno.remove(path);
-    return;
-  }
-  throw new Error(
-    `Cannot listen on "${path}": another builder is already listening there`,
-  );
-}
-
 /** Starts a builder; resolves once its Unix socket is listening. */
 export async function startBuilder(
   options: BuilderOptions,
 ): Promise<SaiBuilder> {
-  const gid = options.socketGroup === undefined
-    ? undefined
-    : await groupId(options.socketGroup);
-  let listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
-  if (isAbstract(options.socketPath)) {
-    // No file, so no modes: any process in this network namespace may
-    // connect.  That is what upstream's builder does.
-    if (gid !== undefined) {
-      throw new TypeError(
-        `Cannot use --socket-group with an abstract socket ("${options.socketPath}"): it has no file modes`,
-      );
-    }
-    listener = Deno.listen({
-      transport: "unix",
-      path: unixPath(options.socketPath),
-    });
-  } else {
-    await prepareSocketPath(options.socketPath, gid);
-    listener = Deno.listen({ transport: "unix", path: options.socketPath });
-    if (gid !== undefined) await Deno.chown(options.socketPath, null, gid);
-    await Deno.chmod(options.socketPath, gid === undefined ? 0o600 : 0o660);
-  }
+  const listener = await listenUnix(options.socketPath, options.socketGroup);
   const app = new BuilderApp(options, listener);
   app.start();
   return {

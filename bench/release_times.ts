@@ -28,6 +28,8 @@ const { values } = parseArgs({
   options: { runs: { type: "string" }, quick: { type: "boolean" } },
 });
 const RUNS = Number(values.runs ?? (values.quick ? 2 : 5));
+/** The server's --builder-grace here: a dead builder's units idle that long. */
+const BUILDER_GRACE = 10;
 
 /**
  * Two fixture scopes (on a and b: the module takes one resource's scopes one
@@ -86,7 +88,12 @@ interface Sample {
 }
 
 async function once(build: string, fault: Fault): Promise<Sample> {
-  await using server = await ServerProc.start(["--resources", "a=1,b=1,c=1"]);
+  await using server = await ServerProc.start([
+    "--resources",
+    "a=1,b=1,c=1",
+    "--builder-grace",
+    String(BUILDER_GRACE),
+  ]);
   await using builder = await BuilderProc.start(server);
   const ctest = new Deno.Command("ctest", {
     args: ["-j4", "--test-dir", build],
@@ -133,7 +140,7 @@ async function once(build: string, fault: Fault): Promise<Sample> {
       builder.kill("SIGKILL");
     }
     const left = new Set(kind.keys());
-    const deadline = t0 + 15_000;
+    const deadline = t0 + (BUILDER_GRACE + 15) * 1000;
     while (left.size > 0 && performance.now() < deadline) {
       const now = new Set((await leases(server)).map((l) => l.cookie));
       const at = performance.now() - t0;
@@ -166,14 +173,19 @@ try {
   const faults: [Fault, string][] = [
     ["cancel", "job cancelled (SIGTERM to its group, SIGKILL 1 s later)"],
     ["kill-ctest", "ctest alone killed (SIGKILL)"],
-    ["kill-builder", "builder killed (SIGKILL)"],
+    [
+      "kill-builder",
+      `builder killed (SIGKILL; server --builder-grace ${BUILDER_GRACE})`,
+    ],
   ];
   for (const [fault, label] of faults) {
     const all: Sample[] = [];
     for (let i = 0; i < RUNS; i++) all.push(await once(build, fault));
     const col = (xs: number[], expected: number) =>
       xs.length < expected
-        ? `${expected - xs.length} of ${expected} still held after 15 s`
+        ? `${expected - xs.length} of ${expected} still held after ${
+          BUILDER_GRACE + 15
+        } s`
         : Math.round(percentile([...xs].sort((a, b) => a - b), 0.5));
     const fixture = all.flatMap((s) => s.fixture);
     const launcher = all.flatMap((s) => s.launcher);

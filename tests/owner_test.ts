@@ -129,6 +129,16 @@ Deno.test({
           await total(server, "queuedRequests") === 1,
         30_000,
       );
+      // Both setups done (their tests run): the holders hold for ctest,
+      // not for a setup process the cancel could still kill mid-grant.
+      await waitFor("the fixtures' tests to run", async () => {
+        const ps = await new Deno.Command("pgrep", {
+          args: ["-g", String(pgid), "-f", "stubborn.sh"],
+          stdout: "piped",
+        }).output();
+        return new TextDecoder().decode(ps.stdout).trim().split("\n")
+          .filter(Boolean).length === 2;
+      }, 30_000);
       const held = (await server.status()).resources.flatMap((r) => r.leases);
       const fixtures = held.filter((l) => l.process).length;
       assert.equal(fixtures, 2, JSON.stringify(held));

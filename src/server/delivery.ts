@@ -59,14 +59,17 @@ export class OutcomeDelivery {
           } else {
             this.#opts.stats.grants++;
             this.#opts.waits.observe(o.waited / 1000);
-            this.#opts.log.info("granted", {
-              builder: this.#opts.pid(o.owner),
-              cookie: o.cookie,
-              resname: o.resname,
-              amount: o.amount,
-              lease: o.lease,
-              waited_ms: o.waited,
-            });
+            // On every grant: the fields are built only when written.
+            if (this.#opts.log.enabled("info")) {
+              this.#opts.log.info("granted", {
+                builder: this.#opts.pid(o.owner),
+                cookie: o.cookie,
+                resname: o.resname,
+                amount: o.amount,
+                lease: o.lease,
+                waited_ms: o.waited,
+              });
+            }
           }
           this.#opts.send(session, {
             schema: SCHEMA,

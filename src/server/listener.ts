@@ -98,6 +98,12 @@ export async function listenServer(
         continue;
       }
       backoffMs = 0;
+      // Deno leaves Nagle's algorithm on for accepted connections: a second
+      // message to a builder would wait for its delayed ACK of the first (up
+      // to 40 ms).  A TLS connection cannot be told (no setNoDelay() on
+      // Deno.TlsConn); there the WebSocket writes the frames of one turn at
+      // once, and our builder acknowledges what it reads at once.
+      if (!options.tls) (conn as Deno.TcpConn).setNoDelay(true);
       open.add(conn);
       serveConnection(conn, innerPath, options, open)
         .catch(() => {})

@@ -24,7 +24,8 @@ export class QueueProgress {
   #opts: QueueProgressOptions;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #dirty = new Set<string>();
-  #last = new Map<string, string>();
+  /** What was last pushed, by owner then cookie. */
+  #last = new Map<string, Map<string, string>>();
   #closed = false;
 
   constructor(options: QueueProgressOptions) {
@@ -45,14 +46,14 @@ export class QueueProgress {
 
   /** A request is no longer queued: forget what was last pushed for it. */
   forget(owner: string, cookie: string): void {
-    this.#last.delete(`${owner}\0${cookie}`);
+    // On every grant and release: two lookups, no key string to build.
+    const mine = this.#last.get(owner);
+    if (mine?.delete(cookie) && mine.size === 0) this.#last.delete(owner);
   }
 
   /** A builder is gone: forget what was last pushed for its requests. */
   forgetOwner(owner: string): void {
-    for (const key of this.#last.keys()) {
-      if (key.startsWith(`${owner}\0`)) this.#last.delete(key);
-    }
+    this.#last.delete(owner);
   }
 
   /** Pushes soon if anything changed. */
@@ -116,8 +117,10 @@ export class QueueProgress {
         const sig = `${position}:${
           start === null ? "-" : Math.ceil(start / 1000)
         }`;
-        if (this.#last.get(key) === sig) continue;
-        this.#last.set(key, sig);
+        let mine = this.#last.get(q.owner);
+        if (mine?.get(q.cookie) === sig) continue;
+        if (!mine) this.#last.set(q.owner, mine = new Map());
+        mine.set(q.cookie, sig);
         this.#opts.send(q.owner, {
           schema: SCHEMA,
           cookie: q.cookie,

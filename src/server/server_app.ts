@@ -516,7 +516,9 @@ class ServerApp {
     // duplicate must not keep a lease whose holder is gone.
     if (isRequest(msg) && msg.restore) conn.unconfirmed?.delete(msg.cookie);
     if (isRequest(msg)) {
-      this.#log.debug("request", { builder: this.#pid(owner), ...msg });
+      if (this.#log.enabled("debug")) {
+        this.#log.debug("request", { builder: this.#pid(owner), ...msg });
+      }
       for (const r of msg.resources ?? [msg]) this.#progress.touch(r.resname);
       this.#processes.note(owner, msg.cookie, msg.process);
       this.#apply(
@@ -539,14 +541,16 @@ class ServerApp {
     if (ran) this.#stats.expiries++;
     if (found === "queued") this.#stats.withdrawals++;
     if (found) {
-      this.#log.info(
-        ran ? "expired" : found === "lease" ? "released" : "withdrawn",
-        {
-          builder: this.#pid(owner),
-          cookie: msg.cookie,
-          ...(msg.reason && { reason: msg.reason }),
-        },
-      );
+      if (this.#log.enabled("info")) {
+        this.#log.info(
+          ran ? "expired" : found === "lease" ? "released" : "withdrawn",
+          {
+            builder: this.#pid(owner),
+            cookie: msg.cookie,
+            ...(msg.reason && { reason: msg.reason }),
+          },
+        );
+      }
       this.#processes.forget(owner, msg.cookie);
       this.#forget(owner, msg.cookie);
     }

@@ -46,6 +46,9 @@ export class ServerWebSocket {
   #conn: Deno.Conn;
   #opts: ServerWebSocketOptions;
   #writes: Promise<void> = Promise.resolve();
+  /** Frames not yet handed to a write, in order. */
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
   #unsent = 0;
   #lastHeard = Date.now();
   #idleTimer: ReturnType<typeof setInterval> | undefined;
@@ -128,11 +131,19 @@ export class ServerWebSocket {
       this.#drop();
       return;
     }
+    // Frames of one turn go out in one write: one segment, one wake-up of
+    // the builder, and no frame waiting behind an unacknowledged one.
+    this.#pending.push(buf);
+    this.#pendingBytes += buf.length;
+    if (this.#pending.length > 1) return;
     const conn = this.#conn;
     this.#writes = this.#writes.then(async () => {
+      const all = joinFrames(this.#pending, this.#pendingBytes);
+      this.#pending = [];
+      this.#pendingBytes = 0;
       let at = 0;
-      while (at < buf.length) at += await conn.write(buf.subarray(at));
-      this.#unsent -= buf.length;
+      while (at < all.length) at += await conn.write(all.subarray(at));
+      this.#unsent -= all.length;
     }).catch(() => this.#drop());
   }
 
@@ -290,6 +301,18 @@ function concat(parts: Uint8Array[]): Uint8Array {
   for (const p of parts) {
     out.set(p, at);
     at += p.length;
+  }
+  return out;
+}
+
+/** Joins frames with one allocation. */
+function joinFrames(frames: Uint8Array[], length: number): Uint8Array {
+  if (frames.length === 1) return frames[0]!;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const f of frames) {
+    out.set(f, at);
+    at += f.length;
   }
   return out;
 }

@@ -112,11 +112,19 @@ export class Proc {
   stdout: Lines;
   stderr: Lines;
 
-  /** `args[0]` is the program's entry point (`"server.ts"`). */
-  constructor(args: string[], options: { env?: Record<string, string> } = {}) {
+  /**
+   * `args[0]` is the program's entry point (`"server.ts"`).  `detached` puts
+   * it in a process group of its own (its pid), as a shell's job is, so a
+   * test can signal that group the way a terminal's Ctrl-C does.
+   */
+  constructor(
+    args: string[],
+    options: { env?: Record<string, string>; detached?: boolean } = {},
+  ) {
     this.child = new Deno.Command(DENO, {
       args: [...runArgs(args[0]!), ...args.slice(1)],
       cwd: ROOT,
+      detached: options.detached ?? false,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

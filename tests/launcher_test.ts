@@ -312,3 +312,153 @@ Deno.test("launcher and scope usage errors exit 2 with the usage line", async ()
     assert.match(got.stderr, /^usage: sai-resource NAME AMOUNT LEASE_SECONDS/m);
   }
 });
+
+/**
+ * Whether `pid` is a running process (a zombie is not: it holds nothing but
+ * its exit status, and a container's init may be slow to reap it).
+ */
+async function running(pid: number): Promise<boolean> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !==
+      "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** Reads the pid a command wrote to `file`, once it is there. */
+async function pidIn(file: string): Promise<number> {
+  return await waitFor(`a pid in ${file}`, async () => {
+    const pid = Number((await Deno.readTextFile(file)).trim());
+    return pid > 0 ? pid : undefined;
+  });
+}
+
+/** Kills what a test's command left running, if anything. */
+function reap(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch {
+    // Gone, as it should be.
+  }
+}
+
+Deno.test("launcher --kill-on-expiry stops CMD's whole process group, background jobs included", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  // The jobs' output goes elsewhere: a survivor holding the launcher's
+  // stdout open would make this test hang instead of fail.
+  const cases: [string, string, string, number][] = [
+    // A shell that ignores SIGTERM (and so does its background job, which
+    // inherits that): SIGKILL after the grace must reach the job too.
+    [
+      "ignores SIGTERM",
+      "0.3",
+      `trap "" TERM; sleep 30 >/dev/null 2>&1 & echo $! > "$1"; echo ready; wait`,
+      137,
+    ],
+    // A shell that dies of SIGTERM while a job it started ignores it: the
+    // job is killed as soon as the shell is gone, not after a long grace.
+    [
+      "leaves a job behind",
+      "60",
+      `sh -c 'trap "" TERM; while :; do sleep 0.05; done' >/dev/null 2>&1 & echo $! > "$1"; ` +
+      "echo ready; wait",
+      143,
+    ],
+  ];
+  for (const [what, grace, script, code] of cases) {
+    const pidFile = `${builder.dir}/job.pid`;
+    await Deno.remove(pidFile).catch(() => {});
+    let job: number | undefined;
+    const p = new Proc([
+      "client.ts",
+      "r",
+      "1",
+      "1",
+      "--kill-on-expiry",
+      "--grace",
+      grace,
+      "--",
+      "sh",
+      "-c",
+      script,
+      "sh",
+      pidFile,
+    ], { env });
+    try {
+      await p.stdout.wait(/ready/);
+      job = await pidIn(pidFile);
+      assert.ok(await running(job), `${what}: the job runs under the lease`);
+      const got = await p.finished();
+      assert.equal(got.code, code, `${what}: ${got.stderr}`);
+      assert.match(got.stderr, /expired while "sh"/);
+      await waitFor(
+        `${what}: the background job (pid ${job}) to be gone`,
+        async () => !(await running(job!)),
+      );
+    } finally {
+      await p.stop();
+      reap(job);
+    }
+  }
+});
+
+Deno.test("launcher forwards signals to CMD's process group, and a terminal's Ctrl-C reaches CMD", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+
+  // SIGTERM from ctest: CMD's background job gets it as well.
+  const pidFile = `${builder.dir}/job.pid`;
+  let job: number | undefined;
+  const p = new Proc([
+    "client.ts",
+    "r",
+    "1",
+    "60",
+    "--",
+    "sh",
+    "-c",
+    `sleep 30 >/dev/null 2>&1 & echo $! > "$1"; echo ready; wait`,
+    "sh",
+    pidFile,
+  ], { env });
+  try {
+    await p.stdout.wait(/ready/);
+    job = await pidIn(pidFile);
+    p.kill("SIGTERM");
+    const got = await p.finished();
+    assert.equal(got.code, 143, got.stderr);
+    await waitFor(
+      `the background job (pid ${job}) to be gone`,
+      async () => !(await running(job!)),
+    );
+  } finally {
+    await p.stop();
+    reap(job);
+  }
+
+  // Ctrl-C: the terminal signals the launcher's process group, which CMD is
+  // no longer in; the launcher relays it, once.
+  const fg = new Proc(["client.ts", "r", "1", "60", "--", ...TRAPPER], {
+    env,
+    detached: true,
+  });
+  try {
+    await fg.stdout.wait(/ready/);
+    Deno.kill(-fg.pid, "SIGINT");
+    const got = await fg.finished();
+    assert.equal(got.code, 5, got.stderr);
+    assert.equal(got.stdout, "ready\ngot INT\n");
+  } finally {
+    await fg.stop();
+  }
+  await waitFor(
+    "the lease to be released",
+    async () => (await server.resource("r")).allocated === 0,
+  );
+});

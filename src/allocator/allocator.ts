@@ -40,6 +40,9 @@ import type {
 
 export type * from "./types.ts";
 
+/** Stale expiry-heap entries tolerated beyond the live leases' count. */
+const STALE_SLACK = 64;
+
 /** Allocates leases on named resources within their budgets. */
 export class Allocator {
   #now: () => number;
@@ -48,7 +51,15 @@ export class Allocator {
   #resources = new Map<string, Resource>();
   /** Live requests by owner, then cookie: no key strings to build. */
   #owners = new Map<string, Map<string, Entry>>();
+  /**
+   * Leases by when they end.  A lease released early stays in it (lazy
+   * deletion) until it reaches the top or until such stale entries outnumber
+   * the live leases, when the heap is compacted: its size stays within twice
+   * the live leases (plus a constant), at O(1) amortized per release.
+   */
   #expiries = new MinHeap<Entry>();
+  /** Live leases: the entries of {@linkcode #expiries} that are not stale. */
+  #leasesLive = 0;
   /** The last rank given at the tail; ranks between are for priorities. */
   #seq = 0;
   #queuedByOwner = new Map<string, number>();
@@ -483,6 +494,12 @@ export class Allocator {
   }
 
   #remove(entry: Entry): void {
+    if (entry.state === "leased" && this.#isLive(entry)) {
+      this.#leasesLive--;
+      if (this.#expiries.size > 2 * this.#leasesLive + STALE_SLACK) {
+        this.#compactExpiries(entry);
+      }
+    }
     const owned = this.#owners.get(entry.owner);
     owned?.delete(entry.cookie);
     if (owned?.size === 0) this.#owners.delete(entry.owner);
@@ -548,6 +565,19 @@ export class Allocator {
     out.push(grantOf(entry, now, false));
   }
 
+  /** Drops the stale entries of the expiry heap, and `leaving` with them. */
+  #compactExpiries(leaving: Entry): void {
+    this.#expiries.retain((key, entry) =>
+      entry !== leaving && this.#isLive(entry) && entry.state === "leased" &&
+      entry.expires + this.#marginMs === key
+    );
+  }
+
+  /** How many entries the expiry heap holds, stale ones included (tests). */
+  get expiryHeapSize(): number {
+    return this.#expiries.size;
+  }
+
   /** Makes an entry, already out of every queue, a live lease from `now`. */
   #lease(entry: Entry, now: number): void {
     entry.state = "leased";
@@ -565,6 +595,7 @@ export class Allocator {
       res.leased.add(p);
     }
     this.#expiries.push(entry.expires + this.#marginMs, entry);
+    this.#leasesLive++;
   }
 
   // --- Operator actions (issue #5) -------------------------------------

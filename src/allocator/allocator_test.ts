@@ -483,3 +483,37 @@ Deno.test("Allocator.release() of a queued request behind a waiting multi-resour
   alloc.request("b", req("x", 1, 10, "a")); // would, but waits behind w
   assert.deepEqual(summary(alloc.release("b", "w").outcomes), ["grant:b/x"]);
 });
+
+Deno.test("Allocator.release() keeps the expiry heap bounded by the live leases, not by those granted", () => {
+  const t = setup({ r: 1_000 }, 86_400);
+  // 10 leases of a day that stay, then 20,000 of an hour released at once:
+  // without compaction each would wait in the heap for its hour.
+  for (let i = 0; i < 10; i++) {
+    assert.deepEqual(
+      summary(t.alloc.request("b", req(`keep${i}`, 1, 86_400 - i))),
+      [
+        `grant:b/keep${i}`,
+      ],
+    );
+  }
+  let most = 0;
+  for (let i = 0; i < 20_000; i++) {
+    assert.deepEqual(summary(t.alloc.request("b", req(`c${i}`, 1, 3_600))), [
+      `grant:b/c${i}`,
+    ]);
+    assert.equal(t.alloc.release("b", `c${i}`).found, "lease");
+    most = Math.max(most, t.alloc.expiryHeapSize);
+  }
+  assert.ok(most <= 2 * 11 + 64, `the heap reached ${most} entries`);
+  // The live leases still end on time, in order, after the compactions.
+  assert.equal(t.alloc.nextExpiry(), t.now + (86_400 - 9) * 1000);
+  t.advance(3_600 * 1000);
+  assert.deepEqual(t.alloc.expire(), []);
+  t.advance((86_400 - 3_600) * 1000);
+  assert.deepEqual(
+    summary(t.alloc.expire()),
+    Array.from({ length: 10 }, (_, i) => `expire:b/keep${9 - i}`),
+  );
+  assert.equal(t.alloc.expiryHeapSize, 0);
+  assert.equal(t.alloc.nextExpiry(), undefined);
+});

@@ -49,9 +49,23 @@ function printErr(line: string): void {
 }
 
 /**
+ * Sends `sig` to the process group `child` leads (see {@linkcode spawn}): the
+ * command and whatever it started that did not leave the group.
+ */
+function signalGroup(child: Deno.ChildProcess, sig: Deno.Signal): void {
+  try {
+    Deno.kill(-child.pid, sig);
+  } catch {
+    // The whole group is gone already.
+  }
+}
+
+/**
  * Catches SIGHUP, SIGINT and SIGTERM for as long as it is in use: before a
  * child exists it reports the signal (so the caller can withdraw its
- * request), afterwards it passes the signal on to the child.
+ * request), afterwards it passes the signal on to the child's process group.
+ * That group is not ours, so a terminal's Ctrl-C reaches the command only
+ * this way, and only once.
  */
 class SignalRelay implements Disposable {
   #child: Deno.ChildProcess | undefined;
@@ -65,11 +79,7 @@ class SignalRelay implements Disposable {
       const handler = () => {
         this.received ??= sig;
         if (this.#child) {
-          try {
-            this.#child.kill(sig);
-          } catch {
-            // Exited already.
-          }
+          signalGroup(this.#child, sig);
         } else {
           this.aborted.abort(new Error(`received ${sig}`));
         }
@@ -134,10 +144,6 @@ export function signalExitCode(sig: Forwarded): number {
 }
 
 /**
- * Spawns `argv` with inherited stdio.  Returns the child, or an exit code
- * when it could not be started.
- */
-/**
  * Whether `cmd` names a file we could run, as the shell would look it up:
  * checked before taking a lease, so a typo holds no budget.
  */
@@ -156,11 +162,19 @@ function findCommand(cmd: string): boolean {
   });
 }
 
+/**
+ * Spawns `argv` with inherited stdio, in a process group of its own so that
+ * the signals meant for it reach what it starts too (a shell's background
+ * jobs): `detached` makes Deno call setsid(2) in the child, which leads a new
+ * session and a new group whose id is its pid.  Returns the child, or an exit
+ * code when it could not be started.
+ */
 function spawn(argv: string[]): Deno.ChildProcess | number {
   const [cmd, ...args] = argv as [string, ...string[]];
   try {
     return new Deno.Command(cmd, {
       args,
+      detached: true,
       stdin: "inherit",
       stdout: "inherit",
       stderr: "inherit",
@@ -248,6 +262,8 @@ export async function launch(
 
   let exited = false;
   let reported = false;
+  /** Whether --kill-on-expiry has sent its SIGTERM. */
+  let killing = false;
   let killTimer: ReturnType<typeof setTimeout> | undefined;
   const onLeaseEnd = (why: string) => {
     // Once, whichever of the builder's notice and our clock comes first.
@@ -263,14 +279,12 @@ export async function launch(
           : "; it goes on without the lease (--kill-on-expiry stops it)"),
     );
     if (!options.killOnExpiry) return;
-    try {
-      child.kill("SIGTERM");
-    } catch { /* exited */ }
-    killTimer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* exited */ }
-    }, options.graceSeconds * 1000);
+    killing = true;
+    signalGroup(child, "SIGTERM");
+    killTimer = setTimeout(
+      () => signalGroup(child, "SIGKILL"),
+      options.graceSeconds * 1000,
+    );
   };
   lease.ended.then((how) => {
     if (how === "released") return;
@@ -285,6 +299,9 @@ export async function launch(
   try {
     const status = await child.status;
     exited = true;
+    // The command had its grace and is gone; what it left behind in its
+    // group would go on using the resource with no lease: kill it now.
+    if (killing) signalGroup(child, "SIGKILL");
     return status.code;
   } finally {
     cancelLocalEnd();

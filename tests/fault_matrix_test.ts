@@ -226,6 +226,7 @@ async function scenario(
     serverArgs,
     builderArgs: options.builderArgs ?? [],
   };
+  let failFrom = 0;
   try {
     partial.server = await ServerProc.start(serverArgs);
     partial.proxies = {
@@ -271,6 +272,7 @@ async function scenario(
     for (const c of clientsOf(rig, "a")) c.holdThrough = true;
     await waitFor("a's clients to hold a unit", () => ledger.heldBy("a") >= 1);
     const from = now();
+    failFrom = from;
     await fault(rig);
     await bothConnected(rig);
     await serverMatchesHolders(rig);
@@ -352,6 +354,11 @@ async function scenario(
       `grants ${grants} + restores ${restores} - releases ${releases} - expiries ${expiries} - drops ${drops} = live leases 0`,
     );
     return result;
+  } catch (err) {
+    if (Deno.env.get("FAULT_MATRIX_VERBOSE") && partial.ledger && failFrom) {
+      dump(partial as Rig, failFrom);
+    }
+    throw err;
   } finally {
     await teardown(partial);
     await Deno.remove(stateDir, { recursive: true });

@@ -462,3 +462,46 @@ Deno.test("launcher forwards signals to CMD's process group, and a terminal's Ct
     async () => (await server.resource("r")).allocated === 0,
   );
 });
+
+Deno.test("launcher kills what a relayed signal left behind in CMD's group before it releases the lease", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  // CMD dies of SIGTERM, but a job it started ignores it (as a `sleep`
+  // forked just before a trap runs escapes a `kill $!`): without a SIGKILL
+  // it would go on using the resource after the lease is released.
+  const pidFile = `${builder.dir}/job.pid`;
+  let job: number | undefined;
+  const p = new Proc([
+    "client.ts",
+    "r",
+    "1",
+    "60",
+    "--",
+    "sh",
+    "-c",
+    `sh -c 'trap "" TERM; while :; do sleep 0.05; done' >/dev/null 2>&1 & echo $! > "$1"; ` +
+    "echo ready; wait",
+    "sh",
+    pidFile,
+  ], { env });
+  try {
+    await p.stdout.wait(/ready/);
+    job = await pidIn(pidFile);
+    p.kill("SIGTERM");
+    const got = await p.finished();
+    assert.equal(got.code, 143, got.stderr);
+    // It ignores SIGTERM: only the launcher's SIGKILL ends it.
+    await waitFor(
+      `the background job (pid ${job}) to be gone`,
+      async () => !(await running(job!)),
+    );
+  } finally {
+    await p.stop();
+    reap(job);
+  }
+  await waitFor(
+    "the lease to be released",
+    async () => (await server.resource("r")).allocated === 0,
+  );
+});

@@ -72,6 +72,8 @@ class SignalRelay implements Disposable {
   #handlers: [Forwarded, () => void][] = [];
   /** The first signal received, if any. */
   received: Forwarded | undefined;
+  /** Whether a signal was passed on to the child's process group. */
+  relayed = false;
   readonly aborted = new AbortController();
 
   constructor() {
@@ -79,6 +81,7 @@ class SignalRelay implements Disposable {
       const handler = () => {
         this.received ??= sig;
         if (this.#child) {
+          this.relayed = true;
           signalGroup(this.#child, sig);
         } else {
           this.aborted.abort(new Error(`received ${sig}`));
@@ -299,9 +302,10 @@ export async function launch(
   try {
     const status = await child.status;
     exited = true;
-    // The command had its grace and is gone; what it left behind in its
-    // group would go on using the resource with no lease: kill it now.
-    if (killing) signalGroup(child, "SIGKILL");
+    // The command was told to stop (its lease ended, or a signal was passed
+    // on) and is gone; what it left behind in its group would go on using
+    // the resource with no lease: kill it now, before the lease is released.
+    if (killing || relay.relayed) signalGroup(child, "SIGKILL");
     return status.code;
   } finally {
     cancelLocalEnd();

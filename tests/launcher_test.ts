@@ -345,6 +345,49 @@ function reap(pid: number | undefined): void {
   }
 }
 
+/**
+ * Runs `sh -c SCRIPT` under the launcher (SCRIPT writes its background
+ * job's pid to "$1" and prints "ready"), sends the launcher SIGTERM as
+ * ctest would, and checks that CMD died of it and that the job is gone.
+ */
+async function sigtermEndsJob(
+  env: Record<string, string>,
+  options: { dir: string; script: string; what: string },
+): Promise<void> {
+  const pidFile = `${options.dir}/job.pid`;
+  await Deno.remove(pidFile).catch(() => {});
+  let job: number | undefined;
+  const p = new Proc(
+    [
+      "client.ts",
+      "r",
+      "1",
+      "60",
+      "--",
+      "sh",
+      "-c",
+      options.script,
+      "sh",
+      pidFile,
+    ],
+    { env },
+  );
+  try {
+    await p.stdout.wait(/ready/);
+    job = await pidIn(pidFile);
+    p.kill("SIGTERM");
+    const got = await p.finished();
+    assert.equal(got.code, 143, got.stderr);
+    await waitFor(
+      `${options.what}: the background job (pid ${job}) to be gone`,
+      async () => !(await running(job!)),
+    );
+  } finally {
+    await p.stop();
+    reap(job);
+  }
+}
+
 Deno.test("launcher --kill-on-expiry stops CMD's whole process group, background jobs included", async () => {
   await using server = await ServerProc.start(["--resources", "r=1"]);
   await using builder = await BuilderProc.start(server);
@@ -413,34 +456,11 @@ Deno.test("launcher forwards signals to CMD's process group, and a terminal's Ct
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
 
   // SIGTERM from ctest: CMD's background job gets it as well.
-  const pidFile = `${builder.dir}/job.pid`;
-  let job: number | undefined;
-  const p = new Proc([
-    "client.ts",
-    "r",
-    "1",
-    "60",
-    "--",
-    "sh",
-    "-c",
-    `sleep 30 >/dev/null 2>&1 & echo $! > "$1"; echo ready; wait`,
-    "sh",
-    pidFile,
-  ], { env });
-  try {
-    await p.stdout.wait(/ready/);
-    job = await pidIn(pidFile);
-    p.kill("SIGTERM");
-    const got = await p.finished();
-    assert.equal(got.code, 143, got.stderr);
-    await waitFor(
-      `the background job (pid ${job}) to be gone`,
-      async () => !(await running(job!)),
-    );
-  } finally {
-    await p.stop();
-    reap(job);
-  }
+  await sigtermEndsJob(env, {
+    dir: builder.dir,
+    script: `sleep 30 >/dev/null 2>&1 & echo $! > "$1"; echo ready; wait`,
+    what: "SIGTERM",
+  });
 
   // Ctrl-C: the terminal signals the launcher's process group, which CMD is
   // no longer in; the launcher relays it, once.
@@ -469,37 +489,15 @@ Deno.test("launcher kills what a relayed signal left behind in CMD's group befor
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
   // CMD dies of SIGTERM, but a job it started ignores it (as a `sleep`
   // forked just before a trap runs escapes a `kill $!`): without a SIGKILL
-  // it would go on using the resource after the lease is released.
-  const pidFile = `${builder.dir}/job.pid`;
-  let job: number | undefined;
-  const p = new Proc([
-    "client.ts",
-    "r",
-    "1",
-    "60",
-    "--",
-    "sh",
-    "-c",
-    `sh -c 'trap "" TERM; while :; do sleep 0.05; done' >/dev/null 2>&1 & echo $! > "$1"; ` +
-    "echo ready; wait",
-    "sh",
-    pidFile,
-  ], { env });
-  try {
-    await p.stdout.wait(/ready/);
-    job = await pidIn(pidFile);
-    p.kill("SIGTERM");
-    const got = await p.finished();
-    assert.equal(got.code, 143, got.stderr);
-    // It ignores SIGTERM: only the launcher's SIGKILL ends it.
-    await waitFor(
-      `the background job (pid ${job}) to be gone`,
-      async () => !(await running(job!)),
-    );
-  } finally {
-    await p.stop();
-    reap(job);
-  }
+  // it would go on using the resource after the lease is released: only
+  // the launcher's SIGKILL ends it.
+  await sigtermEndsJob(env, {
+    dir: builder.dir,
+    script:
+      `sh -c 'trap "" TERM; while :; do sleep 0.05; done' >/dev/null 2>&1 & echo $! > "$1"; ` +
+      "echo ready; wait",
+    what: "a job that ignores SIGTERM",
+  });
   await waitFor(
     "the lease to be released",
     async () => (await server.resource("r")).allocated === 0,

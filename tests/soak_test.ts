@@ -131,10 +131,16 @@ Deno.test(`soak: mixed acquire/release, holder kills and a builder restart leak 
       outcomes.granted >= 10,
       `only ${outcomes.granted} grants: ${JSON.stringify(outcomes)}`,
     );
-    assert.equal(
-      doc.stats.grants,
-      outcomes.granted,
-      "every grant the clients saw, and no other",
+    // Every grant a client saw was counted.  A grant the server made that
+    // no client saw can only be one in flight when its request failed (the
+    // builder killed between the server's grant and its delivery): never
+    // more of those than failed requests.
+    const unseen = doc.stats.grants - outcomes.granted;
+    assert.ok(
+      unseen >= 0 && unseen <= outcomes.failed,
+      `${doc.stats.grants} grants counted, ${outcomes.granted} seen: ${
+        JSON.stringify(outcomes)
+      }`,
     );
   } finally {
     await flaky[Symbol.asyncDispose]();

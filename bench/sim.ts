@@ -10,7 +10,7 @@
 
 import { parseArgs } from "node:util";
 import { Allocator, type Outcome } from "../src/allocator/allocator.ts";
-import { MinHeap } from "../src/allocator/_heap.ts";
+import { MinHeap } from "../src/shared/min_heap.ts";
 import { backfill, fifo, type Policy } from "../src/allocator/policy.ts";
 
 /** What to simulate. */

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { MinHeap } from "./_heap.ts";
+import { MinHeap } from "../shared/min_heap.ts";
 import { fifo, type Policy, reservation } from "./policy.ts";
 import {
   type Entry,

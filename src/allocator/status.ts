@@ -5,7 +5,7 @@
  * @module
  */
 
-import { MinHeap } from "./_heap.ts";
+import { MinHeap } from "../shared/min_heap.ts";
 import type { Resource } from "./_resource.ts";
 import type { ResourceStatus } from "./types.ts";
 

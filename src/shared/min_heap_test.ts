@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MinHeap } from "./_heap.ts";
+import { MinHeap } from "./min_heap.ts";
 
 Deno.test("`MinHeap.retain()` keeps only the accepted entries, still in key order", () => {
   const heap = new MinHeap<number>();

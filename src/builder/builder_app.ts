@@ -22,6 +22,7 @@ import {
 } from "../protocol/protocol.ts";
 import { writeAll } from "../client/lease_client.ts";
 import { isAbstract } from "../shared/socket_path.ts";
+import { Deadlines } from "./deadlines.ts";
 import { listenUnix } from "./socket_listen.ts";
 import {
   openWebSocket,
@@ -76,8 +77,6 @@ interface Client {
   expires: number;
   /** Why the client gave it back, when it said (passed on to the server). */
   reason?: YieldReason;
-  /** Ends the lease at `expires`, link up or not. */
-  timer?: ReturnType<typeof setTimeout>;
   writes: Promise<void>;
 }
 
@@ -148,6 +147,13 @@ class BuilderApp {
   /** Fence after this long without a round trip (from the welcome). */
   #fenceMs = 20_000;
   #fenceTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Ends each lease at its end by our clock, link up or not. */
+  #leaseEnds = new Deadlines<Client>({
+    onDue: (client) => this.#endLease(client, "expired"),
+    isLive: (client, at) =>
+      client.state === "granted" && client.expires === at &&
+      this.#clients.get(client.cookie) === client,
+  });
 
   constructor(
     opts: BuilderOptions,
@@ -182,7 +188,7 @@ class BuilderApp {
     clearInterval(this.#beatTimer);
     clearInterval(this.#sweepTimer);
     clearTimeout(this.#fenceTimer);
-    for (const c of this.#clients.values()) clearTimeout(c.timer);
+    this.#leaseEnds.close();
     this.#listener.close();
     await this.#accepting;
     for (const conn of this.#open) closeQuietly(conn);
@@ -355,7 +361,6 @@ class BuilderApp {
   #endLease(client: Client, why: string): void {
     if (this.#clients.get(client.cookie) !== client) return;
     this.#clients.delete(client.cookie);
-    clearTimeout(client.timer);
     this.#log.info(why, { cookie: client.cookie });
     this.#expire(client, {
       schema: SCHEMA,
@@ -394,7 +399,6 @@ class BuilderApp {
       const left = client.expires - now;
       if (left <= 0) {
         this.#clients.delete(client.cookie);
-        clearTimeout(client.timer);
         this.#log.info("expired while the server was away", {
           cookie: client.cookie,
         });
@@ -497,10 +501,7 @@ class BuilderApp {
         : client.request.lease;
       client.expires = Date.now() + seconds * 1000;
       // Ended here at its end, whether or not the server can say so.
-      client.timer = setTimeout(
-        () => this.#endLease(client, "expired"),
-        Math.min(seconds * 1000, 2 ** 31 - 1),
-      );
+      this.#leaseEnds.add(client.expires, client);
       if (this.#logInfo) {
         this.#log.info("granted", { cookie: msg.cookie, amount: msg.amount });
       }
@@ -511,7 +512,6 @@ class BuilderApp {
       this.#expire(client, msg);
     } else if ("error" in msg) {
       this.#clients.delete(client.cookie);
-      clearTimeout(client.timer);
       this.#log.info("refused", { cookie: msg.cookie, error: msg.error });
       this.#reply(client, msg, true);
     } else {
@@ -589,7 +589,6 @@ class BuilderApp {
       if (this.#buffers.length < MAX_SPARE_BUFFERS) this.#buffers.push(buf);
       if (mine && this.#clients.get(mine.cookie) === mine) {
         this.#clients.delete(mine.cookie);
-        clearTimeout(mine.timer);
         if (mine.state !== "pending") this.#yield(mine.cookie, mine.reason);
         if (this.#logInfo) {
           this.#log.info(mine.state === "granted" ? "released" : "withdrawn", {
@@ -697,7 +696,6 @@ class BuilderApp {
       return;
     }
     this.#clients.delete(cookie);
-    clearTimeout(held.timer);
     if (held.state !== "pending") this.#yield(cookie);
     this.#log.info("released by cookie", { cookie });
     closeQuietly(held.conn);
@@ -718,7 +716,6 @@ class BuilderApp {
    */
   #expire(client: Client, msg: ServerMessage): void {
     this.#clients.delete(client.cookie);
-    clearTimeout(client.timer);
     this.#expired.delete(client.cookie);
     this.#expired.set(client.cookie, Date.now());
     if (this.#expired.size > MAX_EXPIRED_REMEMBERED) {

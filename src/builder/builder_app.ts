@@ -77,7 +77,8 @@ interface Client {
   expires: number;
   /** Why the client gave it back, when it said (passed on to the server). */
   reason?: YieldReason;
-  writes: Promise<void>;
+  /** The last write to the client, once there was one: later ones follow it. */
+  writes?: Promise<void>;
 }
 
 /** Starts a builder; resolves once its Unix socket is listening. */
@@ -368,7 +369,9 @@ class BuilderApp {
       expired: true,
     });
     // Only once the holder has been told: then its unit may go to another.
-    client.writes.finally(() => this.#yield(client.cookie));
+    (client.writes ?? Promise.resolve()).finally(() =>
+      this.#yield(client.cookie)
+    );
   }
 
   /** Pings the server, and declares the link dead when it stays silent. */
@@ -660,7 +663,6 @@ class BuilderApp {
       state: "pending",
       sent: false,
       expires: 0,
-      writes: Promise.resolve(),
     };
     this.#clients.set(msg.cookie, client);
     // A new lease under this cookie: a later release is about that one.
@@ -745,14 +747,26 @@ class BuilderApp {
 
   #write(client: Client, text: string, close: boolean): void {
     const bytes = encoder.encode(text + "\n");
-    client.writes = client.writes
-      .then(() => writeAll(client.conn, bytes))
-      .catch(() => {})
-      .finally(() => {
-        if (close) closeQuietly(client.conn);
-      });
+    const conn = client.conn;
+    const previous = client.writes;
+    // The common case, a grant to a fresh client, writes at once: no chain.
+    const sent = previous
+      ? previous.then(() => sendAll(conn, bytes))
+      : sendAll(conn, bytes);
+    client.writes = close
+      ? sent.then(() => closeQuietly(conn), () => closeQuietly(conn))
+      : sent.catch(ignore);
   }
 }
+
+/** Writes all of `bytes`: one write, the usual case, then the rest if any. */
+function sendAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  return conn.write(bytes).then((n) =>
+    n < bytes.length ? writeAll(conn, bytes.subarray(n)) : undefined
+  );
+}
+
+function ignore(): void {}
 
 function closeQuietly(conn: Deno.Conn): void {
   try {

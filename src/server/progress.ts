@@ -1,7 +1,11 @@
 /**
  * Queue progress: pushes each waiting request's position and estimated
- * start to its builder when they change, at most once per interval, and
- * only for the resources that changed.
+ * start to its builder when they change, at most once per interval, only
+ * for the resources that changed, and only for the requests that asked
+ * (`"progress": true`).  The C client never asks; under load, positions
+ * move on every grant, and pushing them to every queued request made up
+ * most of the server's messages (a snapshot of the queue and one message
+ * per queued request, four times a second, that the builder dropped).
  *
  * @module
  */
@@ -24,7 +28,10 @@ export class QueueProgress {
   #opts: QueueProgressOptions;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #dirty = new Set<string>();
-  /** What was last pushed, by owner then cookie. */
+  /**
+   * The requests that asked for progress, by owner then cookie, with what
+   * was last pushed to each ("" before the first push).
+   */
   #last = new Map<string, Map<string, string>>();
   #closed = false;
 
@@ -44,6 +51,18 @@ export class QueueProgress {
     }
   }
 
+  /**
+   * A queued request asked for progress: push it its positions in the
+   * queues of `resnames`, the first soon.
+   */
+  watch(owner: string, cookie: string, resnames: string[]): void {
+    let mine = this.#last.get(owner);
+    if (!mine) this.#last.set(owner, mine = new Map());
+    if (!mine.has(cookie)) mine.set(cookie, "");
+    for (const name of resnames) this.#dirty.add(name);
+    this.arm();
+  }
+
   /** A request is no longer queued: forget what was last pushed for it. */
   forget(owner: string, cookie: string): void {
     // On every grant and release: two lookups, no key string to build.
@@ -59,6 +78,12 @@ export class QueueProgress {
   /** Pushes soon if anything changed. */
   arm(): void {
     if (this.#dirty.size === 0) return;
+    if (this.#last.size === 0) {
+      // Nobody is watching: nothing to push, and nothing to compare with
+      // later (a request that asks gets its first position in full).
+      this.#dirty.clear();
+      return;
+    }
     if (this.#timer !== undefined || this.#closed) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
@@ -117,10 +142,10 @@ export class QueueProgress {
         const sig = `${position}:${
           start === null ? "-" : Math.ceil(start / 1000)
         }`;
-        let mine = this.#last.get(q.owner);
-        if (mine?.get(q.cookie) === sig) continue;
-        if (!mine) this.#last.set(q.owner, mine = new Map());
-        mine.set(q.cookie, sig);
+        const mine = this.#last.get(q.owner);
+        const last = mine?.get(q.cookie);
+        if (last === undefined || last === sig) continue;
+        mine!.set(q.cookie, sig);
         this.#opts.send(q.owner, {
           schema: SCHEMA,
           cookie: q.cookie,

@@ -526,6 +526,12 @@ class ServerApp {
           ? this.#allocator.restore(owner, msg, msg.restore)
           : this.#allocator.request(owner, msg),
       );
+      if (msg.progress) {
+        const queued = this.#allocator.lookup(owner, msg.cookie);
+        if (queued?.state === "queued") {
+          this.#progress.watch(owner, msg.cookie, queued.resnames);
+        }
+      }
       return;
     }
     const held = this.#allocator.lookup(owner, msg.cookie);

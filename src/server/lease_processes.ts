@@ -23,6 +23,8 @@ export class LeaseProcesses {
 
   /** Records a request's tag; a request without one clears an old one. */
   note(owner: string, cookie: string, process: OwnerProcess | undefined): void {
+    // The C client sends no tag: no key string to build while none is kept.
+    if (process === undefined && this.#tags.size === 0) return;
     const key = `${owner}\0${cookie}`;
     if (process) this.#tags.set(key, process);
     else this.#tags.delete(key);
@@ -36,6 +38,7 @@ export class LeaseProcesses {
 
   /** Forgets the tag of a lease that ended. */
   forget(owner: string, cookie: string): void {
+    if (this.#tags.size === 0) return;
     this.#tags.delete(`${owner}\0${cookie}`);
   }
 

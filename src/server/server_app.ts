@@ -357,19 +357,35 @@ class ServerApp {
       this.#reject(conn, "no hello in time");
     }, this.#helloTimeoutMs);
     // Messages are handled one at a time, in order, even though checking a
-    // hello's token is asynchronous.
-    let queue = Promise.resolve();
+    // hello's token is asynchronous: at once while nothing is pending (every
+    // message after the hello, in practice), else queued behind.
+    let queue: Promise<void> | undefined;
+    const handle = (data: string | Uint8Array): Promise<void> | void => {
+      if (socket.readyState !== WebSocket.OPEN) return;
+      if (typeof data !== "string") {
+        this.#reject(conn, "binary frames are not accepted");
+        return;
+      }
+      return this.#receive(conn, data, helloTimer);
+    };
     socket.onmessage = (ev) => {
       conn.lastHeard = this.#now();
       const data = ev.data;
-      queue = queue.then(async () => {
-        if (socket.readyState !== WebSocket.OPEN) return;
-        if (typeof data !== "string") {
-          this.#reject(conn, "binary frames are not accepted");
-          return;
-        }
-        await this.#receive(conn, data, helloTimer);
-      });
+      if (queue === undefined) {
+        const pending = handle(data);
+        if (pending === undefined) return;
+        const mine: Promise<void> = pending.finally(() => {
+          if (queue === mine) queue = undefined;
+        });
+        queue = mine;
+        return;
+      }
+      const mine: Promise<void> = queue.then(() => handle(data)).finally(
+        () => {
+          if (queue === mine) queue = undefined;
+        },
+      );
+      queue = mine;
     };
     socket.onclose = () => {
       clearTimeout(helloTimer);
@@ -468,11 +484,12 @@ class ServerApp {
     this.#routes.changed();
   }
 
-  async #receive(
+  /** Returns a promise only for a hello (its token is checked async). */
+  #receive(
     conn: Session,
     text: string,
     helloTimer: ReturnType<typeof setTimeout>,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
     let msg;
     try {
       msg = parseBuilderMessage(text);
@@ -495,8 +512,7 @@ class ServerApp {
       return;
     }
     if (isHello(msg)) {
-      await this.#hello(conn, msg.hello, helloTimer);
-      return;
+      return this.#hello(conn, msg.hello, helloTimer);
     }
     const owner = conn.owner;
     if (owner === undefined) {

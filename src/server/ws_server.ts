@@ -40,7 +40,8 @@ export async function acceptKey(key: string): Promise<string> {
 /** One accepted WebSocket connection, server side. */
 export class ServerWebSocket {
   readyState: number = WebSocket.OPEN;
-  onmessage: ((ev: MessageEvent) => void) | null = null;
+  /** Called with each message (a plain object: no MessageEvent per message). */
+  onmessage: ((ev: { data: string | Uint8Array }) => void) | null = null;
   onclose: ((ev: CloseEvent) => void) | null = null;
   onerror: ((ev: Event) => void) | null = null;
   #conn: Deno.Conn;
@@ -185,26 +186,33 @@ export class ServerWebSocket {
 
   async #readFrames(initial: Uint8Array): Promise<void> {
     const max = this.#opts.maxMessageBytes;
-    let buf = initial;
+    // Bytes [start, end) of buf are unparsed; reads append at end.  A
+    // frame is unmasked and decoded where it lies: no copy per frame.
+    let buf = new Uint8Array(Math.max(16 * 1024, initial.length));
+    buf.set(initial);
+    let start = 0;
+    let end = initial.length;
     let message: Uint8Array[] = [];
     let messageLength = 0;
     let messageOpcode = 0;
-    const chunk = new Uint8Array(16 * 1024);
     for (;;) {
+      if (end > start) this.#lastHeard = Date.now();
       for (;;) {
-        if (buf.length < 2) break;
-        const fin = (buf[0]! & 0x80) !== 0;
-        const opcode = buf[0]! & 0x0f;
-        const masked = (buf[1]! & 0x80) !== 0;
-        let len = buf[1]! & 0x7f;
+        const avail = end - start;
+        if (avail < 2) break;
+        const b0 = buf[start]!, b1 = buf[start + 1]!;
+        const fin = (b0 & 0x80) !== 0;
+        const opcode = b0 & 0x0f;
+        const masked = (b1 & 0x80) !== 0;
+        let len = b1 & 0x7f;
         let off = 2;
         if (len === 126) {
-          if (buf.length < 4) break;
-          len = (buf[2]! << 8) | buf[3]!;
+          if (avail < 4) break;
+          len = (buf[start + 2]! << 8) | buf[start + 3]!;
           off = 4;
         } else if (len === 127) {
-          if (buf.length < 10) break;
-          const big = new DataView(buf.buffer, buf.byteOffset + 2, 8)
+          if (avail < 10) break;
+          const big = new DataView(buf.buffer, buf.byteOffset + start + 2, 8)
             .getBigUint64(0);
           len = big > BigInt(Number.MAX_SAFE_INTEGER)
             ? Number.MAX_SAFE_INTEGER
@@ -225,12 +233,26 @@ export class ServerWebSocket {
           this.#fail(1009, `message larger than ${max} bytes`);
           return;
         }
-        if (buf.length < off + 4 + len) break;
-        const mask = buf.subarray(off, off + 4);
-        const payload = buf.slice(off + 4, off + 4 + len);
-        for (let i = 0; i < len; i++) payload[i]! ^= mask[i & 3]!;
-        buf = buf.subarray(off + 4 + len);
-        this.#lastHeard = Date.now();
+        if (avail < off + 4 + len) {
+          // Make room for the rest of this frame (at most max + 14 bytes).
+          if (start + off + 4 + len > buf.length) {
+            if (off + 4 + len > buf.length) {
+              const grown = new Uint8Array(
+                Math.max(off + 4 + len, buf.length * 2),
+              );
+              grown.set(buf.subarray(start, end));
+              buf = grown;
+            } else buf.copyWithin(0, start, end);
+            end -= start;
+            start = 0;
+          }
+          break;
+        }
+        const maskAt = start + off;
+        const at = maskAt + 4;
+        for (let i = 0; i < len; i++) buf[at + i]! ^= buf[maskAt + (i & 3)]!;
+        const payload = buf.subarray(at, at + len);
+        start = at + len;
         if (opcode === 0x8) {
           if (this.readyState === WebSocket.OPEN) {
             this.#closeCode = payload.length >= 2
@@ -238,23 +260,29 @@ export class ServerWebSocket {
               : 1005;
             this.#closeReason = safeDecode(payload.subarray(2));
             this.readyState = WebSocket.CLOSING;
-            this.#frame(0x8, payload.subarray(0, 2));
+            this.#frame(0x8, payload.slice(0, 2));
           }
           await this.#writes;
           return;
         }
         if (opcode === 0x9) {
-          this.#frame(0xa, payload);
+          this.#frame(0xa, payload.slice());
           continue;
         }
         if (opcode === 0xa) continue;
         if (opcode !== 0x0) messageOpcode = opcode;
-        message.push(payload);
-        messageLength += len;
-        if (!fin) continue;
-        const whole = message.length === 1 ? message[0]! : concat(message);
-        message = [];
-        messageLength = 0;
+        let whole: Uint8Array;
+        if (fin && message.length === 0) {
+          // The common case: one frame, read where it lies.
+          whole = payload;
+        } else {
+          message.push(payload.slice());
+          messageLength += len;
+          if (!fin) continue;
+          whole = concat(message);
+          message = [];
+          messageLength = 0;
+        }
         if (this.readyState !== WebSocket.OPEN) continue;
         let data: string | Uint8Array = whole;
         if (messageOpcode === 0x1) {
@@ -264,14 +292,18 @@ export class ServerWebSocket {
             this.#fail(1007, "text frame is not valid UTF-8");
             return;
           }
-        }
-        this.onmessage?.(new MessageEvent("message", { data }));
+        } else data = whole.slice();
+        this.onmessage?.({ data });
       }
-      const n = await this.#conn.read(chunk);
+      if (start === end) start = end = 0;
+      else if (end === buf.length) {
+        buf.copyWithin(0, start, end);
+        end -= start;
+        start = 0;
+      }
+      const n = await this.#conn.read(buf.subarray(end));
       if (n === null) return;
-      buf = buf.length === 0
-        ? chunk.slice(0, n)
-        : concat([buf, chunk.subarray(0, n)]);
+      end += n;
     }
   }
 }

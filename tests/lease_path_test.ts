@@ -4,6 +4,7 @@ import {
   cRequest,
   holderPids,
   Proc,
+  RawBuilder,
   RawClient,
   runClient,
   ServerProc,
@@ -254,6 +255,26 @@ Deno.test("an expired lease is freed, the holder exits and the queue advances", 
     "the expired holder to exit",
     async () => (await holderPids("short", builder)).length === 0,
   );
+});
+
+Deno.test("the server expires a short lease granted after a long one at its own end", async () => {
+  // A raw builder never ends a lease itself: only the server's timer can.
+  await using server = await ServerProc.start(["--resources", "r=2"]);
+  await using b = await RawBuilder.connect(server.url, {
+    name: "raw",
+    session: "a-session-of-some-length",
+  });
+  await b.next((m) => m.welcome !== undefined);
+  b.send({ resname: "r", cookie: "long", amount: 1, lease: 600 });
+  await b.next((m) => m.cookie === "long" && m.amount === 1);
+  const t0 = Date.now();
+  b.send({ resname: "r", cookie: "short", amount: 1, lease: 1 });
+  await b.next((m) => m.cookie === "short" && m.amount === 1);
+  await b.next((m) => m.cookie === "short" && m.expired === true, 5_000);
+  const took = Date.now() - t0;
+  assert.ok(took < 4_000, `expired after ${took} ms`);
+  const r = await server.resource("r");
+  assert.deepEqual(r.leases.map((l) => l.cookie), ["long"]);
 });
 
 Deno.test("a client killed while queued leaves no trace", async () => {

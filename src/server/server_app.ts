@@ -638,10 +638,14 @@ class ServerApp {
 
   #armExpiry(): void {
     const at = this.#allocator.nextExpiry();
-    if (at === this.#timerAt) return;
+    // A timer armed for an earlier time stays: it finds nothing due, and
+    // re-arms for what is next then.  The earliest lease is the one most
+    // often released, so re-arming at every change cost a clearTimeout and
+    // a setTimeout per lease under load.
+    if (at === undefined || this.#closing) return;
+    if (this.#timerAt !== undefined && this.#timerAt <= at) return;
     clearTimeout(this.#timer);
     this.#timerAt = at;
-    if (at === undefined || this.#closing) return;
     const delay = Math.min(Math.max(0, at - this.#now()), 2 ** 31 - 1);
     this.#timer = setTimeout(() => {
       this.#timerAt = undefined;

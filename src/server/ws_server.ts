@@ -14,6 +14,9 @@
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
+/** Text is encoded here before it is framed (JavaScript runs one at a time). */
+let scratch = new Uint8Array(4096);
+
 /** Bytes queued for a peer that does not read, before it is dropped. */
 const MAX_UNSENT = 1 << 20;
 
@@ -47,9 +50,10 @@ export class ServerWebSocket {
   #conn: Deno.Conn;
   #opts: ServerWebSocketOptions;
   #writes: Promise<void> = Promise.resolve();
-  /** Frames not yet handed to a write, in order. */
-  #pending: Uint8Array[] = [];
-  #pendingBytes = 0;
+  /** Frames of this turn, written out together; the spare is in flight. */
+  #out = new Uint8Array(4096);
+  #outLength = 0;
+  #spare = new Uint8Array(4096);
   #unsent = 0;
   #lastHeard = Date.now();
   #idleTimer: ReturnType<typeof setInterval> | undefined;
@@ -76,7 +80,12 @@ export class ServerWebSocket {
 
   send(data: string): void {
     if (this.readyState !== WebSocket.OPEN) return;
-    this.#frame(0x1, encoder.encode(data));
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+    if (scratch.length < data.length * 3) {
+      scratch = new Uint8Array(Math.max(data.length * 3, scratch.length * 2));
+    }
+    const { written } = encoder.encodeInto(data, scratch);
+    this.#frame(0x1, scratch.subarray(0, written));
   }
 
   /** Starts the closing handshake; the TCP connection ends within 1 s. */
@@ -111,39 +120,53 @@ export class ServerWebSocket {
     this.#writes.finally(() => this.#drop());
   }
 
+  /** Appends a frame (payload copied now) to this turn's write. */
   #frame(opcode: number, payload: Uint8Array): void {
     const n = payload.length;
     const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
-    const buf = new Uint8Array(head + n);
-    buf[0] = 0x80 | opcode;
-    if (n < 126) buf[1] = n;
-    else if (n < 65536) {
-      buf[1] = 126;
-      buf[2] = n >> 8;
-      buf[3] = n & 0xff;
-    } else {
-      buf[1] = 127;
-      new DataView(buf.buffer).setBigUint64(2, BigInt(n));
-    }
-    buf.set(payload, head);
-    this.#unsent += buf.length;
+    const size = head + n;
+    this.#unsent += size;
     if (this.#unsent > MAX_UNSENT) {
       // A peer that does not read: drop it rather than buffer for ever.
       this.#drop();
       return;
     }
+    if (this.#outLength + size > this.#out.length) {
+      let cap = this.#out.length;
+      while (cap < this.#outLength + size) cap *= 2;
+      const grown = new Uint8Array(cap);
+      grown.set(this.#out.subarray(0, this.#outLength));
+      this.#out = grown;
+    }
+    const out = this.#out;
+    const at = this.#outLength;
+    out[at] = 0x80 | opcode;
+    if (n < 126) out[at + 1] = n;
+    else if (n < 65536) {
+      out[at + 1] = 126;
+      out[at + 2] = n >> 8;
+      out[at + 3] = n & 0xff;
+    } else {
+      out[at + 1] = 127;
+      new DataView(out.buffer, at + 2, 8).setBigUint64(0, BigInt(n));
+    }
+    out.set(payload, at + head);
+    const first = this.#outLength === 0;
+    this.#outLength += size;
     // Frames of one turn go out in one write: one segment, one wake-up of
     // the builder, and no frame waiting behind an unacknowledged one.
-    this.#pending.push(buf);
-    this.#pendingBytes += buf.length;
-    if (this.#pending.length > 1) return;
+    if (!first) return;
     const conn = this.#conn;
     this.#writes = this.#writes.then(async () => {
-      const all = joinFrames(this.#pending, this.#pendingBytes);
-      this.#pending = [];
-      this.#pendingBytes = 0;
-      let at = 0;
-      while (at < all.length) at += await conn.write(all.subarray(at));
+      // New frames go to the spare while this buffer is being written; the
+      // spare is free, as the write before this one has completed.
+      const full = this.#out;
+      const all = full.subarray(0, this.#outLength);
+      this.#out = this.#spare;
+      this.#spare = full;
+      this.#outLength = 0;
+      let done = 0;
+      while (done < all.length) done += await conn.write(all.subarray(done));
       this.#unsent -= all.length;
     }).catch(() => this.#drop());
   }
@@ -333,18 +356,6 @@ function concat(parts: Uint8Array[]): Uint8Array {
   for (const p of parts) {
     out.set(p, at);
     at += p.length;
-  }
-  return out;
-}
-
-/** Joins frames with one allocation. */
-function joinFrames(frames: Uint8Array[], length: number): Uint8Array {
-  if (frames.length === 1) return frames[0]!;
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const f of frames) {
-    out.set(f, at);
-    at += f.length;
   }
   return out;
 }

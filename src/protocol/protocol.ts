@@ -438,35 +438,37 @@ function requestOrYield(
     );
   }
   const lease = positiveInt(obj, "lease", cookie);
-  const extra = {
-    ...(priority !== undefined && { priority }),
-    ...(obj.process !== undefined &&
-      { process: ownerProcess(obj.process, cookie) }),
-    ...(obj.progress === true && { progress: true as const }),
-    ...(obj.restore !== undefined &&
-      { restore: obj.restore as "lease" | "queued" }),
-  };
+  let out: RequestMessage;
   if (obj.resources !== undefined) {
     const resources = resourceList(obj.resources, cookie);
     const first = resources[0]!;
-    return {
+    out = {
       schema: SCHEMA,
       resname: first.resname,
       cookie,
       amount: first.amount,
       lease,
       resources,
-      ...extra,
+    };
+  } else {
+    out = {
+      schema: SCHEMA,
+      resname: resourceName(obj.resname, cookie),
+      cookie,
+      amount: positiveInt(obj, "amount", cookie),
+      lease,
     };
   }
-  return {
-    schema: SCHEMA,
-    resname: resourceName(obj.resname, cookie),
-    cookie,
-    amount: positiveInt(obj, "amount", cookie),
-    lease,
-    ...extra,
-  };
+  // Assigned, not spread: this runs for every request on both sides.
+  if (priority !== undefined) out.priority = priority;
+  if (obj.process !== undefined) {
+    out.process = ownerProcess(obj.process, cookie);
+  }
+  if (obj.progress === true) out.progress = true;
+  if (obj.restore !== undefined) {
+    out.restore = obj.restore as "lease" | "queued";
+  }
+  return out;
 }
 
 /** Validates one message from a `sai-resource` client. */

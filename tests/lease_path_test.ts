@@ -404,8 +404,24 @@ Deno.test("bad input on the Unix socket gets an error and disturbs no other clie
   }
   // The good client still holds its lease and nothing leaked.
   assert.equal(good.closed, false);
-  const res = await server.resource("r");
+  let res = await server.resource("r");
   assert.equal(res.allocated, 1);
+  assert.equal(res.queuedRequests, 0);
+  assert.deepEqual(res.leases.map((l) => l.cookie), ["good"]);
+  // And a request after all that, whole or in two reads, is served.
+  for (const parts of [[cRequest("r", "after", 1, 60)], ["{", "}"]]) {
+    await using c = await RawClient.connect(builder.socket);
+    for (const part of parts) await c.send(part);
+    if (parts.length === 1) {
+      await c.until((t) => t.includes('"amount":1'));
+      continue;
+    }
+    assert.match(JSON.parse(await c.closedByPeer()).error, /"schema" must be/);
+  }
+  res = await waitFor("the later lease to be released", async () => {
+    const r = await server.resource("r");
+    return r.allocated === 1 ? r : undefined;
+  });
   assert.equal(res.queuedRequests, 0);
   assert.deepEqual(res.leases.map((l) => l.cookie), ["good"]);
 });

@@ -97,6 +97,18 @@ export async function startBuilder(
 
 const encoder = new TextEncoder();
 
+/**
+ * A client connection's read buffer: a request is a few hundred bytes at
+ * most in practice, and longer ones are read in parts.
+ */
+const READ_BUFFER_BYTES = 1024;
+
+/** A write buffer of the pool: a grant with a cookie of 255 characters fits. */
+const WRITE_BUFFER_BYTES = 1024;
+
+/** Splits reads that hold whole objects, for any connection (see below). */
+let shared = new JsonObjectSplitter();
+
 /** How many read buffers of closed client connections are kept for reuse. */
 const MAX_SPARE_BUFFERS = 1024;
 
@@ -133,6 +145,8 @@ class BuilderApp {
   #sweepTimer: ReturnType<typeof setInterval> | undefined;
   /** Read buffers of closed connections, for the next ones. */
   #buffers: Uint8Array<ArrayBuffer>[] = [];
+  /** Buffers grants are encoded into, between writes. */
+  #writeBuffers: Uint8Array<ArrayBuffer>[] = [];
   /** Whether info events are written: their fields are built only then. */
   #logInfo: boolean;
   #beatMs = 0;
@@ -440,7 +454,11 @@ class BuilderApp {
 
   #yield(cookie: string, reason?: YieldReason): void {
     this.#toServer(
-      encode({ schema: SCHEMA, cookie, ...(reason && { reason }) }),
+      encode(
+        reason === undefined
+          ? { schema: SCHEMA, cookie }
+          : { schema: SCHEMA, cookie, reason },
+      ),
     );
   }
 
@@ -558,8 +576,10 @@ class BuilderApp {
   }
 
   async #serveClient(conn: Deno.UnixConn): Promise<void> {
-    const splitter = new JsonObjectSplitter();
-    const buf = this.#buffers.pop() ?? new Uint8Array(4096);
+    // The shared splitter, until a read leaves part of an object in it:
+    // nearly every request arrives whole in one read.
+    let splitter: JsonObjectSplitter | undefined;
+    const buf = this.#buffers.pop() ?? new Uint8Array(READ_BUFFER_BYTES);
     let mine: Client | undefined;
     this.#awaiting.set(conn, Date.now() + this.#requestTimeoutMs);
     try {
@@ -573,8 +593,17 @@ class BuilderApp {
         if (n === null) break;
         let texts: string[];
         try {
-          texts = splitter.push(buf.subarray(0, n));
+          if (splitter) texts = splitter.push(buf.subarray(0, n));
+          else {
+            texts = shared.push(buf.subarray(0, n));
+            if (shared.partial) {
+              splitter = shared;
+              shared = new JsonObjectSplitter();
+            }
+          }
         } catch (err) {
+          // A splitter is unusable after an error: the shared one too.
+          if (!splitter) shared = new JsonObjectSplitter();
           if (!(err instanceof ProtocolError)) throw err;
           this.#refuseAndClose(conn, mine?.cookie ?? "", err.message);
           break;
@@ -746,13 +775,35 @@ class BuilderApp {
   }
 
   #write(client: Client, text: string, close: boolean): void {
-    const bytes = encoder.encode(text + "\n");
     const conn = client.conn;
+    // Encoded into a pooled buffer, back in the pool once written: a new
+    // array per grant (TextEncoder.encode) cost about 0.6 us.
+    let pooled = this.#writeBuffers.pop();
+    let bytes: Uint8Array;
+    if (text.length * 3 < WRITE_BUFFER_BYTES) {
+      pooled ??= new Uint8Array(WRITE_BUFFER_BYTES);
+      const { written } = encoder.encodeInto(text, pooled);
+      pooled[written] = 0x0a;
+      bytes = pooled.subarray(0, written + 1);
+    } else {
+      if (pooled) this.#writeBuffers.push(pooled);
+      pooled = undefined;
+      bytes = encoder.encode(text + "\n");
+    }
     const previous = client.writes;
     // The common case, a grant to a fresh client, writes at once: no chain.
-    const sent = previous
+    let sent = previous
       ? previous.then(() => sendAll(conn, bytes))
       : sendAll(conn, bytes);
+    if (pooled) {
+      const spare = pooled;
+      const free = () => {
+        if (this.#writeBuffers.length < MAX_SPARE_BUFFERS) {
+          this.#writeBuffers.push(spare);
+        }
+      };
+      sent = sent.finally(free);
+    }
     client.writes = close
       ? sent.then(() => closeQuietly(conn), () => closeQuietly(conn))
       : sent.catch(ignore);

@@ -12,6 +12,7 @@
  * @module
  */
 
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { BuilderProc, Lines, ServerProc, waitFor } from "../tests/_harness.ts";
 import { makeCertificates } from "../tests/_certs.ts";
@@ -28,6 +29,8 @@ export interface Throughput {
   p50: number;
   p99: number;
   max: number;
+  /** CPU of this process (the load generator) per cycle, µs. */
+  clientCpu: number;
 }
 
 /** Figures of one wake-latency run, ms. */
@@ -92,6 +95,7 @@ async function loop(
 ): Promise<Throughput> {
   const latencies: number[] = [];
   const end = performance.now() + seconds * 1000;
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async (_, w) => {
@@ -101,10 +105,12 @@ async function loop(
     }),
   );
   const elapsed = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
   return {
     cycles: latencies.length,
     perSecond: latencies.length / elapsed,
     ...stats(latencies),
+    clientCpu: (cpu.user + cpu.system) / latencies.length,
   };
 }
 
@@ -400,7 +406,9 @@ export async function main(args: string[]): Promise<void> {
   const budget = 32;
   const tputRows: Row[] = [];
   const wakeRows: Row[] = [];
-  const notes: string[] = [];
+  const notes: string[] = [
+    "clients' CPU: this bench process, which runs every client (for redis, ioredis too); builder and server CPU from /proc. On a machine of C cores a row can reach at most C / (the sum of its CPU columns) cycles/s.",
+  ];
   const serverArgs = [
     "--resources",
     `r=${budget},w=1`,
@@ -443,6 +451,7 @@ export async function main(args: string[]): Promise<void> {
             t.p50,
             t.p99,
             t.max,
+            t.clientCpu.toFixed(1),
             ...cpu,
             t.cycles,
           ],
@@ -508,6 +517,7 @@ export async function main(args: string[]): Promise<void> {
       "grant p50 ms",
       "grant p99 ms",
       "grant max ms",
+      "clients' CPU µs/cycle",
       "builder CPU µs/cycle",
       "server CPU µs/cycle",
       "cycles",

@@ -343,16 +343,22 @@ export class Allocator {
   }
 
   /**
-   * Ends a lease or withdraws a queued request.  Returns what it was, and
-   * the grants that the freed amount allowed.
+   * Ends a lease or withdraws a queued request.  Returns what it was (with
+   * when the lease was to end, 0 for a queued request), and the grants
+   * that the freed amount allowed.
    */
   release(
     owner: string,
     cookie: string,
-  ): { found: "lease" | "queued" | null; outcomes: Outcome[] } {
+  ): {
+    found: "lease" | "queued" | null;
+    expires: number;
+    outcomes: Outcome[];
+  } {
     const entry = this.#owners.get(owner)?.get(cookie);
-    if (!entry) return { found: null, outcomes: [] };
+    if (!entry) return { found: null, expires: 0, outcomes: [] };
     const found = entry.state === "leased" ? "lease" : "queued";
+    const expires = found === "lease" ? entry.expires : 0;
     // Withdrawing a single-resource request from behind a single-resource
     // head frees nothing and moves no reservation: that head does not fit,
     // so nothing behind it could start before and nothing can now.  (A
@@ -362,8 +368,12 @@ export class Allocator {
     const inert = found === "queued" && entry.parts.length === 1 &&
       head !== part && head !== null && head.entry.parts.length === 1;
     this.#remove(entry);
-    if (inert) return { found, outcomes: [] };
-    return { found, outcomes: this.#schedule(resourcesTouched(entry), []) };
+    if (inert) return { found, expires, outcomes: [] };
+    return {
+      found,
+      expires,
+      outcomes: this.#schedule(resourcesTouched(entry), []),
+    };
   }
 
   /** Ends everything an owner holds or waits for (its connection closed). */

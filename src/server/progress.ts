@@ -41,7 +41,14 @@ export class QueueProgress {
 
   /** A resource's queue may have moved. */
   touch(resname: string): void {
+    // Nobody watches: nothing to push (watch() marks its own resources).
+    if (this.#last.size === 0) return;
     this.#dirty.add(resname);
+  }
+
+  /** Whether any queued request asked for progress. */
+  get watching(): boolean {
+    return this.#last.size > 0;
   }
 
   /** Every resource's queue may have moved. */

@@ -550,12 +550,17 @@ class ServerApp {
       }
       return;
     }
-    const held = this.#allocator.lookup(owner, msg.cookie);
-    for (const name of held?.resnames ?? []) this.#progress.touch(name);
-    const { found, outcomes } = this.#allocator.release(owner, msg.cookie);
+    if (this.#progress.watching) {
+      const held = this.#allocator.lookup(owner, msg.cookie);
+      for (const name of held?.resnames ?? []) this.#progress.touch(name);
+    }
+    const { found, expires, outcomes } = this.#allocator.release(
+      owner,
+      msg.cookie,
+    );
     // A yield at or after the lease's end is the builder ending it by its
     // own clock, inside the expiry margin: an expiry, not a release.
-    const ran = found === "lease" && held!.expires <= this.#now();
+    const ran = found === "lease" && expires <= this.#now();
     if (found === "lease" && !ran) this.#stats.releases++;
     if (found === "lease" && !ran && msg.reason === "owner gone") {
       this.#stats.ownerGone++;

@@ -28,7 +28,8 @@ const decoder = new TextDecoder();
 export interface WebSocketLike {
   readonly readyState: number;
   onopen: ((ev: Event) => void) | null;
-  onmessage: ((ev: MessageEvent) => void) | null;
+  /** Called with each text message (a plain object, not a MessageEvent). */
+  onmessage: ((ev: { data: string }) => void) | null;
   onerror: ((ev: Event) => void) | null;
   onclose: ((ev: CloseEvent) => void) | null;
   send(data: string): void;
@@ -101,7 +102,7 @@ function ensureScratch(n: number): void {
 class NoDelayWebSocket implements WebSocketLike {
   readyState: number = WebSocket.CONNECTING;
   onopen: ((ev: Event) => void) | null = null;
-  onmessage: ((ev: MessageEvent) => void) | null = null;
+  onmessage: ((ev: { data: string }) => void) | null = null;
   onerror: ((ev: Event) => void) | null = null;
   onclose: ((ev: CloseEvent) => void) | null = null;
   #conn: Deno.Conn | undefined;
@@ -369,9 +370,7 @@ class NoDelayWebSocket implements WebSocketLike {
           // The common case: one frame, decoded where it lies.
           // Binary frames arrive as text here too; the server sends none.
           delivered = true;
-          this.onmessage?.(
-            new MessageEvent("message", { data: decoder.decode(payload) }),
-          );
+          this.onmessage?.({ data: decoder.decode(payload) });
           continue;
         }
         message.push(payload.slice());
@@ -382,9 +381,7 @@ class NoDelayWebSocket implements WebSocketLike {
         message = [];
         messageLength = 0;
         delivered = true;
-        this.onmessage?.(
-          new MessageEvent("message", { data: decoder.decode(whole) }),
-        );
+        this.onmessage?.({ data: decoder.decode(whole) });
       }
       // A server with Nagle's algorithm on (Deno.serve over TLS, and Deno's
       // own listeners, set no TCP_NODELAY on what they accept) holds its

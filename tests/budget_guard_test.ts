@@ -18,6 +18,7 @@ import {
   runArgs,
   runClient,
   ServerProc,
+  uniq,
   waitFor,
 } from "./_harness.ts";
 import { FaultProxy } from "./_proxy.ts";
@@ -401,6 +402,9 @@ Deno.test("the builder refuses a socket directory other users can write", async 
 Deno.test("the builder backs off on accept errors (EMFILE) and logs them once a second", async () => {
   await using server = await ServerProc.start(["--resources", "r=1"]);
   const dir = await Deno.makeTempDir({ prefix: "sai-emfile-" });
+  // Unique: killHolders() below reaches every holder on the machine whose
+  // command line names it, another test run's too.
+  const cookie = uniq("after-emfile");
   // Few descriptors: a few dozen connections exhaust them.
   const child = new Deno.Command("prlimit", {
     args: [
@@ -436,7 +440,7 @@ Deno.test("the builder backs off on accept errors (EMFILE) and logs them once a 
     const lines = stderr.text.match(/accept failed/g) ?? [];
     assert.ok(lines.length <= 3, `${lines.length} lines`);
     for (const c of conns.splice(0)) c.close();
-    const got = await runClient(["r", "1", "30", "after-emfile"], {
+    const got = await runClient(["r", "1", "30", cookie], {
       SAI_BUILDER_RESOURCE_PROXY: `${dir}/b.sock`,
     });
     assert.equal(got.code, 0, got.stderr);
@@ -445,7 +449,7 @@ Deno.test("the builder backs off on accept errors (EMFILE) and logs them once a 
     child.kill("SIGKILL");
     await child.status;
     await Promise.all([stdout.done, stderr.done]);
-    await killHolders("after-emfile");
+    await killHolders(cookie);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });

@@ -19,6 +19,13 @@
  * @module
  */
 
+import {
+  FrameBatch,
+  newFrameHeader,
+  readFrameHeader,
+  roomFor,
+} from "../shared/ws_frames.ts";
+
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_MESSAGE = 1 << 20;
 const encoder = new TextEncoder();
@@ -107,10 +114,7 @@ class NoDelayWebSocket implements WebSocketLike {
   onclose: ((ev: CloseEvent) => void) | null = null;
   #conn: Deno.Conn | undefined;
   #writes: Promise<void> = Promise.resolve();
-  /** Frames of this turn, written out together; the spare is in flight. */
-  #out = new Uint8Array(4096);
-  #outLength = 0;
-  #spare = new Uint8Array(4096);
+  #batch = new FrameBatch();
   #closeCode = 1006;
   #closeReason = "";
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -151,56 +155,18 @@ class NoDelayWebSocket implements WebSocketLike {
   #frame(opcode: number, n: number): void {
     const conn = this.#conn;
     if (!conn) return;
-    const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
-    const size = head + 4 + n;
-    if (this.#outLength + size > this.#out.length) {
-      let cap = this.#out.length;
-      while (cap < this.#outLength + size) cap *= 2;
-      const grown = new Uint8Array(cap);
-      grown.set(this.#out.subarray(0, this.#outLength));
-      this.#out = grown;
-    }
-    const out = this.#out;
-    let at = this.#outLength;
-    out[at] = 0x80 | opcode;
-    if (n < 126) out[at + 1] = 0x80 | n;
-    else if (n < 65536) {
-      out[at + 1] = 0x80 | 126;
-      out[at + 2] = n >> 8;
-      out[at + 3] = n & 0xff;
-    } else {
-      out[at + 1] = 0x80 | 127;
-      out[at + 2] =
-        out[at + 3] =
-        out[at + 4] =
-        out[at + 5] =
-          0;
-      out[at + 6] = n >>> 24;
-      out[at + 7] = (n >> 16) & 0xff;
-      out[at + 8] = (n >> 8) & 0xff;
-      out[at + 9] = n & 0xff;
-    }
-    at += head;
     const mask = nextMask();
     maskWord[0] = mask;
-    out.set(maskBytes, at);
     maskInScratch(n, mask);
-    out.set(scratch.subarray(0, n), at + 4);
-    const first = this.#outLength === 0;
-    this.#outLength += size;
     // Frames sent in the same turn go out in one write: under load that is
     // one syscall for many grants' worth of releases.
-    if (first) this.#writes = this.#writes.then(() => this.#flush(conn));
+    if (this.#batch.append(opcode, scratch.subarray(0, n), maskBytes)) {
+      this.#writes = this.#writes.then(() => this.#flush(conn));
+    }
   }
 
   async #flush(conn: Deno.Conn): Promise<void> {
-    // New frames go to the spare while this buffer is being written; the
-    // spare is free, as the write before this one has completed.
-    const full = this.#out;
-    const all = full.subarray(0, this.#outLength);
-    this.#out = this.#spare;
-    this.#spare = full;
-    this.#outLength = 0;
+    const all = this.#batch.take();
     try {
       let at = 0;
       while (at < all.length) at += await conn.write(all.subarray(at));
@@ -305,50 +271,29 @@ class NoDelayWebSocket implements WebSocketLike {
     let end = initial.length;
     let message: Uint8Array[] = [];
     let messageLength = 0;
+    const header = newFrameHeader();
     for (;;) {
       let delivered = false;
       // Parse every complete frame in the buffer.
       for (;;) {
-        const avail = end - start;
-        if (avail < 2) break;
-        const b0 = buf[start]!, b1 = buf[start + 1]!;
-        const fin = (b0 & 0x80) !== 0;
-        const opcode = b0 & 0x0f;
-        const masked = (b1 & 0x80) !== 0;
-        let len = b1 & 0x7f;
-        let off = 2;
-        if (len === 126) {
-          if (avail < 4) break;
-          len = (buf[start + 2]! << 8) | buf[start + 3]!;
-          off = 4;
-        } else if (len === 127) {
-          if (avail < 10) break;
-          const big = new DataView(buf.buffer, start + 2, 8).getBigUint64(0);
-          if (big > BigInt(MAX_MESSAGE)) throw new Error("frame too large");
-          len = Number(big);
-          off = 10;
-        }
+        if (!readFrameHeader(buf, start, end, header)) break;
+        const { fin, opcode, masked, length: len, size } = header;
         if (len > MAX_MESSAGE) throw new Error("frame too large");
-        const maskAt = start + off;
-        if (masked) off += 4;
-        if (avail < off + len) {
+        if (end - start < size + len) {
           // Make room for the rest of this frame.
-          if (start + off + len > buf.length) {
-            if (off + len > buf.length) {
-              const grown = new Uint8Array(Math.max(off + len, buf.length * 2));
-              grown.set(buf.subarray(start, end));
-              buf = grown;
-            } else buf.copyWithin(0, start, end);
+          if (start + size + len > buf.length) {
+            buf = roomFor(buf, start, end, size + len);
             end -= start;
             start = 0;
           }
           break;
         }
-        const payload = buf.subarray(start + off, start + off + len);
+        const payload = buf.subarray(start + size, start + size + len);
         if (masked) {
+          const maskAt = start + size - 4;
           for (let i = 0; i < len; i++) payload[i]! ^= buf[maskAt + (i & 3)]!;
         }
-        start += off + len;
+        start += size + len;
         if (opcode === 0x8) {
           this.#closeCode = payload.length >= 2
             ? (payload[0]! << 8) | payload[1]!
@@ -390,7 +335,7 @@ class NoDelayWebSocket implements WebSocketLike {
       // unsolicited pong (RFC 6455, 5.5.3) carries the ACK at once; when we
       // answered in this turn anyway, our frames carry it.
       if (
-        delivered && this.#outLength === 0 &&
+        delivered && this.#batch.empty &&
         this.readyState === WebSocket.OPEN
       ) this.#frame(0xa, 0);
       if (start === end) start = end = 0;

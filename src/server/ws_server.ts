@@ -11,6 +11,14 @@
  * @module
  */
 
+import {
+  FrameBatch,
+  frameSize,
+  newFrameHeader,
+  readFrameHeader,
+  roomFor,
+} from "../shared/ws_frames.ts";
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -50,10 +58,7 @@ export class ServerWebSocket {
   #conn: Deno.Conn;
   #opts: ServerWebSocketOptions;
   #writes: Promise<void> = Promise.resolve();
-  /** Frames of this turn, written out together; the spare is in flight. */
-  #out = new Uint8Array(4096);
-  #outLength = 0;
-  #spare = new Uint8Array(4096);
+  #batch = new FrameBatch();
   #unsent = 0;
   #lastHeard = Date.now();
   #idleTimer: ReturnType<typeof setInterval> | undefined;
@@ -122,49 +127,18 @@ export class ServerWebSocket {
 
   /** Appends a frame (payload copied now) to this turn's write. */
   #frame(opcode: number, payload: Uint8Array): void {
-    const n = payload.length;
-    const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
-    const size = head + n;
-    this.#unsent += size;
+    this.#unsent += frameSize(payload.length, false);
     if (this.#unsent > MAX_UNSENT) {
       // A peer that does not read: drop it rather than buffer for ever.
       this.#drop();
       return;
     }
-    if (this.#outLength + size > this.#out.length) {
-      let cap = this.#out.length;
-      while (cap < this.#outLength + size) cap *= 2;
-      const grown = new Uint8Array(cap);
-      grown.set(this.#out.subarray(0, this.#outLength));
-      this.#out = grown;
-    }
-    const out = this.#out;
-    const at = this.#outLength;
-    out[at] = 0x80 | opcode;
-    if (n < 126) out[at + 1] = n;
-    else if (n < 65536) {
-      out[at + 1] = 126;
-      out[at + 2] = n >> 8;
-      out[at + 3] = n & 0xff;
-    } else {
-      out[at + 1] = 127;
-      new DataView(out.buffer, at + 2, 8).setBigUint64(0, BigInt(n));
-    }
-    out.set(payload, at + head);
-    const first = this.#outLength === 0;
-    this.#outLength += size;
     // Frames of one turn go out in one write: one segment, one wake-up of
     // the builder, and no frame waiting behind an unacknowledged one.
-    if (!first) return;
+    if (!this.#batch.append(opcode, payload)) return;
     const conn = this.#conn;
     this.#writes = this.#writes.then(async () => {
-      // New frames go to the spare while this buffer is being written; the
-      // spare is free, as the write before this one has completed.
-      const full = this.#out;
-      const all = full.subarray(0, this.#outLength);
-      this.#out = this.#spare;
-      this.#spare = full;
-      this.#outLength = 0;
+      const all = this.#batch.take();
       let done = 0;
       while (done < all.length) done += await conn.write(all.subarray(done));
       this.#unsent -= all.length;
@@ -218,30 +192,12 @@ export class ServerWebSocket {
     let message: Uint8Array[] = [];
     let messageLength = 0;
     let messageOpcode = 0;
+    const header = newFrameHeader();
     for (;;) {
       if (end > start) this.#lastHeard = Date.now();
       for (;;) {
-        const avail = end - start;
-        if (avail < 2) break;
-        const b0 = buf[start]!, b1 = buf[start + 1]!;
-        const fin = (b0 & 0x80) !== 0;
-        const opcode = b0 & 0x0f;
-        const masked = (b1 & 0x80) !== 0;
-        let len = b1 & 0x7f;
-        let off = 2;
-        if (len === 126) {
-          if (avail < 4) break;
-          len = (buf[start + 2]! << 8) | buf[start + 3]!;
-          off = 4;
-        } else if (len === 127) {
-          if (avail < 10) break;
-          const big = new DataView(buf.buffer, buf.byteOffset + start + 2, 8)
-            .getBigUint64(0);
-          len = big > BigInt(Number.MAX_SAFE_INTEGER)
-            ? Number.MAX_SAFE_INTEGER
-            : Number(big);
-          off = 10;
-        }
+        if (!readFrameHeader(buf, start, end, header)) break;
+        const { fin, opcode, masked, length: len, size } = header;
         // Decided at the header, before a byte of the payload is read.
         const control = opcode >= 0x8;
         if ((control && (len > 125 || !fin)) || len > max) {
@@ -256,23 +212,17 @@ export class ServerWebSocket {
           this.#fail(1009, `message larger than ${max} bytes`);
           return;
         }
-        if (avail < off + 4 + len) {
+        if (end - start < size + len) {
           // Make room for the rest of this frame (at most max + 14 bytes).
-          if (start + off + 4 + len > buf.length) {
-            if (off + 4 + len > buf.length) {
-              const grown = new Uint8Array(
-                Math.max(off + 4 + len, buf.length * 2),
-              );
-              grown.set(buf.subarray(start, end));
-              buf = grown;
-            } else buf.copyWithin(0, start, end);
+          if (start + size + len > buf.length) {
+            buf = roomFor(buf, start, end, size + len);
             end -= start;
             start = 0;
           }
           break;
         }
-        const maskAt = start + off;
-        const at = maskAt + 4;
+        const at = start + size;
+        const maskAt = at - 4;
         for (let i = 0; i < len; i++) buf[at + i]! ^= buf[maskAt + (i & 3)]!;
         const payload = buf.subarray(at, at + len);
         start = at + len;

@@ -1,8 +1,9 @@
 /**
- * The builder shell: one WebSocket to the server, and a Unix socket that
- * `sai-resource` clients (ours or the C one) connect to.  It forwards each
- * client's request, routes answers back by cookie, and yields a client's
- * lease or queued request the moment its connection closes.
+ * The builder shell: a Unix socket that `sai-resource` clients (ours or the
+ * C one) connect to, and one link to the server (`server_link.ts`).  It
+ * forwards each client's request, routes answers back by cookie, ends each
+ * lease at its end by its own clock, and yields a client's lease or queued
+ * request the moment its connection closes.
  *
  * @module
  */
@@ -13,7 +14,6 @@ import {
   encode,
   isRequest,
   parseClientMessage,
-  parseServerMessage,
   ProtocolError,
   type RequestMessage,
   SCHEMA,
@@ -23,12 +23,8 @@ import {
 import { writeAll } from "../client/lease_client.ts";
 import { isAbstract } from "../shared/socket_path.ts";
 import { Deadlines } from "./deadlines.ts";
+import { type LeaseMessage, ServerLink } from "./server_link.ts";
 import { listenUnix } from "./socket_listen.ts";
-import {
-  openWebSocket,
-  type WebSocketLike,
-  type WebSocketOptions,
-} from "./ws_client.ts";
 
 /** Options for {@linkcode startBuilder}. */
 export interface BuilderOptions {
@@ -123,19 +119,9 @@ class BuilderApp {
   /** Cookies whose lease expired, newest last, with when (epoch ms). */
   #expired = new Map<string, number>();
   #open = new Set<Deno.UnixConn>();
-  #ws: WebSocketLike | undefined;
-  #up = false;
-  #welcomed = false;
+  #link: ServerLink;
   #stopping = false;
-  #attempt = 0;
-  #retryTimer: ReturnType<typeof setTimeout> | undefined;
-  #connected = Promise.withResolvers<void>();
   #accepting: Promise<void> | undefined;
-  #session = crypto.randomUUID();
-  #lastHeard = 0;
-  #pings = 0;
-  #heartbeatMs: number;
-  #beatTimer: ReturnType<typeof setInterval> | undefined;
   /**
    * Connections yet to send their request, with their deadline (epoch ms):
    * one sweep for all instead of a timer per connection.
@@ -149,19 +135,6 @@ class BuilderApp {
   #writeBuffers: Uint8Array<ArrayBuffer>[] = [];
   /** Whether info events are written: their fields are built only then. */
   #logInfo: boolean;
-  #beatMs = 0;
-  /**
-   * When the last confirmed round trip with the server began, by our
-   * clock: the send time of the last ping answered, or of the hello that
-   * was welcomed.  The server heard us after that, so its own last-heard
-   * time is later: fencing from here is always early enough.
-   */
-  #roundTrip = 0;
-  #helloSentAt = 0;
-  #pingSentAt = new Map<number, number>();
-  /** Fence after this long without a round trip (from the welcome). */
-  #fenceMs = 20_000;
-  #fenceTimer: ReturnType<typeof setTimeout> | undefined;
   /** Ends each lease at its end by our clock, link up or not. */
   #leaseEnds = new Deadlines<Client>({
     onDue: (client) => this.#endLease(client, "expired"),
@@ -177,18 +150,33 @@ class BuilderApp {
     this.#opts = opts;
     this.#log = opts.logger ?? new Logger("info");
     this.#listener = listener;
-    this.#heartbeatMs = (opts.heartbeat ?? 10) * 1000;
+    this.#link = new ServerLink({
+      server: opts.server,
+      name: opts.name,
+      token: opts.token,
+      ca: opts.ca,
+      heartbeatMs: (opts.heartbeat ?? 10) * 1000,
+      maxBackoffMs: opts.maxBackoffMs ?? 5000,
+      log: this.#log,
+      onOpen: () => this.#restore(),
+      onMessage: (msg, text) => this.#fromServer(msg, text),
+      onFence: () => this.#fence(),
+      onLost: () => {
+        for (const client of this.#clients.values()) {
+          if (client.state === "sent") client.state = "pending";
+        }
+      },
+    });
     this.#logInfo = this.#log.enabled("info");
     this.#requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
   }
 
   get connected(): Promise<void> {
-    return this.#connected.promise;
+    return this.#link.connected;
   }
 
   start(): void {
-    this.#connect();
-    this.#setBeat(this.#heartbeatMs / 3);
+    this.#link.start();
     // A late request is refused within a quarter of the limit past it.
     this.#sweepTimer = setInterval(
       () => this.#sweep(),
@@ -199,15 +187,12 @@ class BuilderApp {
 
   async shutdown(): Promise<void> {
     this.#stopping = true;
-    clearTimeout(this.#retryTimer);
-    clearInterval(this.#beatTimer);
+    this.#link.close();
     clearInterval(this.#sweepTimer);
-    clearTimeout(this.#fenceTimer);
     this.#leaseEnds.close();
     this.#listener.close();
     await this.#accepting;
     for (const conn of this.#open) closeQuietly(conn);
-    this.#ws?.close(1000, "builder shutting down");
     if (isAbstract(this.#opts.socketPath)) return;
     try {
       await Deno.remove(this.#opts.socketPath);
@@ -216,154 +201,17 @@ class BuilderApp {
     }
   }
 
-  // --- the server link -------------------------------------------------
+  // --- the server's side ----------------------------------------------
 
-  #connect(): void {
-    if (this.#stopping) return;
-    let ws: WebSocketLike;
-    try {
-      ws = openWebSocket(this.#opts.server, this.#wsOptions());
-    } catch (err) {
-      this.#log.error("cannot connect to server", {
-        server: this.#opts.server,
-        error: (err as Error).message,
-      });
-      this.#scheduleReconnect();
-      return;
-    }
-    this.#ws = ws;
-    ws.onopen = () => {
-      if (this.#ws !== ws) return;
-      this.#fenceIfStale();
-      this.#up = true;
-      this.#lastHeard = Date.now();
-      this.#helloSentAt = this.#lastHeard;
-      ws.send(encode({
-        schema: SCHEMA,
-        hello: {
-          name: this.#opts.name,
-          session: this.#session,
-          ...(this.#opts.token !== undefined && { token: this.#opts.token }),
-        },
-      }));
-      this.#restore();
-      // Whatever the server kept for us that we did not just re-send (a
-      // yield lost with the old link) is to be dropped.
-      this.#toServer(encode({ schema: SCHEMA, restored: true }));
-    };
-    ws.onmessage = (ev) => {
-      if (this.#ws !== ws) return;
-      // First, before anything the message says: a builder waking from
-      // SIGSTOP must end leases whose fence time ran out.
-      if (this.#fenceIfStale()) return;
-      this.#lastHeard = Date.now();
-      if (typeof ev.data === "string") this.#fromServer(ev.data);
-    };
-    let error = "";
-    ws.onerror = (ev) => {
-      error = (ev as ErrorEvent).message ?? "";
-    };
-    ws.onclose = (ev) => {
-      // A refused token will not fix itself: retry, but at the slowest pace.
-      if (ev.code === 1008) this.#attempt = Math.max(this.#attempt, 16);
-      const why = ev.code === 1008
-        ? `refused by the server: ${ev.reason}`
-        : error ||
-          `closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ""})`;
-      this.#linkLost(ws, why);
-    };
-  }
-
-  #wsOptions(): WebSocketOptions {
-    return this.#opts.ca === undefined ? {} : { caCerts: [this.#opts.ca] };
-  }
-
-  /**
-   * The link is gone (closed, or silent past the heartbeat).  Clients stay:
-   * their leases and requests are restored when the link returns.
-   */
-  #linkLost(ws: WebSocketLike, why: string): void {
-    if (this.#ws !== ws) return;
-    // Up means welcomed: a link refused at its hello was never up.
-    const wasUp = this.#welcomed;
-    this.#ws = undefined;
-    this.#up = false;
-    this.#welcomed = false;
-    try {
-      ws.close();
-    } catch {
-      // Closing already.
-    }
-    if (this.#stopping) return;
-    if (wasUp) {
-      this.#log.warn("lost the server", { reason: why });
-    } else {
-      this.#log.error("cannot connect to server", {
-        server: this.#opts.server,
-        reason: why,
-      });
-    }
-    for (const client of this.#clients.values()) {
-      if (client.state === "sent") client.state = "pending";
-    }
-    this.#scheduleReconnect();
-  }
-
-  #scheduleReconnect(): void {
-    if (this.#stopping) return;
-    const cap = this.#opts.maxBackoffMs ?? 5000;
-    const base = Math.min(cap, 100 * 2 ** this.#attempt++);
-    const delay = base / 2 + Math.random() * base / 2;
-    this.#retryTimer = setTimeout(() => this.#connect(), delay);
-  }
-
-  #setBeat(ms: number): void {
-    if (ms === this.#beatMs) return;
-    this.#beatMs = ms;
-    clearInterval(this.#beatTimer);
-    this.#beatTimer = setInterval(() => this.#beat(), ms);
-  }
-
-  /**
-   * Ends every lease our holders hold if the server may have given them
-   * away: no round trip for longer than the fence.  The server keeps a
-   * lost builder's leases counted for longer (its builder grace), so no
-   * holder outlives its count.  Returns whether it fenced.
-   */
-  #fenceIfStale(): boolean {
-    if (this.#roundTrip === 0) return false;
-    const silentMs = Date.now() - this.#roundTrip;
-    if (silentMs <= this.#fenceMs) return false;
+  /** Ends every lease held on the server's word (fencing); how many. */
+  #fence(): number {
     let ended = 0;
     for (const client of [...this.#clients.values()]) {
       if (client.state !== "granted") continue;
       ended++;
       this.#endLease(client, "fenced: lease lost");
     }
-    const ws = this.#ws;
-    if (ended > 0 || (ws && this.#up)) {
-      this.#log.warn("fenced: no round trip with the server in time", {
-        seconds: Math.round(silentMs / 100) / 10,
-        fence: this.#fenceMs / 1000,
-        leases: ended,
-      });
-    }
-    // Nothing is held on the server's word any more until a new welcome.
-    this.#roundTrip = 0;
-    if (ws && this.#up) {
-      this.#linkLost(ws, `no round trip for ${Math.round(silentMs / 1000)} s`);
-    }
-    return true;
-  }
-
-  #armFence(): void {
-    clearTimeout(this.#fenceTimer);
-    if (this.#roundTrip === 0 || this.#stopping) return;
-    const at = this.#roundTrip + this.#fenceMs + 1;
-    this.#fenceTimer = setTimeout(
-      () => this.#fenceIfStale(),
-      Math.max(0, at - Date.now()),
-    );
+    return ended;
   }
 
   /**
@@ -386,21 +234,6 @@ class BuilderApp {
     (client.writes ?? Promise.resolve()).finally(() =>
       this.#yield(client.cookie)
     );
-  }
-
-  /** Pings the server, and declares the link dead when it stays silent. */
-  #beat(): void {
-    if (this.#fenceIfStale()) return;
-    const ws = this.#ws;
-    if (!ws || !this.#up) return;
-    const silentMs = Date.now() - this.#lastHeard;
-    if (silentMs > this.#heartbeatMs) {
-      this.#linkLost(ws, `no answer for ${Math.round(silentMs / 1000)} s`);
-      return;
-    }
-    const n = ++this.#pings;
-    this.#pingSentAt.set(n, Date.now());
-    this.#toServer(encode({ schema: SCHEMA, ping: n }));
   }
 
   /**
@@ -438,9 +271,7 @@ class BuilderApp {
   }
 
   #toServer(text: string): void {
-    if (this.#up && this.#ws?.readyState === WebSocket.OPEN) {
-      this.#ws.send(text);
-    }
+    this.#link.send(text);
   }
 
   #forward(client: Client): void {
@@ -462,45 +293,7 @@ class BuilderApp {
     );
   }
 
-  #fromServer(text: string): void {
-    let msg;
-    try {
-      msg = parseServerMessage(text);
-    } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
-      this.#log.warn("bad message from server", { error: err.message });
-      return;
-    }
-    if ("pong" in msg) {
-      const sentAt = this.#pingSentAt.get(msg.pong);
-      if (sentAt !== undefined && this.#welcomed) {
-        for (const n of this.#pingSentAt.keys()) {
-          if (n <= msg.pong) this.#pingSentAt.delete(n);
-        }
-        this.#roundTrip = Math.max(this.#roundTrip, sentAt);
-        this.#armFence();
-      }
-      return;
-    }
-    if ("welcome" in msg) {
-      // Only now is the link healthy: the backoff starts again from short.
-      this.#attempt = 0;
-      this.#welcomed = true;
-      this.#pingSentAt.clear();
-      if (msg.welcome.fence !== undefined) {
-        this.#fenceMs = msg.welcome.fence * 1000;
-      }
-      // Ping often enough that a healthy link never nears the fence.
-      this.#setBeat(Math.min(this.#heartbeatMs / 3, this.#fenceMs / 4));
-      this.#roundTrip = this.#helloSentAt;
-      this.#armFence();
-      this.#log.info("connected to server", {
-        server: this.#opts.server,
-        id: msg.welcome.id,
-      });
-      this.#connected.resolve();
-      return;
-    }
+  #fromServer(msg: LeaseMessage, text: string): void {
     const client = this.#clients.get(msg.cookie);
     if (!client) {
       if ("amount" in msg) {
@@ -697,7 +490,7 @@ class BuilderApp {
     // A new lease under this cookie: a later release is about that one.
     this.#expired.delete(msg.cookie);
     if (this.#log.enabled("debug")) this.#log.debug("request", { ...msg });
-    if (this.#up) this.#forward(client);
+    if (this.#link.up) this.#forward(client);
     return client;
   }
 

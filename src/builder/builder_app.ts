@@ -571,31 +571,26 @@ class BuilderApp {
     const conn = client.conn;
     // Encoded into a pooled buffer, back in the pool once written: a new
     // array per grant (TextEncoder.encode) cost about 0.6 us.
-    let pooled = this.#writeBuffers.pop();
+    const pooled = text.length * 3 < WRITE_BUFFER_BYTES
+      ? this.#writeBuffers.pop() ?? new Uint8Array(WRITE_BUFFER_BYTES)
+      : undefined;
     let bytes: Uint8Array;
-    if (text.length * 3 < WRITE_BUFFER_BYTES) {
-      pooled ??= new Uint8Array(WRITE_BUFFER_BYTES);
+    if (pooled) {
       const { written } = encoder.encodeInto(text, pooled);
       pooled[written] = 0x0a;
       bytes = pooled.subarray(0, written + 1);
-    } else {
-      if (pooled) this.#writeBuffers.push(pooled);
-      pooled = undefined;
-      bytes = encoder.encode(text + "\n");
-    }
+    } else bytes = encoder.encode(text + "\n");
     const previous = client.writes;
     // The common case, a grant to a fresh client, writes at once: no chain.
     let sent = previous
       ? previous.then(() => sendAll(conn, bytes))
       : sendAll(conn, bytes);
     if (pooled) {
-      const spare = pooled;
-      const free = () => {
+      sent = sent.finally(() => {
         if (this.#writeBuffers.length < MAX_SPARE_BUFFERS) {
-          this.#writeBuffers.push(spare);
+          this.#writeBuffers.push(pooled);
         }
-      };
-      sent = sent.finally(free);
+      });
     }
     client.writes = close
       ? sent.then(() => closeQuietly(conn), () => closeQuietly(conn))

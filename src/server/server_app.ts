@@ -371,20 +371,13 @@ class ServerApp {
     socket.onmessage = (ev) => {
       conn.lastHeard = this.#now();
       const data = ev.data;
-      if (queue === undefined) {
-        const pending = handle(data);
-        if (pending === undefined) return;
-        const mine: Promise<void> = pending.finally(() => {
-          if (queue === mine) queue = undefined;
-        });
-        queue = mine;
-        return;
-      }
-      const mine: Promise<void> = queue.then(() => handle(data)).finally(
-        () => {
-          if (queue === mine) queue = undefined;
-        },
-      );
+      const pending = queue === undefined
+        ? handle(data)
+        : queue.then(() => handle(data));
+      if (pending === undefined) return;
+      const mine: Promise<void> = pending.finally(() => {
+        if (queue === mine) queue = undefined;
+      });
       queue = mine;
     };
     socket.onclose = () => {

@@ -18,6 +18,7 @@ import {
 } from "../src/allocator/policy.ts";
 import { prng } from "./sim.ts";
 import { publish } from "./_report.ts";
+import { runBench } from "./_main.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
@@ -207,4 +208,9 @@ export async function main(args: string[]): Promise<void> {
   });
 }
 
-if (import.meta.main) await main(Deno.args);
+if (import.meta.main) {
+  await runBench(
+    main,
+    "usage: deno run -A -c bench/deno.json --v8-flags=--expose-gc bench/allocator_scale.ts [--quick]",
+  );
+}

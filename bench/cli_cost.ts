@@ -17,6 +17,7 @@ import {
 import { TextLineStream } from "./_lines.ts";
 import { publish, type Row } from "./_report.ts";
 import { holderCommand } from "../src/client/holder.ts";
+import { runBench } from "./_main.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.execPath();
@@ -262,4 +263,9 @@ export async function main(args: string[]): Promise<void> {
   });
 }
 
-if (import.meta.main) await main(Deno.args);
+if (import.meta.main) {
+  await runBench(
+    main,
+    "usage: deno run -A -c bench/deno.json bench/cli_cost.ts [--quick]",
+  );
+}

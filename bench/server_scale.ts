@@ -11,6 +11,7 @@
 import { parseArgs } from "node:util";
 import { TextLineStream } from "./_lines.ts";
 import { publish } from "./_report.ts";
+import { runBench } from "./_main.ts";
 
 const SCHEMA = "com-warmcat-sai-resource";
 
@@ -188,4 +189,9 @@ export async function main(args: string[]): Promise<void> {
   }
 }
 
-if (import.meta.main) await main(Deno.args);
+if (import.meta.main) {
+  await runBench(
+    main,
+    "usage: deno run -A -c bench/deno.json bench/server_scale.ts [--quick] [--builders N] [--leases N] [--churn N]",
+  );
+}

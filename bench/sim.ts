@@ -12,6 +12,7 @@ import { parseArgs } from "node:util";
 import { Allocator, type Outcome } from "../src/allocator/allocator.ts";
 import { MinHeap } from "../src/shared/min_heap.ts";
 import { backfill, fifo, type Policy } from "../src/allocator/policy.ts";
+import { runBench } from "./_main.ts";
 
 /** What to simulate. */
 export interface SimOptions {
@@ -308,4 +309,9 @@ export function main(args: string[]): void {
   }
 }
 
-if (import.meta.main) main(Deno.args);
+if (import.meta.main) {
+  await runBench(
+    main,
+    "usage: deno task sim [--seed N] [--hours H] [--budget B] [--load L1,L2]",
+  );
+}

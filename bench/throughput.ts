@@ -18,6 +18,7 @@ import { BuilderProc, Lines, ServerProc, waitFor } from "../tests/_harness.ts";
 import { makeCertificates } from "../tests/_certs.ts";
 import type { StatusDocument } from "../src/server/status_document.ts";
 import { percentile, publish, type Row } from "./_report.ts";
+import { runBench } from "./_main.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -389,7 +390,30 @@ async function startFloor(
   return { pid: child.pid, socket, [Symbol.asyncDispose]: stop };
 }
 
-/** `deno task bench:throughput [--quick] [--seconds S] [--clients N,M]` */
+const REDIS_SHARED = "redis-semaphore, one shared connection";
+const REDIS_PER_LEASE = "redis-semaphore, a connection per lease";
+
+/** One contender's figures in one round. */
+interface Sample {
+  t: Throughput;
+  /** Cycles/s as a percentage of the floor's in the same round. */
+  ofFloor: number;
+  builderCpu?: number;
+  serverCpu?: number;
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/**
+ * `deno run -A -c bench/deno.json bench/throughput.ts [--quick] [--seconds S]
+ * [--clients N,M] [--rounds R] [--repeat K]`: with `--repeat`, the
+ * contenders of a client count run in K alternating rounds and each row
+ * shows the medians (the machine's drift weighs on all of them alike).
+ */
 export async function main(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -398,8 +422,15 @@ export async function main(args: string[]): Promise<void> {
       seconds: { type: "string" },
       clients: { type: "string", default: "256,1024" },
       rounds: { type: "string" },
+      repeat: { type: "string", default: "1" },
     },
   });
+  const repeat = Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1) {
+    throw new RangeError(
+      `Cannot run: --repeat must be a positive integer, got "${values.repeat}"`,
+    );
+  }
   const seconds = Number(values.seconds ?? (values.quick ? 2 : 10));
   const rounds = Number(values.rounds ?? (values.quick ? 50 : 300));
   const clientCounts = values.clients.split(",").map(Number);
@@ -437,54 +468,87 @@ export async function main(args: string[]): Promise<void> {
       { label: "sai over wss:", server: tlsServer, builder: tlsBuilder },
     ];
     // Each client count: every contender back to back, so that the
-    // machine's load at the time weighs on all of them alike.
+    // machine's load at the time weighs on all of them alike; with
+    // --repeat, in rounds, each row then showing the medians.
     for (const clients of clientCounts) {
-      const cpu0 = await cpuSeconds(floor.pid);
-      const f = await saiThroughput(floor.socket, { clients, seconds });
-      const floorCpu = (await cpuSeconds(floor.pid) - cpu0) / f.cycles * 1e6;
-      const row = (label: string, t: Throughput, cpu: [string, string]) =>
+      const samples = new Map<string, Sample[]>();
+      const add = (label: string, sample: Sample) => {
+        const list = samples.get(label) ?? [];
+        list.push(sample);
+        samples.set(label, list);
+      };
+      for (let round = 0; round < repeat; round++) {
+        const cpu0 = await cpuSeconds(floor.pid);
+        const f = await saiThroughput(floor.socket, { clients, seconds });
+        const floorCpu = (await cpuSeconds(floor.pid) - cpu0) / f.cycles * 1e6;
+        const ofFloor = (t: Throughput) => 100 * t.perSecond / f.perSecond;
+        add("floor (grant everything)", {
+          t: f,
+          ofFloor: 100,
+          builderCpu: floorCpu,
+        });
+        for (const sai of sais) {
+          const b0 = await cpuSeconds(sai.builder.pid);
+          const s0 = await cpuSeconds(sai.server.pid);
+          const t = await saiThroughput(sai.builder.socket, {
+            clients,
+            seconds,
+          });
+          add(sai.label, {
+            t,
+            ofFloor: ofFloor(t),
+            builderCpu: (await cpuSeconds(sai.builder.pid) - b0) / t.cycles *
+              1e6,
+            serverCpu: (await cpuSeconds(sai.server.pid) - s0) / t.cycles *
+              1e6,
+          });
+        }
+        if (redis !== null) {
+          const r = await redisThroughput(redis.port, {
+            clients,
+            seconds,
+            budget,
+          });
+          add(REDIS_SHARED, { t: r.shared, ofFloor: ofFloor(r.shared) });
+          add(REDIS_PER_LEASE, {
+            t: r.perConnection,
+            ofFloor: ofFloor(r.perConnection),
+          });
+        }
+      }
+      const perSecond = new Map<string, number>();
+      for (const [label, list] of samples) {
+        const m = (pick: (s: Sample) => number | undefined) => {
+          const values = list.map(pick).filter((v) => v !== undefined);
+          return values.length === 0 ? undefined : median(values);
+        };
+        const cpu = (v: number | undefined) =>
+          v === undefined ? "-" : v.toFixed(1);
+        perSecond.set(label, m((s) => s.t.perSecond)!);
         tputRows.push({
           label: `${label}, ${clients} clients`,
           values: [
-            t.perSecond,
-            `${(100 * t.perSecond / f.perSecond).toFixed(0)} %`,
-            t.p50,
-            t.p99,
-            t.max,
-            t.clientCpu.toFixed(1),
-            ...cpu,
-            t.cycles,
+            perSecond.get(label)!,
+            `${m((s) => s.ofFloor)!.toFixed(0)} %`,
+            m((s) => s.t.p50)!,
+            m((s) => s.t.p99)!,
+            m((s) => s.t.max)!,
+            cpu(m((s) => s.t.clientCpu)),
+            label === "floor (grant everything)"
+              ? `${cpu(m((s) => s.builderCpu))} (floor)`
+              : cpu(m((s) => s.builderCpu)),
+            cpu(m((s) => s.serverCpu)),
+            list.reduce((sum, s) => sum + s.t.cycles, 0),
           ],
         });
-      row("floor (grant everything)", f, [floorCpu.toFixed(1), "-"]);
-      for (const sai of sais) {
-        const b0 = await cpuSeconds(sai.builder.pid);
-        const s0 = await cpuSeconds(sai.server.pid);
-        const t = await saiThroughput(sai.builder.socket, {
-          clients,
-          seconds,
-        });
-        const b = (await cpuSeconds(sai.builder.pid) - b0) / t.cycles * 1e6;
-        const s = (await cpuSeconds(sai.server.pid) - s0) / t.cycles * 1e6;
-        row(sai.label, t, [b.toFixed(1), s.toFixed(1)]);
       }
       if (redis !== null) {
-        const r = await redisThroughput(redis.port, {
-          clients,
-          seconds,
-          budget,
-        });
-        row("redis-semaphore, one shared connection", r.shared, ["-", "-"]);
-        row("redis-semaphore, a connection per lease", r.perConnection, [
-          "-",
-          "-",
-        ]);
-        const sai = tputRows.at(-4)!.values[0] as number;
+        const sai = perSecond.get("sai over ws:")!;
         notes.push(
           `${clients} clients: sai over ws: / redis-semaphore ${
-            (sai / r.shared.perSecond).toFixed(2)
+            (sai / perSecond.get(REDIS_SHARED)!).toFixed(2)
           }× against one shared connection, ${
-            (sai / r.perConnection.perSecond).toFixed(2)
+            (sai / perSecond.get(REDIS_PER_LEASE)!).toFixed(2)
           }× against a connection per lease.`,
         );
       }
@@ -510,7 +574,8 @@ export async function main(args: string[]): Promise<void> {
   await publish({
     name: "throughput",
     title:
-      `Throughput: budget ${budget}, request 1 → grant → release (close), ${seconds} s each`,
+      `Throughput: budget ${budget}, request 1 → grant → release (close), ${seconds} s each` +
+      (repeat > 1 ? `, medians of ${repeat} alternating rounds` : ""),
     columns: [
       "cycles/s",
       "of floor",
@@ -537,4 +602,9 @@ export async function main(args: string[]): Promise<void> {
   });
 }
 
-if (import.meta.main) await main(Deno.args);
+if (import.meta.main) {
+  await runBench(
+    main,
+    "usage: deno run -A -c bench/deno.json bench/throughput.ts [--quick] [--seconds S] [--clients N,M] [--rounds R] [--repeat K]",
+  );
+}

@@ -177,6 +177,31 @@ function frame(
  * bytes at a time (so frames straddle reads), and collects what the client
  * sends back until it closes.
  */
+/**
+ * Reads a client's upgrade request on `conn` and answers 101 (the client
+ * sends nothing more before that answer).
+ */
+async function acceptUpgrade(conn: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(16384);
+  let got = 0;
+  let text = "";
+  while (!text.includes("\r\n\r\n")) {
+    const n = await conn.read(buf.subarray(got));
+    if (n === null) throw new Error("client left during the handshake");
+    got += n;
+    text = new TextDecoder().decode(buf.subarray(0, got));
+  }
+  const key = /sec-websocket-key: *(\S+)/i.exec(text)![1]!;
+  await conn.write(
+    new TextEncoder().encode(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" +
+        `Connection: Upgrade\r\nSec-WebSocket-Accept: ${await acceptKey(
+          key,
+        )}\r\n\r\n`,
+    ),
+  );
+}
+
 async function scriptedServer(
   bytes: Uint8Array,
   run: (url: string) => Promise<void>,
@@ -184,28 +209,12 @@ async function scriptedServer(
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const served = (async () => {
     const conn = await listener.accept();
-    const buf = new Uint8Array(1 << 20);
-    let got = 0;
-    let text = "";
-    while (!text.includes("\r\n\r\n")) {
-      const n = await conn.read(buf.subarray(got));
-      if (n === null) throw new Error("client left during the handshake");
-      got += n;
-      text = new TextDecoder().decode(buf.subarray(0, got));
-    }
-    const key = /sec-websocket-key: *(\S+)/i.exec(text)![1]!;
-    await conn.write(
-      new TextEncoder().encode(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" +
-          `Connection: Upgrade\r\nSec-WebSocket-Accept: ${await acceptKey(
-            key,
-          )}\r\n\r\n`,
-      ),
-    );
+    await acceptUpgrade(conn);
     for (let at = 0; at < bytes.length; at += 7) {
       await conn.write(bytes.subarray(at, at + 7));
     }
-    got = 0;
+    const buf = new Uint8Array(1 << 20);
+    let got = 0;
     for (;;) {
       const n = await conn.read(buf.subarray(got));
       if (n === null) break;
@@ -287,25 +296,9 @@ async function ackOnce(
     const conn = await listener.accept();
     try {
       const buf = new Uint8Array(65536);
-      let got = 0;
-      let text = "";
-      while (!text.includes("\r\n\r\n")) {
-        const n = await conn.read(buf.subarray(got));
-        if (n === null) throw new Error("client left during the handshake");
-        got += n;
-        text = new TextDecoder().decode(buf.subarray(0, got));
-      }
-      const wsKey = /sec-websocket-key: *(\S+)/i.exec(text)![1]!;
-      await conn.write(
-        new TextEncoder().encode(
-          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n" +
-            `Connection: Upgrade\r\nSec-WebSocket-Accept: ${await acceptKey(
-              wsKey,
-            )}\r\n\r\n`,
-        ),
-      );
+      await acceptUpgrade(conn);
       await conn.write(frame(0x1, new TextEncoder().encode("grant")));
-      got = 0;
+      let got = 0;
       while (got < 6) {
         const n = await conn.read(buf.subarray(got));
         if (n === null) throw new Error("client left before answering");

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { HttpRoutes } from "./http_routes.ts";
 import { Logger } from "../shared/log.ts";
-import type { StatusDocument } from "./status_document.ts";
+import { type StatusDocument, zeroStats } from "./status_document.ts";
 import type { AdminTarget } from "./admin.ts";
 
 function routes(status: () => StatusDocument): HttpRoutes {
@@ -23,17 +23,7 @@ function doc(time: number): StatusDocument {
     policy: "fifo",
     builders: [],
     resources: [],
-    stats: {
-      grants: 0,
-      refusals: {},
-      expiries: 0,
-      releases: 0,
-      withdrawals: 0,
-      forcedReleases: 0,
-      ownerGone: 0,
-      restores: 0,
-      drops: 0,
-    },
+    stats: zeroStats(),
   };
 }
 

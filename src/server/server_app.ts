@@ -25,7 +25,11 @@ import { ANONYMOUS, sessionDigest } from "./state_file.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
 import { LeaseProcesses } from "./lease_processes.ts";
-import type { ServerStats, StatusDocument } from "./status_document.ts";
+import {
+  type ServerStats,
+  type StatusDocument,
+  zeroStats,
+} from "./status_document.ts";
 import type { Policy } from "../allocator/policy.ts";
 import { listenServer } from "./listener.ts";
 import type { ServerWebSocket } from "./ws_server.ts";
@@ -143,17 +147,7 @@ class ServerApp {
   #helloTimeoutMs: number;
   #heartbeat: number;
   #progress: QueueProgress;
-  #stats: ServerStats = {
-    grants: 0,
-    refusals: {},
-    expiries: 0,
-    releases: 0,
-    withdrawals: 0,
-    forcedReleases: 0,
-    ownerGone: 0,
-    restores: 0,
-    drops: 0,
-  };
+  #stats: ServerStats = zeroStats();
   #processes = new LeaseProcesses((owner, cookie) =>
     this.#allocator.lookup(owner, cookie) !== undefined
   );

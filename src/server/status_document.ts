@@ -39,6 +39,21 @@ export interface ServerStats {
   drops: number;
 }
 
+/** Counters at start: all zero. */
+export function zeroStats(): ServerStats {
+  return {
+    grants: 0,
+    refusals: {},
+    expiries: 0,
+    releases: 0,
+    withdrawals: 0,
+    forcedReleases: 0,
+    ownerGone: 0,
+    restores: 0,
+    drops: 0,
+  };
+}
+
 /**
  * A lease in `/api/status`: the allocator's view plus the builder's name
  * and, for our holders, the process it is held for (released when that

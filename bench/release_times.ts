@@ -18,7 +18,10 @@ import {
   waitFor,
 } from "../tests/_harness.ts";
 import { percentile, publish, type Row } from "./_report.ts";
-import { SAI_RESOURCE } from "../tests/_ctest.ts";
+import {
+  configure as configureProject,
+  SAI_RESOURCE,
+} from "../tests/_ctest.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLIENT = SAI_RESOURCE;
@@ -62,19 +65,7 @@ function env(): Record<string, string> {
 async function configure(dir: string): Promise<string> {
   await Deno.mkdir(`${dir}/src`, { recursive: true });
   await Deno.writeTextFile(`${dir}/src/CMakeLists.txt`, PROJECT);
-  const out = await new Deno.Command("cmake", {
-    args: [
-      "-S",
-      `${dir}/src`,
-      "-B",
-      `${dir}/build`,
-      `-DSAI_RESOURCE_COMMAND=${CLIENT.join(";")}`,
-      "-DSAI_RESOURCE_EXECUTABLE=SAI_RESOURCE_EXECUTABLE-NOTFOUND",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
+  await configureProject(`${dir}/src`, `${dir}/build`, CLIENT);
   return `${dir}/build`;
 }
 

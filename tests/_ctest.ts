@@ -69,6 +69,30 @@ export async function run(
   }
 }
 
+/**
+ * Configures the CMake project in `src` into `build`, with the sai_resource
+ * module pointed at `command` (ours from source unless said) and never at
+ * a `sai-resource` that happens to be installed.  Throws with cmake's
+ * output when it fails.
+ */
+export async function configure(
+  src: string,
+  build: string,
+  command: string[] = SAI_RESOURCE,
+): Promise<void> {
+  const got = await run("cmake", [
+    "-S",
+    src,
+    "-B",
+    build,
+    `-DSAI_RESOURCE_COMMAND=${command.join(";")}`,
+    "-DSAI_RESOURCE_EXECUTABLE=SAI_RESOURCE_EXECUTABLE-NOTFOUND",
+  ], { cwd: src, env: { PATH: "/usr/bin:/bin" } });
+  if (got.code !== 0) {
+    throw new Error(`cmake failed (exit ${got.code}):\n${got.out}`);
+  }
+}
+
 /** An interval during which `weight` units were in use. */
 export interface Held {
   start: number;

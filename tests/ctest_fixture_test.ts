@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { BuilderProc, ServerProc, waitFor } from "./_harness.ts";
-import { HAVE_CMAKE, peakInUse, run, SAI_RESOURCE, SKIP } from "./_ctest.ts";
+import { configure, HAVE_CMAKE, peakInUse, run, SKIP } from "./_ctest.ts";
 
 const MODULE = new URL("../cmake/SaiResource.cmake", import.meta.url).pathname;
 /** Long enough that a run waiting for an expiry could not pass. */
@@ -95,14 +95,7 @@ Deno.test({
       }
       const runs = await Promise.all(jobs.map(async (j, i) => {
         const build = `${dir}/build${j}`;
-        const configured = await run("cmake", [
-          "-S",
-          `${dir}/src`,
-          "-B",
-          build,
-          `-DSAI_RESOURCE_COMMAND=${SAI_RESOURCE.join(";")}`,
-        ], { cwd: dir, env: { PATH: "/usr/bin:/bin" } });
-        assert.equal(configured.code, 0, configured.out);
+        await configure(`${dir}/src`, build);
         const got = await run("ctest", [j, "--output-on-failure"], {
           cwd: build,
           env: { SAI_BUILDER_RESOURCE_PROXY: farms[i]!.builder.socket },
@@ -208,14 +201,7 @@ set_tests_properties(c.1 PROPERTIES FIXTURES_REQUIRED res_c)
       );
       await Deno.writeTextFile(`${dir}/src/work.sh`, WORK);
       const build = `${dir}/build`;
-      const configured = await run("cmake", [
-        "-S",
-        `${dir}/src`,
-        "-B",
-        build,
-        `-DSAI_RESOURCE_COMMAND=${SAI_RESOURCE.join(";")}`,
-      ], { cwd: dir, env: { PATH: "/usr/bin:/bin" } });
-      assert.equal(configured.code, 0, configured.out);
+      await configure(`${dir}/src`, build);
       for (const j of ["-j1", "-j2"]) {
         const got = await run("ctest", [j, "--output-on-failure"], {
           cwd: build,

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { BuilderProc, holderPids, ServerProc, waitFor } from "./_harness.ts";
 import { acquire } from "../src/client/lease_client.ts";
 import {
+  configure as configureCmake,
   HAVE_CMAKE,
   type Held,
   peakInUse,
@@ -65,16 +66,7 @@ async function configure(
   await Deno.writeTextFile(`${src}/CMakeLists.txt`, project(wait));
   await Deno.writeTextFile(`${src}/work.sh`, WORK);
   const build = `${dir}/${name}`;
-  const got = await run("cmake", [
-    "-S",
-    src,
-    "-B",
-    build,
-    `-DSAI_RESOURCE_COMMAND=${(command ?? []).join(";")}`,
-    // Never pick up a sai-resource that happens to be installed.
-    "-DSAI_RESOURCE_EXECUTABLE=SAI_RESOURCE_EXECUTABLE-NOTFOUND",
-  ], { cwd: dir, env: { PATH: "/usr/bin:/bin" } });
-  assert.equal(got.code, 0, got.out);
+  await configureCmake(src, build, command ?? []);
   return build;
 }
 

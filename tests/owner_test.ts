@@ -16,7 +16,7 @@ import {
   uniq,
   waitFor,
 } from "./_harness.ts";
-import { baseEnv, HAVE_CMAKE, SAI_RESOURCE } from "./_ctest.ts";
+import { baseEnv, configure, HAVE_CMAKE, SAI_RESOURCE } from "./_ctest.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MODULE = `${ROOT}cmake/SaiResource.cmake`;
@@ -97,19 +97,7 @@ Deno.test({
         `${dir}/src/stubborn.sh`,
         "trap '' TERM\nsleep 30\n",
       );
-      const cmake = await new Deno.Command("cmake", {
-        args: [
-          "-S",
-          `${dir}/src`,
-          "-B",
-          `${dir}/build`,
-          `-DSAI_RESOURCE_COMMAND=${CLIENT.join(";")}`,
-          "-DSAI_RESOURCE_EXECUTABLE=SAI_RESOURCE_EXECUTABLE-NOTFOUND",
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      assert.equal(cmake.code, 0, new TextDecoder().decode(cmake.stderr));
+      await configure(`${dir}/src`, `${dir}/build`, CLIENT);
       // Its own session and process group, as a CI runner starts a job.
       ctest = new Deno.Command("ctest", {
         args: ["-j4", "--test-dir", `${dir}/build`],

@@ -23,7 +23,8 @@ import {
   specAmounts,
   specNames,
 } from "./lease_client.ts";
-import { afterSeconds, signalExitCode } from "./launcher.ts";
+import { signalExitCode } from "./launcher.ts";
+import { afterSeconds } from "../shared/timers.ts";
 import type { Command } from "./client_args.ts";
 import { encoder, EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
 

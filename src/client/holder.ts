@@ -7,7 +7,7 @@
  */
 
 import { acquire, AcquireError, type LeaseSpec } from "./lease_client.ts";
-import { afterSeconds } from "./launcher.ts";
+import { afterSeconds } from "../shared/timers.ts";
 import type { Command, OwnerFlags } from "./client_args.ts";
 import {
   describeOwner,

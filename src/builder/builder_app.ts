@@ -25,6 +25,7 @@ import { isAbstract } from "../shared/socket_path.ts";
 import { Deadlines } from "./deadlines.ts";
 import { type LeaseMessage, ServerLink } from "./server_link.ts";
 import { listenUnix } from "./socket_listen.ts";
+import { monotonic, toWallClock } from "../shared/clock.ts";
 
 /** Options for {@linkcode startBuilder}. */
 export interface BuilderOptions {
@@ -116,14 +117,14 @@ class BuilderApp {
   #log: Logger;
   #listener: Deno.Listener<Deno.UnixConn, Deno.UnixAddr>;
   #clients = new Map<string, Client>();
-  /** Cookies whose lease expired, newest last, with when (epoch ms). */
+  /** Cookies whose lease expired, newest last, with when (monotonic ms). */
   #expired = new Map<string, number>();
   #open = new Set<Deno.UnixConn>();
   #link: ServerLink;
   #stopping = false;
   #accepting: Promise<void> | undefined;
   /**
-   * Connections yet to send their request, with their deadline (epoch ms):
+   * Connections yet to send their request, with their deadline (monotonic ms):
    * one sweep for all instead of a timer per connection.
    */
   #awaiting = new Map<Deno.UnixConn, number>();
@@ -243,7 +244,7 @@ class BuilderApp {
    * ended here: the server has already forgotten it.
    */
   #restore(): void {
-    const now = Date.now();
+    const now = monotonic();
     for (const client of [...this.#clients.values()]) {
       if (client.state !== "granted") continue;
       const left = client.expires - now;
@@ -313,7 +314,7 @@ class BuilderApp {
       const seconds = msg.lease > 0 && msg.lease < client.request.lease
         ? msg.lease
         : client.request.lease;
-      client.expires = Date.now() + seconds * 1000;
+      client.expires = monotonic() + seconds * 1000;
       // Ended here at its end, whether or not the server can say so.
       this.#leaseEnds.add(client.expires, client);
       if (this.#logInfo) {
@@ -348,7 +349,7 @@ class BuilderApp {
       } catch (err) {
         if (this.#stopping) return;
         failures++;
-        const now = Date.now();
+        const now = monotonic();
         if (now - loggedAt >= 1000) {
           this.#log.warn("accept failed", {
             error: (err as Error).message,
@@ -374,7 +375,7 @@ class BuilderApp {
     let splitter: JsonObjectSplitter | undefined;
     const buf = this.#buffers.pop() ?? new Uint8Array(READ_BUFFER_BYTES);
     let mine: Client | undefined;
-    this.#awaiting.set(conn, Date.now() + this.#requestTimeoutMs);
+    this.#awaiting.set(conn, monotonic() + this.#requestTimeoutMs);
     try {
       for (;;) {
         let n: number | null;
@@ -428,7 +429,7 @@ class BuilderApp {
 
   /** Refuses the connections whose request is overdue. */
   #sweep(): void {
-    const now = Date.now();
+    const now = monotonic();
     // In insertion order, which is deadline order: stop at the first due
     // later.
     for (const [conn, deadline] of this.#awaiting) {
@@ -507,7 +508,7 @@ class BuilderApp {
         schema: SCHEMA,
         cookie,
         released: true,
-        expiredAt,
+        expiredAt: toWallClock()(expiredAt),
       });
       return;
     }
@@ -541,7 +542,7 @@ class BuilderApp {
   #expire(client: Client, msg: ServerMessage): void {
     this.#clients.delete(client.cookie);
     this.#expired.delete(client.cookie);
-    this.#expired.set(client.cookie, Date.now());
+    this.#expired.set(client.cookie, monotonic());
     if (this.#expired.size > MAX_EXPIRED_REMEMBERED) {
       this.#expired.delete(this.#expired.keys().next().value!);
     }

@@ -9,6 +9,7 @@
  */
 
 import { MinHeap } from "../shared/min_heap.ts";
+import { monotonic } from "../shared/clock.ts";
 
 /** The longest delay `setTimeout` takes: longer ones fire at once. */
 const MAX_DELAY_MS = 2 ** 31 - 1;
@@ -25,24 +26,24 @@ export interface DeadlinesOptions<T> {
    * ended, or got a new deadline, answers false and its entry is dropped.
    */
   isLive: (item: T, at: number) => boolean;
-  /** Epoch ms (default `Date.now`). */
+  /** Monotonic ms (default `performance.now`). */
   now?: () => number;
 }
 
-/** Deadlines (epoch ms) of many items, one timer for all. */
+/** Deadlines (monotonic ms) of many items, one timer for all. */
 export class Deadlines<T> {
   #heap = new MinHeap<T>();
   #opts: DeadlinesOptions<T>;
   #now: () => number;
   #timer: ReturnType<typeof setTimeout> | undefined;
-  /** When the armed timer fires (epoch ms); Infinity when none is. */
+  /** When the armed timer fires (monotonic ms); Infinity when none is. */
   #armedAt = Infinity;
   /** How many entries were live at the last compaction. */
   #live = 0;
 
   constructor(options: DeadlinesOptions<T>) {
     this.#opts = options;
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? monotonic;
   }
 
   /** How many entries are kept, stale ones included (for tests). */

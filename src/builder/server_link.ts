@@ -24,6 +24,7 @@ import {
   type WebSocketLike,
   type WebSocketOptions,
 } from "./ws_client.ts";
+import { monotonic } from "../shared/clock.ts";
 
 /** What the server says about leases and requests (not pongs or welcomes). */
 export type LeaseMessage = Exclude<ServerMessage, PongMessage | WelcomeMessage>;
@@ -139,7 +140,7 @@ export class ServerLink {
       if (this.#ws !== ws) return;
       this.#fenceIfStale();
       this.#up = true;
-      this.#lastHeard = Date.now();
+      this.#lastHeard = monotonic();
       this.#helloSentAt = this.#lastHeard;
       ws.send(encode({
         schema: SCHEMA,
@@ -159,7 +160,7 @@ export class ServerLink {
       // First, before anything the message says: a builder waking from
       // SIGSTOP must end leases whose fence time ran out.
       if (this.#fenceIfStale()) return;
-      this.#lastHeard = Date.now();
+      this.#lastHeard = monotonic();
       if (typeof ev.data === "string") this.#fromServer(ev.data);
     };
     let error = "";
@@ -233,7 +234,7 @@ export class ServerLink {
    */
   #fenceIfStale(): boolean {
     if (this.#roundTrip === 0) return false;
-    const silentMs = Date.now() - this.#roundTrip;
+    const silentMs = monotonic() - this.#roundTrip;
     if (silentMs <= this.#fenceMs) return false;
     const ended = this.#opts.onFence();
     const ws = this.#ws;
@@ -258,7 +259,7 @@ export class ServerLink {
     const at = this.#roundTrip + this.#fenceMs + 1;
     this.#fenceTimer = setTimeout(
       () => this.#fenceIfStale(),
-      Math.max(0, at - Date.now()),
+      Math.max(0, at - monotonic()),
     );
   }
 
@@ -267,13 +268,13 @@ export class ServerLink {
     if (this.#fenceIfStale()) return;
     const ws = this.#ws;
     if (!ws || !this.#up) return;
-    const silentMs = Date.now() - this.#lastHeard;
+    const silentMs = monotonic() - this.#lastHeard;
     if (silentMs > this.#opts.heartbeatMs) {
       this.#linkLost(ws, `no answer for ${Math.round(silentMs / 1000)} s`);
       return;
     }
     const n = ++this.#pings;
-    this.#pingSentAt.set(n, Date.now());
+    this.#pingSentAt.set(n, monotonic());
     this.send(encode({ schema: SCHEMA, ping: n }));
   }
 

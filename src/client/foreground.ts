@@ -25,6 +25,7 @@ import {
 } from "./lease_client.ts";
 import { signalExitCode } from "./launcher.ts";
 import { afterSeconds } from "../shared/timers.ts";
+import { monotonic } from "../shared/clock.ts";
 import type { Command } from "./client_args.ts";
 import { encoder, EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
 
@@ -116,7 +117,7 @@ async function hold(
   signals: Signals,
 ): Promise<number> {
   const { spec } = command;
-  const grantedAt = Date.now();
+  const grantedAt = monotonic();
   let expired = false;
   const onExpired = (how: string) => {
     if (expired) return;
@@ -126,7 +127,7 @@ async function hold(
     lease.release();
     printErr(
       `the lease on ${specNames(spec)} (cookie ${spec.cookie}) ${how} after ${
-        Math.round((Date.now() - grantedAt) / 1000)
+        Math.round((monotonic() - grantedAt) / 1000)
       } s: what it gates runs ungated from now; still running until signalled`,
     );
   };

@@ -21,6 +21,7 @@ import {
   type YieldReason,
 } from "../protocol/protocol.ts";
 import { unixPath } from "../shared/socket_path.ts";
+import { monotonic } from "../shared/clock.ts";
 
 /** What to ask for. */
 export interface LeaseSpec {
@@ -265,12 +266,12 @@ export async function connectUnix(
   path: string,
   signal?: AbortSignal,
 ): Promise<Deno.UnixConn> {
-  const deadline = Date.now() + 5000;
+  const deadline = monotonic() + 5000;
   for (let delay = 5;; delay = Math.min(delay * 2, 200)) {
     try {
       return await Deno.connect({ transport: "unix", path: unixPath(path) });
     } catch (err) {
-      if (!(err instanceof Deno.errors.WouldBlock) || Date.now() > deadline) {
+      if (!(err instanceof Deno.errors.WouldBlock) || monotonic() > deadline) {
         throw err;
       }
       signal?.throwIfAborted();

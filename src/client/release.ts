@@ -11,6 +11,7 @@
 import { connectUnix, readMessages, writeAll } from "./lease_client.ts";
 import { encode, SCHEMA } from "../protocol/protocol.ts";
 import { EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
+import { wallClock } from "../shared/clock.ts";
 
 /** How long `--release` waits for the builder by default, in seconds. */
 export const DEFAULT_RELEASE_WAIT_SECONDS = 10;
@@ -122,7 +123,9 @@ export async function release(
     return EXIT_FAILED;
   }
   if (expiredAt === undefined) return EXIT_OK;
-  const ago = Math.max(0, Math.round((Date.now() - expiredAt) / 1000));
+  // The builder turned its monotonic time into wall-clock time as it sent
+  // it, so this reads right unless the wall clock stepped in between.
+  const ago = Math.max(0, Math.round((wallClock() - expiredAt) / 1000));
   printErr(
     `${
       options.strict ? "error" : "warning"

@@ -11,6 +11,7 @@ import { SCHEMA, type ServerMessage } from "../protocol/protocol.ts";
 import type { WaitHistogram } from "./metrics.ts";
 import type { QueueProgress } from "./progress.ts";
 import type { Session } from "./sessions.ts";
+import { toWallClock } from "../shared/clock.ts";
 import type { ServerStats } from "./status_document.ts";
 
 /** What delivery needs from the server. */
@@ -81,7 +82,8 @@ export class OutcomeDelivery {
             lease: o.known
               ? Math.max(1, Math.ceil((o.expires - this.#opts.now()) / 1000))
               : o.lease,
-            expires: o.expires,
+            // Shown as wall-clock time: the allocator keeps monotonic time.
+            expires: toWallClock(this.#opts.now())(o.expires),
             ...(o.resources && { resources: o.resources }),
           });
           break;

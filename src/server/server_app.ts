@@ -32,6 +32,7 @@ import {
 } from "./status_document.ts";
 import type { Policy } from "../allocator/policy.ts";
 import { listenServer } from "./listener.ts";
+import { monotonic, toWallClock } from "../shared/clock.ts";
 import type { ServerWebSocket } from "./ws_server.ts";
 import {
   encode,
@@ -73,7 +74,7 @@ export interface ServerOptions {
   maxQueuedPerBuilder?: number;
   /** PEM certificate chain and key: serve wss:// and https://. */
   tls?: { cert: string; key: string };
-  /** The clock (default `Date.now`). */
+  /** The clock, monotonic milliseconds (default `performance.now`). */
   now?: () => number;
   /** Bearer token for the admin API; without it the API is disabled. */
   adminToken?: string;
@@ -163,7 +164,7 @@ class ServerApp {
     this.#tokens = options.builderTokens;
     this.#tls = options.tls;
     this.#log = options.logger ?? new Logger("info");
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? monotonic;
     this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
     this.#heartbeat = options.heartbeat ?? 10;
     const grace = options.builderGrace ?? 4 * this.#heartbeat;
@@ -302,20 +303,38 @@ class ServerApp {
         ...(process && { process }),
       };
     };
+    // Times are kept on the monotonic clock and shown as wall-clock time.
+    const now = this.#now();
+    const wall = toWallClock(now);
+    const reclaimUntil = this.#guard?.reclaimUntil;
     return {
       version: 1,
-      time: this.#now(),
-      reclaimUntil: this.#guard?.reclaimUntil ?? null,
+      time: wall(now),
+      reclaimUntil: reclaimUntil == null ? null : wall(reclaimUntil),
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
         id: s.publicId,
         name: s.name ?? "",
-        connectedAt: s.connectedAt,
+        connectedAt: wall(s.connectedAt),
       })),
       resources: this.#allocator.status().map((r) => ({
         ...r,
-        leases: r.leases.map(named),
-        queue: r.queue.map(named),
+        leases: r.leases.map((l) =>
+          named({
+            ...l,
+            grantedAt: wall(l.grantedAt),
+            expires: wall(l.expires),
+          })
+        ),
+        queue: r.queue.map((q) =>
+          named({
+            ...q,
+            enqueuedAt: wall(q.enqueuedAt),
+            estimatedStart: q.estimatedStart === null
+              ? null
+              : wall(q.estimatedStart),
+          })
+        ),
       })),
       stats: structuredClone(this.#stats),
     };

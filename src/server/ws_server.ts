@@ -18,6 +18,7 @@ import {
   readFrameHeader,
   roomFor,
 } from "../shared/ws_frames.ts";
+import { monotonic } from "../shared/clock.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -60,7 +61,7 @@ export class ServerWebSocket {
   #writes: Promise<void> = Promise.resolve();
   #batch = new FrameBatch();
   #unsent = 0;
-  #lastHeard = Date.now();
+  #lastHeard = monotonic();
   #idleTimer: ReturnType<typeof setInterval> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #closeCode = 1006;
@@ -104,7 +105,7 @@ export class ServerWebSocket {
   }
 
   #idle(): void {
-    if (Date.now() - this.#lastHeard > this.#opts.idleTimeoutMs) {
+    if (monotonic() - this.#lastHeard > this.#opts.idleTimeoutMs) {
       this.#drop();
       return;
     }
@@ -194,7 +195,7 @@ export class ServerWebSocket {
     let messageOpcode = 0;
     const header = newFrameHeader();
     for (;;) {
-      if (end > start) this.#lastHeard = Date.now();
+      if (end > start) this.#lastHeard = monotonic();
       for (;;) {
         if (!readFrameHeader(buf, start, end, header)) break;
         const { fin, opcode, masked, length: len, size } = header;

@@ -13,8 +13,8 @@ import {
   type FlagOptions,
   parseFlags,
   parseLogFormat,
-  positiveSeconds,
   readFlagFile,
+  secondsInRange,
   wantsHelp,
 } from "./src/shared/cli_flags.ts";
 import { startErrorMessage } from "./src/shared/listen_error.ts";
@@ -83,9 +83,15 @@ export async function main(args: string[]): Promise<void> {
         { ca: await readFlagFile("--ca", values.ca) }),
       ...(values["socket-group"] !== undefined &&
         { socketGroup: values["socket-group"] }),
-      heartbeat: positiveSeconds("--heartbeat", values.heartbeat),
-      requestTimeoutMs:
-        positiveSeconds("--request-timeout", values["request-timeout"]) * 1000,
+      heartbeat: secondsInRange("--heartbeat", values.heartbeat, {
+        min: 0.1,
+        max: 3600,
+      }),
+      requestTimeoutMs: secondsInRange(
+        "--request-timeout",
+        values["request-timeout"],
+        { min: 0.1, max: 3600 },
+      ) * 1000,
       server: values.server,
       name,
       socketPath: values.socket ?? defaultSocketPath(name),

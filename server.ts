@@ -12,8 +12,8 @@ import {
   parseFlags,
   parseLogFormat,
   positiveInt,
-  positiveSeconds,
   readFlagFile,
+  secondsInRange,
   wantsHelp,
 } from "./src/shared/cli_flags.ts";
 import { defaultStatePath } from "./src/server/state_file.ts";
@@ -26,6 +26,7 @@ import { startServer } from "./src/server/server_app.ts";
 import { startErrorMessage } from "./src/shared/listen_error.ts";
 import { runStatus } from "./src/server/status_cli.ts";
 import { POLICIES, type Policy } from "./src/allocator/policy.ts";
+import { MAX_UINT } from "./src/protocol/protocol.ts";
 
 const USAGE =
   `usage: sai-server --resources NAME=BUDGET[,NAME=BUDGET...] [--config FILE]
@@ -58,6 +59,20 @@ const OPTIONS = {
   "admin-token": { type: "string" },
   "admin-token-file": { type: "string" },
 } as const satisfies FlagOptions;
+
+/**
+ * The duration options' ranges, in seconds: every timer they arm stays far
+ * below what `setTimeout` takes (2³¹−1 ms, about 24.8 days).
+ */
+export const DURATION_RANGES = {
+  heartbeat: { min: 0.1, max: 3600 },
+  /** At least the heartbeat, too. */
+  builderGrace: { min: 0.1, max: 86_400 },
+  /** 0 turns the reclaim grace off. */
+  reclaimGrace: { min: 0, max: 86_400 },
+  /** Whole seconds; up to what the wire's unsigned int holds. */
+  maxLease: { min: 1, max: MAX_UINT },
+} as const;
 
 /** Server settings from the command line. */
 export interface ServerArgs {
@@ -161,10 +176,18 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       }, got "${values.policy}"`,
     );
   }
-  const heartbeat = positiveSeconds("--heartbeat", values.heartbeat);
+  const heartbeat = secondsInRange(
+    "--heartbeat",
+    values.heartbeat,
+    DURATION_RANGES.heartbeat,
+  );
   const builderGrace = values["builder-grace"] === undefined
-    ? 4 * heartbeat
-    : positiveSeconds("--builder-grace", values["builder-grace"]);
+    ? Math.min(4 * heartbeat, DURATION_RANGES.builderGrace.max)
+    : secondsInRange(
+      "--builder-grace",
+      values["builder-grace"],
+      DURATION_RANGES.builderGrace,
+    );
   if (builderGrace < heartbeat) {
     throw new TypeError(
       `--builder-grace must be at least --heartbeat (${heartbeat} s), got "${
@@ -189,9 +212,11 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
     heartbeat,
     builderGrace,
     ...(values["reclaim-grace"] !== undefined && {
-      reclaimGrace: values["reclaim-grace"] === "0"
-        ? 0
-        : positiveSeconds("--reclaim-grace", values["reclaim-grace"]),
+      reclaimGrace: secondsInRange(
+        "--reclaim-grace",
+        values["reclaim-grace"],
+        DURATION_RANGES.reclaimGrace,
+      ),
     }),
     ...(stateFile !== undefined && { stateFile }),
     maxQueuedPerBuilder: positiveInt(
@@ -201,11 +226,21 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
     budgets: parseBudgets(resources),
     policy,
     ...listen,
-    maxLease: positiveInt("--max-lease", values["max-lease"]),
+    maxLease: maxLease(values["max-lease"]),
     logger: new Logger(parseLevel(values["log-level"]), {
       format,
     }),
   };
+}
+
+function maxLease(value: string): number {
+  const { min, max } = DURATION_RANGES.maxLease;
+  if (!/^[0-9]+$/.test(value) || Number(value) < min || Number(value) > max) {
+    throw new TypeError(
+      `--max-lease must be a whole number of seconds from ${min} to ${max}, got "${value}"`,
+    );
+  }
+  return Number(value);
 }
 
 /** Runs `sai-server` until SIGINT or SIGTERM. */

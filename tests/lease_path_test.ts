@@ -8,6 +8,7 @@ import {
   RawClient,
   runClient,
   ServerProc,
+  uniq,
   waitFor,
 } from "./_harness.ts";
 import { acquire } from "../src/client/lease_client.ts";
@@ -442,4 +443,37 @@ Deno.test("two requests in one read are both handled in order", async () => {
     return doc.resources[0]!.allocated === 0 &&
       doc.stats.grants + doc.stats.withdrawals === 1;
   });
+});
+
+Deno.test("a lease longer than setTimeout's limit is held, not ended at once", async () => {
+  // 2³¹−1 ms is about 24.8 days: a longer timer fires after 1 ms instead.
+  const lease = 30 * 86_400;
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=2",
+    "--max-lease",
+    "4294967295",
+  ]);
+  await using builder = await BuilderProc.start(server);
+  const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+  const cookie = uniq("long");
+  const got = await runClient(["r", "1", String(lease), cookie], env);
+  assert.equal(got.code, 0, got.stderr);
+  // A whole round trip through builder and server after the grant: a timer
+  // that overflowed to 1 ms has fired by then.
+  const other = uniq("short");
+  assert.equal((await runClient(["r", "1", "30", other], env)).code, 0);
+  assert.equal((await runClient(["--release", other], env)).code, 0);
+  await waitFor("the short lease to end", async () => {
+    const r = await server.resource("r");
+    return r.leases.length === 1 ? r : undefined;
+  });
+  const r = await server.resource("r");
+  assert.deepEqual(r.leases.map((l) => l.cookie), [cookie]);
+  const days = (r.leases[0]!.expires - Date.now()) / 86_400_000;
+  assert.ok(days > 29.9 && days <= 30, `expires in ${days} days`);
+  assert.equal((await holderPids(cookie, builder)).length, 1);
+  assert.doesNotMatch(server.stderr.text, /TimeoutOverflow/);
+  assert.doesNotMatch(builder.stderr.text, /TimeoutOverflow/);
+  assert.equal((await runClient(["--release", cookie], env)).code, 0);
 });

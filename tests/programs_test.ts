@@ -65,7 +65,25 @@ Deno.test("sai-server start-up errors exit 2 with a clear message", async () => 
     ],
     [
       ["--resources", "a=1", "--max-lease", "0"],
-      /--max-lease must be a positive integer/,
+      /--max-lease must be a whole number of seconds from 1 to 4294967295, got "0"/,
+    ],
+    // Past setTimeout's limit (2³¹−1 ms) a timer fires at once: these
+    // dropped a lost builder's leases 3 ms after the link went.
+    [
+      ["--resources", "a=1", "--builder-grace", "2200000"],
+      /--builder-grace must be from 0.1 to 86400 seconds, got "2200000"/,
+    ],
+    [
+      ["--resources", "a=1", "--reclaim-grace", "2200000"],
+      /--reclaim-grace must be from 0 to 86400 seconds, got "2200000"/,
+    ],
+    [
+      ["--resources", "a=1", "--heartbeat", "1e9"],
+      /--heartbeat must be from 0.1 to 3600 seconds, got "1e9"/,
+    ],
+    [
+      ["--resources", "a=1", "--max-lease", "4294967296"],
+      /--max-lease must be a whole number of seconds from 1 to 4294967295/,
     ],
     [
       ["--resources", "a=1", "--log-level", "loud"],
@@ -146,6 +164,14 @@ Deno.test("sai-builder usage errors exit 2", async () => {
       [[], /--server must be ws:\/\/HOST:PORT, got nothing/],
       [["--server", "http://x"], /--server must be ws/],
       [["--server", "ws://127.0.0.1:1", "--name", "a b"], /--name must match/],
+      [
+        ["--server", "ws://127.0.0.1:1", "--heartbeat", "2200000"],
+        /--heartbeat must be from 0.1 to 3600 seconds, got "2200000"/,
+      ],
+      [
+        ["--server", "ws://127.0.0.1:1", "--request-timeout", "0"],
+        /--request-timeout must be from 0.1 to 3600 seconds, got "0"/,
+      ],
     ] as [string[], RegExp][]
   ) {
     const got = await new Proc(["builder.ts", ...args]).finished();

@@ -27,6 +27,21 @@ export function positiveSeconds(flag: string, value: string): number {
   return n;
 }
 
+/** A number of seconds (fractions allowed) from `min` to `max`. */
+export function secondsInRange(
+  flag: string,
+  value: string,
+  range: { min: number; max: number },
+): number {
+  const n = Number(value);
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || n < range.min || n > range.max) {
+    throw new TypeError(
+      `${flag} must be from ${range.min} to ${range.max} seconds, got "${value}"`,
+    );
+  }
+  return n;
+}
+
 /** The contents of a file a flag names. */
 export async function readFlagFile(
   flag: string,

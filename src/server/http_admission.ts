@@ -65,7 +65,7 @@ export class HttpAdmission<K> {
     this.#limits = limits;
   }
 
-  /** Connections waiting for their head (a 503 being written included). */
+  /** Connections waiting for their head. */
   get waiting(): number {
     return this.#heads.size;
   }
@@ -121,18 +121,16 @@ export class HttpAdmission<K> {
   }
 
   /**
-   * A connection's head is read at `now`.  A refused request stays in the
-   * head pool (its time still running) while its 503 is written.
+   * A connection's head is read at `now`.  Only a proxied request stays in
+   * a pool: a refused one is written a 503 of a few hundred bytes, which a
+   * fresh connection's send buffer takes at once, and is closed.
    */
   head(key: K, upgrade: boolean, now: number): Verdict {
     if (!this.#heads.has(key)) return "closed";
     this.#partial.delete(key);
-    if (upgrade) {
-      this.#heads.delete(key);
-      return "upgrade";
-    }
-    if (this.#proxied.size >= this.#limits.maxHttp) return "busy";
     this.#heads.delete(key);
+    if (upgrade) return "upgrade";
+    if (this.#proxied.size >= this.#limits.maxHttp) return "busy";
     this.#proxied.set(key, now);
     return "proxy";
   }

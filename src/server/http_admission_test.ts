@@ -56,13 +56,12 @@ Deno.test("HttpAdmission.head() admits upgrades outside the pools and refuses re
   assert.equal(a.head("r2", false, 1), "proxy");
   assert.equal(a.head("r3", false, 1), "busy");
   assert.equal(a.proxied, 2);
-  // A refused request keeps its place in the head pool while its 503 goes.
-  assert.equal(a.waiting, 2);
-  assert.equal(a.head("ws", true, 1), "upgrade");
+  // A refused request leaves the head pool: its 503 goes out at once.
   assert.equal(a.waiting, 1);
+  assert.equal(a.head("ws", true, 1), "upgrade");
+  assert.equal(a.waiting, 0);
   a.closed("r3");
   a.closed("r1");
-  assert.equal(a.waiting, 0);
   assert.equal(a.proxied, 1);
   a.accepted("r4", 2);
   assert.equal(a.head("r4", false, 2), "proxy");

@@ -305,7 +305,7 @@ class Listener {
     if (head === undefined) return;
     const upgrade = head.headers.get("upgrade")?.toLowerCase() === "websocket";
     const verdict = this.#admission.head(conn, upgrade, performance.now());
-    // Out of the head pool (or on its way out with a 503): room for another.
+    // Out of the head pool: room for another.
     this.#wakeAccept?.();
     switch (verdict) {
       case "closed":

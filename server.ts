@@ -9,6 +9,7 @@ import { parseBudgets, resourcesFromConfig } from "./src/server/budgets.ts";
 import { Logger, parseLevel } from "./src/shared/log.ts";
 import {
   type FlagOptions,
+  intInRange,
   parseFlags,
   parseLogFormat,
   positiveInt,
@@ -27,6 +28,11 @@ import { startErrorMessage } from "./src/shared/listen_error.ts";
 import { runStatus } from "./src/server/status_cli.ts";
 import { POLICIES, type Policy } from "./src/allocator/policy.ts";
 import { MAX_UINT } from "./src/protocol/protocol.ts";
+import {
+  DEFAULT_MAX_EVENT_STREAMS,
+  DEFAULT_MAX_HTTP_CONNECTIONS,
+  MAX_HTTP_CONNECTIONS,
+} from "./src/server/http_admission.ts";
 
 const USAGE =
   `usage: sai-server --resources NAME=BUDGET[,NAME=BUDGET...] [--config FILE]
@@ -35,6 +41,7 @@ const USAGE =
                   [--heartbeat SECONDS] [--max-queued-per-builder N]
                   [--builder-grace SECONDS] [--reclaim-grace SECONDS]
                   [--state-file PATH]
+                  [--max-http-connections N] [--max-event-streams N]
                   [--policy backfill|fifo]
                   [--log-level error|warn|info|debug] [--log-format text|json]
                   [--admin-token TOKEN | --admin-token-file FILE]
@@ -53,6 +60,14 @@ const OPTIONS = {
   "reclaim-grace": { type: "string" },
   "state-file": { type: "string" },
   "max-queued-per-builder": { type: "string", default: "10000" },
+  "max-http-connections": {
+    type: "string",
+    default: String(DEFAULT_MAX_HTTP_CONNECTIONS),
+  },
+  "max-event-streams": {
+    type: "string",
+    default: String(DEFAULT_MAX_EVENT_STREAMS),
+  },
   "builder-tokens": { type: "string" },
   cert: { type: "string" },
   key: { type: "string" },
@@ -70,7 +85,7 @@ export const DURATION_RANGES = {
   builderGrace: { min: 0.1, max: 86_400 },
   /** 0 turns the reclaim grace off. */
   reclaimGrace: { min: 0, max: 86_400 },
-  /** Whole seconds; up to what the wire's unsigned int holds. */
+  /** Whole seconds, up to what the wire's unsigned int holds. */
   maxLease: { min: 1, max: MAX_UINT },
 } as const;
 
@@ -87,6 +102,8 @@ export interface ServerArgs {
   reclaimGrace?: number;
   stateFile?: string;
   maxQueuedPerBuilder: number;
+  maxHttpConnections: number;
+  maxEventStreams: number;
   builderTokens?: TokenEntry[];
   tls?: { cert: string; key: string };
   /** The config file SIGHUP re-reads, when budgets come from it. */
@@ -195,6 +212,16 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       }"`,
     );
   }
+  const maxHttpConnections = intInRange(
+    "--max-http-connections",
+    values["max-http-connections"],
+    { min: 1, max: MAX_HTTP_CONNECTIONS },
+  );
+  const maxEventStreams = intInRange(
+    "--max-event-streams",
+    values["max-event-streams"],
+    { min: 1, max: maxHttpConnections, maxFrom: "--max-http-connections" },
+  );
   const listen = parseListen(values.listen);
   const stateFile = values["state-file"] ??
     defaultStatePath(listen.hostname, listen.port);
@@ -223,24 +250,20 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       "--max-queued-per-builder",
       values["max-queued-per-builder"],
     ),
+    maxHttpConnections,
+    maxEventStreams,
     budgets: parseBudgets(resources),
     policy,
     ...listen,
-    maxLease: maxLease(values["max-lease"]),
+    maxLease: intInRange(
+      "--max-lease",
+      values["max-lease"],
+      DURATION_RANGES.maxLease,
+    ),
     logger: new Logger(parseLevel(values["log-level"]), {
       format,
     }),
   };
-}
-
-function maxLease(value: string): number {
-  const { min, max } = DURATION_RANGES.maxLease;
-  if (!/^[0-9]+$/.test(value) || Number(value) < min || Number(value) > max) {
-    throw new TypeError(
-      `--max-lease must be a whole number of seconds from ${min} to ${max}, got "${value}"`,
-    );
-  }
-  return Number(value);
 }
 
 /** Runs `sai-server` until SIGINT or SIGTERM. */

@@ -65,7 +65,7 @@ Deno.test("sai-server start-up errors exit 2 with a clear message", async () => 
     ],
     [
       ["--resources", "a=1", "--max-lease", "0"],
-      /--max-lease must be a whole number of seconds from 1 to 4294967295, got "0"/,
+      /--max-lease must be an integer from 1 to 4294967295, got "0"/,
     ],
     // Past setTimeout's limit (2³¹−1 ms) a timer fires at once: these
     // dropped a lost builder's leases 3 ms after the link went.
@@ -83,7 +83,7 @@ Deno.test("sai-server start-up errors exit 2 with a clear message", async () => 
     ],
     [
       ["--resources", "a=1", "--max-lease", "4294967296"],
-      /--max-lease must be a whole number of seconds from 1 to 4294967295/,
+      /--max-lease must be an integer from 1 to 4294967295, got "4294967296"/,
     ],
     [
       ["--resources", "a=1", "--log-level", "loud"],

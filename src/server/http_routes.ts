@@ -16,6 +16,7 @@ import {
 import type { Logger } from "../shared/log.ts";
 import { APP_JS, INDEX_HTML } from "./_web_asset.ts";
 import type { StatusDocument } from "./status_document.ts";
+import { DEFAULT_MAX_EVENT_STREAMS } from "./http_admission.ts";
 
 /** What the routes need from the server. */
 export interface RouteOptions {
@@ -29,6 +30,11 @@ export interface RouteOptions {
   pushIntervalMs?: number;
   /** A comment line keeps idle streams open through proxies (default 15 s). */
   keepAliveMs?: number;
+  /**
+   * Most event streams open at once (`--max-event-streams`, default
+   * {@linkcode DEFAULT_MAX_EVENT_STREAMS}); the excess gets 503.
+   */
+  maxStreams?: number;
 }
 
 const NO_STORE = { "cache-control": "no-store" };
@@ -181,6 +187,15 @@ export class HttpRoutes {
   /** Server-Sent Events: a snapshot now, then one on every change. */
   #events(): Response {
     if (this.#closed) return jsonError(503, "Shutting down");
+    const max = this.#opts.maxStreams ?? DEFAULT_MAX_EVENT_STREAMS;
+    if (this.#streams.size >= max) {
+      this.#opts.logger.debug("event stream refused", { streams: max });
+      // The page's EventSource gives up on a 503; the page then retries,
+      // backing off from 0.5 s to 5 s.
+      return jsonError(503, `Too many event streams (${max}): retry later`, {
+        "retry-after": "1",
+      });
+    }
     let me: Subscriber;
     const body = new ReadableStream<Uint8Array>({
       start: (controller) => {

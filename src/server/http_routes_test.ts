@@ -4,8 +4,12 @@ import { Logger } from "../shared/log.ts";
 import { type StatusDocument, zeroStats } from "./status_document.ts";
 import type { AdminTarget } from "./admin.ts";
 
-function routes(status: () => StatusDocument): HttpRoutes {
+function routes(
+  status: () => StatusDocument,
+  maxStreams?: number,
+): HttpRoutes {
   return new HttpRoutes({
+    ...(maxStreams !== undefined && { maxStreams }),
     status,
     metrics: () => "",
     admin: {} as AdminTarget,
@@ -59,6 +63,29 @@ Deno.test("HttpRoutes event stream: a reader that does not read holds a bounded 
     assert.equal(frames.at(-1), 500, "the latest snapshot comes last");
   } finally {
     await reader.cancel();
+    r.close();
+  }
+});
+
+Deno.test("HttpRoutes event streams: past maxStreams a 503 with Retry-After, and a place is given back when a reader leaves", async () => {
+  const r = routes(() => doc(1), 2);
+  const open = () =>
+    r.handle(new Request("http://x/api/events"), "127.0.0.1:1");
+  const first = await open();
+  const second = await open();
+  try {
+    assert.equal(first.status, 200);
+    assert.equal(second.status, 200);
+    const third = await open();
+    assert.equal(third.status, 503);
+    assert.equal(third.headers.get("retry-after"), "1");
+    assert.match((await third.json()).error, /Too many event streams \(2\)/);
+    await first.body!.cancel();
+    const again = await open();
+    assert.equal(again.status, 200);
+    await again.body!.cancel();
+  } finally {
+    await second.body!.cancel();
     r.close();
   }
 });

@@ -33,6 +33,7 @@ import {
 import type { Policy } from "../allocator/policy.ts";
 import { listenServer } from "./listener.ts";
 import { monotonic, toWallClock } from "../shared/clock.ts";
+import { DEFAULT_MAX_HTTP_CONNECTIONS } from "./http_admission.ts";
 import type { ServerWebSocket } from "./ws_server.ts";
 import {
   encode,
@@ -92,6 +93,13 @@ export interface ServerOptions {
   reclaimGrace?: number;
   /** Stable storage: whether leases may be outstanding (see state_file.ts). */
   stateFile?: string | undefined;
+  /**
+   * Most HTTP requests proxied at once, and most connections waiting for
+   * their request head (default 128); the excess gets 503.
+   */
+  maxHttpConnections?: number;
+  /** Most `/api/events` streams open at once (default 64). */
+  maxEventStreams?: number;
 }
 
 /**
@@ -159,8 +167,11 @@ class ServerApp {
   #routes: HttpRoutes;
   #operator: OperatorActions;
   #delivery: OutcomeDelivery;
+  #maxHttpConnections: number;
 
   constructor(options: ServerOptions) {
+    this.#maxHttpConnections = options.maxHttpConnections ??
+      DEFAULT_MAX_HTTP_CONNECTIONS;
     this.#tokens = options.builderTokens;
     this.#tls = options.tls;
     this.#log = options.logger ?? new Logger("info");
@@ -219,6 +230,8 @@ class ServerApp {
       admin: this.#operator,
       adminToken: options.adminToken,
       logger: this.#log,
+      ...(options.maxEventStreams !== undefined &&
+        { maxStreams: options.maxEventStreams }),
     });
   }
 
@@ -258,6 +271,8 @@ class ServerApp {
       http: (req, peer) => this.#routes.handle(req, peer),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       idleTimeoutMs: this.#heartbeat * 1000,
+      maxHttpConnections: this.#maxHttpConnections,
+      logger: this.#log,
     });
     const addr = server.addr;
     const host = addr.hostname.includes(":")

@@ -16,6 +16,26 @@ export function positiveInt(flag: string, value: string): number {
   return Number(value);
 }
 
+/**
+ * An integer flag value from `min` to `max`, written in decimal; `maxFrom`
+ * names the flag `max` comes from, for the message.
+ */
+export function intInRange(
+  flag: string,
+  value: string,
+  options: { min: number; max: number; maxFrom?: string },
+): number {
+  const { min, max, maxFrom } = options;
+  const n = Number(value);
+  if (!/^(0|[1-9][0-9]*)$/.test(value) || n < min || n > max) {
+    const upTo = maxFrom === undefined ? `${max}` : `${max} (${maxFrom})`;
+    throw new TypeError(
+      `${flag} must be an integer from ${min} to ${upTo}, got "${value}"`,
+    );
+  }
+  return n;
+}
+
 /** A positive number of seconds, fractions allowed. */
 export function positiveSeconds(flag: string, value: string): number {
   const n = Number(value);

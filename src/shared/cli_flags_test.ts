@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseFlags, wantsHelp } from "./cli_flags.ts";
+import { intInRange, parseFlags, wantsHelp } from "./cli_flags.ts";
 
 const options = {
   wait: { type: "string" },
@@ -42,4 +42,21 @@ Deno.test("wantsHelp() sees -h and --help as flags, not as a flag's value", () =
   assert.equal(wantsHelp(["--wait", "-h"], options), false);
   assert.equal(wantsHelp(["r", "1", "--", "-h"], options), false);
   assert.equal(wantsHelp(["r", "1"], options), false);
+});
+
+Deno.test("intInRange() takes decimal integers from min to max and names the range", () => {
+  const range = { min: 1, max: 10 };
+  assert.equal(intInRange("--n", "1", range), 1);
+  assert.equal(intInRange("--n", "10", range), 10);
+  assert.equal(intInRange("--n", "0", { min: 0, max: 1 }), 0);
+  for (const bad of ["0", "11", "", "x", "1.5", "01", "+2", "1e1", " 3"]) {
+    assert.throws(
+      () => intInRange("--n", bad, range),
+      new TypeError(`--n must be an integer from 1 to 10, got "${bad}"`),
+    );
+  }
+  assert.throws(
+    () => intInRange("--n", "11", { ...range, maxFrom: "--m" }),
+    new TypeError('--n must be an integer from 1 to 10 (--m), got "11"'),
+  );
 });

@@ -1,14 +1,20 @@
 /**
  * What keeps the budget across a server restart: the state file (was the
  * last run's end clean, which builders may still hold leases) and the
- * reclaim grace it starts after a crash.
+ * reclaim grace it starts after a crash.  It fails closed: a state file
+ * that cannot be read or trusted starts the full grace.
  *
  * @module
  */
 
 import type { Logger } from "../shared/log.ts";
 import { ReclaimGrace } from "./reclaim.ts";
-import { readState, StateWriter } from "./state_file.ts";
+import {
+  ANONYMOUS,
+  readState,
+  StateWriter,
+  type StoredState,
+} from "./state_file.ts";
 
 /** Options for {@linkcode RestartGuard.load}. */
 export interface RestartGuardOptions {
@@ -45,18 +51,22 @@ export class RestartGuard {
 
   /**
    * Reads the state file, starts the reclaim grace if the last run did not
-   * end cleanly, and marks the file dirty before anything can be granted.
+   * end cleanly (or the file cannot be trusted), and marks the file dirty
+   * before anything can be granted.
    */
   static async load(options: RestartGuardOptions): Promise<RestartGuard> {
     const guard = new RestartGuard(options);
     const path = options.path;
     if (path === undefined) return guard;
-    let previous;
+    let stored: StoredState;
     try {
-      previous = await readState(path);
-      if (previous !== undefined && !previous.clean) {
-        for (const d of previous.builders) guard.#builders.add(d);
+      stored = await readState(path);
+      if (stored.kind === "state" && !stored.state.clean) {
+        for (const d of stored.state.builders) guard.#builders.add(d);
       }
+      // Should this run crash before its grace ends, the next start must
+      // not trust the file either: ANONYMOUS is never known to be back.
+      if (stored.kind === "unknown") guard.#builders.add(ANONYMOUS);
       await guard.#write(false);
     } catch (err) {
       throw new Error(
@@ -65,17 +75,24 @@ export class RestartGuard {
         }; pass --state-file PATH, a file only sai-server writes`,
       );
     }
-    const crashed = previous !== undefined && !previous.clean &&
-      previous.builders.length > 0;
-    if (previous === undefined || !crashed || options.reclaimMs <= 0) {
-      return guard;
-    }
-    // Builders fence by the fence the last run announced: wait at least that.
-    const graceMs = Math.max(options.reclaimMs, previous.fence * 1000);
+    if (options.reclaimMs <= 0) return guard;
+    let graceMs: number;
+    let expected: string[] | "unknown";
+    if (stored.kind === "unknown") {
+      graceMs = Math.max(options.reclaimMs, options.fence * 1000);
+      expected = "unknown";
+    } else if (
+      stored.kind === "state" && !stored.state.clean &&
+      stored.state.builders.length > 0
+    ) {
+      // Builders fence by the fence the last run announced: wait that long.
+      graceMs = Math.max(options.reclaimMs, stored.state.fence * 1000);
+      expected = stored.state.builders;
+    } else return guard;
     options.begin();
     guard.#reclaim = new ReclaimGrace({
       graceMs,
-      expected: previous.builders,
+      expected,
       onEnd: (reason) => {
         options.log.info("reclaim grace ended", { reason });
         guard.#reclaim = undefined;
@@ -85,11 +102,21 @@ export class RestartGuard {
         options.end();
       },
     }, options.now());
-    options.log.warn("reclaim grace: the last run did not end cleanly", {
-      seconds: graceMs / 1000,
-      builders: previous.builders.length,
-      hint: "only restores are admitted until the builders are back",
-    });
+    if (stored.kind === "unknown") {
+      options.log.warn("reclaim grace: the state file cannot be trusted", {
+        path,
+        reason: stored.reason,
+        seconds: graceMs / 1000,
+        hint:
+          "any builder may hold leases: only restores are admitted until the grace ends",
+      });
+    } else {
+      options.log.warn("reclaim grace: the last run did not end cleanly", {
+        seconds: graceMs / 1000,
+        builders: (expected as string[]).length,
+        hint: "only restores are admitted until the builders are back",
+      });
+    }
     return guard;
   }
 

@@ -5,10 +5,12 @@
  * holds back new grants for the reclaim grace; a first start (no file) or a
  * clean restart with nothing held needs none.
  *
- * Written rarely: at start (dirty), at each new builder session's first
- * hello, and at a clean shutdown.  Sessions are stored as SHA-256 digests:
- * they are secrets.  It fails closed: a file that cannot be read or trusted
- * means any builder may hold leases.
+ * Written rarely: at start (dirty; a failure stops the start), at each new
+ * builder session's first hello (retried until it succeeds: the builder is
+ * welcomed only then), when a reclaim grace ends, and at a clean shutdown.
+ * Sessions are stored as SHA-256 digests: they are secrets.  It fails
+ * closed: a file that cannot be read or trusted means any builder may hold
+ * leases.
  *
  * @module
  */
@@ -202,13 +204,39 @@ function asServerState(v: unknown): ServerState | undefined {
   return { version: 1, clean: o.clean, fence, builders };
 }
 
-/** Writes state files one at a time, each atomically and durably. */
+/** Options for {@linkcode StateWriter}. */
+export interface StateWriterOptions {
+  /** The state to write, taken anew before each attempt of a retried write. */
+  snapshot: () => ServerState;
+  /** A retried write succeeded, after `failures` failed attempts. */
+  onWritten: (state: ServerState, failures: number) => void;
+  /** An attempt failed (the `failures`th in a row); it is retried. */
+  onFailed: (err: unknown, failures: number) => void;
+  /** Between attempts, in ms (default 1000). */
+  retryMs?: number;
+}
+
+/**
+ * Writes state files one at a time, each atomically and durably: once and
+ * now ({@linkcode StateWriter.writeOnce}), or retried until one attempt
+ * succeeds ({@linkcode StateWriter.schedule}), each attempt writing the
+ * latest snapshot.
+ */
 export class StateWriter {
   #path: string;
+  #opts: StateWriterOptions;
   #chain: Promise<void> = Promise.resolve();
+  /** A snapshot is to be written. */
+  #dirty = false;
+  #draining = false;
+  #closed = false;
+  #failures = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #wake: (() => void) | undefined;
 
-  constructor(path: string) {
+  constructor(path: string, options: StateWriterOptions) {
     this.#path = path;
+    this.#opts = options;
   }
 
   get path(): string {
@@ -216,10 +244,54 @@ export class StateWriter {
   }
 
   /** Resolves once `state` is on disk (after any earlier write). */
-  write(state: ServerState): Promise<void> {
+  writeOnce(state: ServerState): Promise<void> {
     const next = this.#chain.then(() => this.#write(state));
     this.#chain = next.catch(() => {});
     return next;
+  }
+
+  /**
+   * Writes the current snapshot soon, and again after each failure (about
+   * once a second) until an attempt succeeds.
+   */
+  schedule(): void {
+    this.#dirty = true;
+    if (this.#draining || this.#closed) return;
+    this.#draining = true;
+    this.#drain();
+  }
+
+  /** No more retries; a write in progress completes. */
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#wake?.();
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#dirty && !this.#closed) {
+        this.#dirty = false;
+        const state = this.#opts.snapshot();
+        try {
+          await this.writeOnce(state);
+        } catch (err) {
+          if (this.#closed) return;
+          this.#dirty = true;
+          this.#opts.onFailed(err, ++this.#failures);
+          await new Promise<void>((resolve) => {
+            this.#wake = resolve;
+            this.#timer = setTimeout(resolve, this.#opts.retryMs ?? 1000);
+          });
+          continue;
+        }
+        const failures = this.#failures;
+        this.#failures = 0;
+        this.#opts.onWritten(state, failures);
+      }
+    } finally {
+      this.#draining = false;
+    }
   }
 
   async #write(state: ServerState): Promise<void> {
@@ -233,13 +305,19 @@ export class StateWriter {
       mode: 0o600,
     });
     try {
-      const bytes = new TextEncoder().encode(JSON.stringify(state) + "\n");
-      let at = 0;
-      while (at < bytes.length) at += await file.write(bytes.subarray(at));
-      await file.sync();
-    } finally {
-      file.close();
+      try {
+        const bytes = new TextEncoder().encode(JSON.stringify(state) + "\n");
+        let at = 0;
+        while (at < bytes.length) at += await file.write(bytes.subarray(at));
+        await file.sync();
+      } finally {
+        file.close();
+      }
+      await Deno.rename(tmp, this.#path);
+    } catch (err) {
+      // Retried every second on a full disk: leave no file per attempt.
+      await Deno.remove(tmp).catch(() => {});
+      throw err;
     }
-    await Deno.rename(tmp, this.#path);
   }
 }

@@ -421,10 +421,17 @@ Deno.test({
         "--name",
         "b",
       ]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
       try {
-        // Ends at once, or fails here instead of hanging (the old builder ran).
-        await Promise.race([p.stderr.wait(/Cannot use/), p.stdout.wait(/=/)]);
+        // Exits at once, or fails here instead of hanging (the old builder
+        // ran on): killed only once the deadline passes, never while it
+        // exits by itself.
+        await Promise.race([
+          p.child.status,
+          new Promise((resolve) => timer = setTimeout(resolve, 10_000)),
+        ]);
       } finally {
+        clearTimeout(timer);
         p.kill("SIGKILL");
       }
       const got = await p.finished();

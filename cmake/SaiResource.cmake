@@ -33,6 +33,11 @@
 #     or, with CMake >= 3.29, set_tests_properties(t PROPERTIES
 #     TEST_LAUNCHER "${prefix}").
 #
+# The fixture style's cleanup releases by cookie, which our builder allows
+# only on a path socket (its default): on an abstract one (@NAME) every local
+# user could do the same, so it refuses, the cleanup test fails and the lease
+# ends with ctest or at LEASE.  The launcher style works on both.
+#
 # Outside a Sai farm (SAI_BUILDER_RESOURCE_PROXY unset or empty when the tests
 # RUN, not when CMake runs) both are no-ops that pass: the setup and cleanup
 # tests succeed at once and the launcher just runs the test.

@@ -399,6 +399,63 @@ Deno.test("the builder refuses a socket directory other users can write", async 
   }
 });
 
+Deno.test({
+  name: "the builder refuses a sticky socket directory that another user owns",
+  // Needs root to give the directory away (to nobody, 65534).
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    await using server = await ServerProc.start(["--resources", "r=1"]);
+    const dir = await Deno.makeTempDir({ prefix: "sai-squat-" });
+    try {
+      // As in /tmp/sai-UID made by another user: its owner may remove our
+      // socket and bind its own, whatever the sticky bit says.
+      await Deno.mkdir(`${dir}/theirs`);
+      await Deno.chmod(`${dir}/theirs`, 0o1777);
+      await Deno.chown(`${dir}/theirs`, 65534, null);
+      const p = new Proc([
+        "builder.ts",
+        "--server",
+        server.url,
+        "--socket",
+        `${dir}/theirs/b.sock`,
+        "--name",
+        "b",
+      ]);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      try {
+        // Exits at once, or fails here instead of hanging (the old builder
+        // ran on): killed only once the deadline passes, never while it
+        // exits by itself.
+        await Promise.race([
+          p.child.status,
+          new Promise((resolve) => timer = setTimeout(resolve, 10_000)),
+        ]);
+      } finally {
+        clearTimeout(timer);
+        p.kill("SIGKILL");
+      }
+      const got = await p.finished();
+      assert.equal(got.code, 1, got.stderr);
+      assert.match(
+        got.stderr,
+        new RegExp(
+          `Cannot use socket directory "${dir}/theirs": it is owned by uid 65534, not by this user \\(uid 0\\) or root`,
+        ),
+      );
+      assert.doesNotMatch(got.stdout, /SAI_BUILDER_RESOURCE_PROXY/);
+      // Root's own sticky directory (as /tmp is) stays fine.
+      await Deno.chown(`${dir}/theirs`, 0, null);
+      await using ok = await BuilderProc.start(server, {
+        dir: `${dir}/theirs`,
+        name: "s",
+      });
+      assert.equal(ok.socket, `${dir}/theirs/s.sock`);
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
 Deno.test("the builder backs off on accept errors (EMFILE) and logs them once a second", async () => {
   await using server = await ServerProc.start(["--resources", "r=1"]);
   const dir = await Deno.makeTempDir({ prefix: "sai-emfile-" });

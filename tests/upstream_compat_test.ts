@@ -171,7 +171,7 @@ Deno.test("the C client stays connected after `expired`, and that connection cou
   }
 });
 
-Deno.test("an @NAME abstract socket serves our client, the C client and releases", async () => {
+Deno.test("an @NAME abstract socket serves our client and the C client, warns, and refuses release by cookie", async () => {
   await using server = await ServerProc.start(["--resources", "r=1"]);
   const name = `@sai-test-${crypto.randomUUID()}`;
   await using builder = await BuilderProc.start(server, {
@@ -180,6 +180,12 @@ Deno.test("an @NAME abstract socket serves our client, the C client and releases
   assert.equal(builder.socket, name, "the builder reports the @NAME");
   const unix = await Deno.readTextFile("/proc/net/unix");
   assert.ok(unix.includes(name), "listed as an abstract socket");
+  // Its cost, said at start: any local user can reach it, or bind it first.
+  await builder.stderr.wait(
+    new RegExp(
+      `WARN abstract socket: every local user can connect to this builder and impersonate it socket=${name}`,
+    ),
+  );
   // Ours, through SAI_BUILDER_RESOURCE_PROXY, holding in the foreground.
   const fg = new Proc(["client.ts", "r", "1", "30", "abs-ours", "-d", "0"], {
     env: { SAI_BUILDER_RESOURCE_PROXY: name, SAI_RESOURCE_FOREGROUND: "1" },
@@ -187,9 +193,24 @@ Deno.test("an @NAME abstract socket serves our client, the C client and releases
   try {
     await fg.stdout.wait(/^abs-ours$/m);
     assert.equal(fg.stderr.text, "", "-d 0 is quiet");
-    // --socket @NAME, releasing it by cookie.
+    // --socket @NAME, releasing it by cookie: refused, since any local user
+    // could do it (issue 18); the lease stays.
     const rel = await runClient(["--release", "abs-ours", "--socket", name]);
-    assert.equal(rel.code, 0, rel.stderr);
+    assert.equal(rel.code, 1, rel.stderr);
+    assert.match(
+      rel.stderr,
+      /Cannot release "abs-ours" by cookie on the abstract socket .*path socket \(--socket PATH\)/,
+    );
+    const scope = await runClient(["--release-scope", "abs-ours"], {
+      SAI_BUILDER_RESOURCE_PROXY: name,
+    });
+    assert.equal(scope.code, 1, scope.stderr);
+    const r = await server.resource("r");
+    assert.deepEqual(r.leases.map((l) => l.cookie), ["abs-ours"]);
+    assert.equal(r.allocated, 1);
+    // Its own holder ends it.
+    fg.kill("SIGTERM");
+    assert.equal((await fg.finished()).code, 0);
     // The C client reaches it the way C does (a leading NUL).
     const c = cClient(name, ["r", "1", "10", upstreamCookie("abs")]);
     await receivedSoon(c, "a grant", (m) => m.amount === 1);

@@ -177,6 +177,17 @@ class BuilderApp {
   }
 
   start(): void {
+    if (isAbstract(this.#opts.socketPath)) {
+      // No file, so no modes: the cost of upstream's convention, said once.
+      this.#log.warn(
+        "abstract socket: every local user can connect to this builder and impersonate it",
+        {
+          socket: this.#opts.socketPath,
+          hint:
+            "release by cookie is refused on it; --socket PATH keeps the builder to this user",
+        },
+      );
+    }
     this.#link.start();
     // A late request is refused within a quarter of the limit past it.
     this.#sweepTimer = setInterval(
@@ -495,8 +506,21 @@ class BuilderApp {
     return client;
   }
 
-  /** A release by cookie from another connection (`sai-resource --release`). */
+  /**
+   * A release by cookie from another connection (`sai-resource --release`).
+   * Refused on an abstract socket: any local user can connect to it, and
+   * would end other users' leases and take their units.  A path socket's
+   * mode keeps it to the builder's own user (or `--socket-group`).
+   */
   #releaseOther(conn: Deno.UnixConn, cookie: string): void {
+    if (isAbstract(this.#opts.socketPath)) {
+      this.#refuseAndClose(
+        conn,
+        cookie,
+        `Cannot release "${cookie}" by cookie on the abstract socket "${this.#opts.socketPath}": every local user can connect to it; run the builder on a path socket (--socket PATH), or end the holder process (or use launcher or --foreground mode)`,
+      );
+      return;
+    }
     const held = this.#clients.get(cookie);
     const expiredAt = this.#expired.get(cookie);
     if (!held && expiredAt !== undefined) {

@@ -35,7 +35,8 @@ export class UnsafeSocketDirError extends Error {
  * Refuses a socket directory another user could swap the socket in (as
  * ssh-agent and tmux do): it must be ours and not writable by group or
  * others (the group only with --socket-group, for that group), unless it
- * is sticky, as /tmp is, where nobody can remove or rename our file.
+ * is sticky, as /tmp is, where nobody but the directory's owner (and root)
+ * can remove or rename our file: so a sticky one must be ours or root's.
  */
 function checkSocketDir(
   dir: string,
@@ -51,12 +52,17 @@ function checkSocketDir(
       `Cannot use socket directory "${dir}": it is not a directory`,
     );
   }
-  if (mode & 0o1000) return;
-  if (uid !== null && info.uid !== uid) {
+  // The owner of a sticky directory may still delete anyone's file in it
+  // and bind its own socket there: only root's (as /tmp is) or ours is safe.
+  const sticky = (mode & 0o1000) !== 0;
+  if (uid !== null && info.uid !== uid && !(sticky && info.uid === 0)) {
     throw new UnsafeSocketDirError(
-      `Cannot use socket directory "${dir}": it is owned by uid ${info.uid}, not by this user (uid ${uid})${fix}`,
+      `Cannot use socket directory "${dir}": it is owned by uid ${info.uid}, not by this user (uid ${uid})${
+        sticky ? " or root, and its owner may remove anyone's files in it" : ""
+      }${fix}`,
     );
   }
+  if (sticky) return;
   const groupOk = gid !== undefined && info.gid === gid;
   if ((mode & 0o002) || ((mode & 0o020) && !groupOk)) {
     throw new UnsafeSocketDirError(

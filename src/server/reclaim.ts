@@ -3,17 +3,25 @@
  * restores are admitted and nothing new is granted, until every builder
  * that may hold leases has re-sent them (known from the state file) or the
  * grace runs out.  It never ends while a builder it waits for is between
- * its hello and its `restored` marker.
+ * its hello and its `restored` marker.  A builder recorded without a
+ * session ({@linkcode ANONYMOUS}) cannot be told from another, so it is
+ * never known to be back; when the state file could not be trusted, any
+ * builder may hold leases, and only time ends the grace.
  *
  * @module
  */
+
+import { ANONYMOUS } from "./state_file.ts";
 
 /** Options for {@linkcode ReclaimGrace}. */
 export interface ReclaimOptions {
   /** How long at most, in ms. */
   graceMs: number;
-  /** Digests of the builder sessions that may hold leases. */
-  expected: Iterable<string>;
+  /**
+   * Digests of the builder sessions that may hold leases, or "unknown":
+   * any builder may (the grace then ends only when its time is up).
+   */
+  expected: Iterable<string> | "unknown";
   /** Called once, when the grace ends. */
   onEnd: (reason: "time" | "all builders restored") => void;
 }
@@ -21,6 +29,8 @@ export interface ReclaimOptions {
 /** One reclaim grace, from its start. */
 export class ReclaimGrace {
   #waiting: Set<string>;
+  /** Every builder may hold leases: nobody's `restored` ends the grace. */
+  #unknown: boolean;
   #restoring = new Set<string>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timeUp = false;
@@ -30,7 +40,10 @@ export class ReclaimGrace {
   readonly until: number;
 
   constructor(options: ReclaimOptions, now: number) {
-    this.#waiting = new Set(options.expected);
+    this.#unknown = options.expected === "unknown";
+    this.#waiting = new Set(
+      options.expected === "unknown" ? [] : options.expected,
+    );
     this.#onEnd = options.onEnd;
     this.until = now + options.graceMs;
     this.#timer = setTimeout(() => {
@@ -48,13 +61,19 @@ export class ReclaimGrace {
    * restoring until its `restored` marker.
    */
   restoring(connection: string, digest: string): void {
-    if (this.#waiting.has(digest)) this.#restoring.add(connection);
+    if (this.#unknown || this.#waiting.has(digest)) {
+      this.#restoring.add(connection);
+    }
   }
 
   /** A builder connection sent `restored` (or closed). */
   restored(connection: string, digest: string | undefined): void {
     this.#restoring.delete(connection);
-    if (digest !== undefined) this.#waiting.delete(digest);
+    // Any builder without a session is "anonymous": its `restored` says
+    // nothing about the one recorded.
+    if (digest !== undefined && digest !== ANONYMOUS) {
+      this.#waiting.delete(digest);
+    }
     this.#check(this.#timeUp ? "time" : "all builders restored");
   }
 
@@ -65,7 +84,7 @@ export class ReclaimGrace {
 
   #check(reason: "time" | "all builders restored"): void {
     if (this.#ended || this.#restoring.size > 0) return;
-    if (!this.#timeUp && this.#waiting.size > 0) return;
+    if (!this.#timeUp && (this.#unknown || this.#waiting.size > 0)) return;
     this.#ended = true;
     clearTimeout(this.#timer);
     this.#onEnd(reason);

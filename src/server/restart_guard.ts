@@ -1,14 +1,22 @@
 /**
  * What keeps the budget across a server restart: the state file (was the
  * last run's end clean, which builders may still hold leases) and the
- * reclaim grace it starts after a crash.
+ * reclaim grace it starts after a crash.  It fails closed: a state file
+ * that cannot be read or trusted starts the full grace, and a builder is
+ * welcomed only once the file records it.
  *
  * @module
  */
 
 import type { Logger } from "../shared/log.ts";
 import { ReclaimGrace } from "./reclaim.ts";
-import { readState, StateWriter } from "./state_file.ts";
+import {
+  ANONYMOUS,
+  readState,
+  type ServerState,
+  StateWriter,
+  type StoredState,
+} from "./state_file.ts";
 
 /** Options for {@linkcode RestartGuard.load}. */
 export interface RestartGuardOptions {
@@ -28,36 +36,59 @@ export interface RestartGuardOptions {
   end: () => void;
 }
 
+/** A hello waiting for the state file to record its session. */
+interface Waiter {
+  digest: string;
+  /** Whether its connection has gone: then it is never welcomed. */
+  gone: () => boolean;
+  resolve: (recorded: boolean) => void;
+}
+
 /** The state file and the reclaim grace of one server run. */
 export class RestartGuard {
   #opts: RestartGuardOptions;
   #writer: StateWriter | undefined;
-  /** Digests recorded as possibly holding leases. */
+  /** Digests recorded as possibly holding leases (or about to be). */
   #builders = new Set<string>();
+  /** Digests in the state file as last written. */
+  #durable = new Set<string>();
+  #waiters = new Set<Waiter>();
   #reclaim: ReclaimGrace | undefined;
+  /** When a failed write was last logged (ms, by `now`). */
+  #failureLoggedAt = -Infinity;
 
   private constructor(options: RestartGuardOptions) {
     this.#opts = options;
     if (options.path !== undefined) {
-      this.#writer = new StateWriter(options.path);
+      this.#writer = new StateWriter(options.path, {
+        snapshot: () => this.#snapshot(),
+        onWritten: (state, failures) => this.#written(state, failures),
+        onFailed: (err, failures) => this.#failed(err, failures),
+      });
     }
   }
 
   /**
    * Reads the state file, starts the reclaim grace if the last run did not
-   * end cleanly, and marks the file dirty before anything can be granted.
+   * end cleanly (or the file cannot be trusted), and marks the file dirty
+   * before anything can be granted.
    */
   static async load(options: RestartGuardOptions): Promise<RestartGuard> {
     const guard = new RestartGuard(options);
     const path = options.path;
     if (path === undefined) return guard;
-    let previous;
+    let stored: StoredState;
     try {
-      previous = await readState(path);
-      if (previous !== undefined && !previous.clean) {
-        for (const d of previous.builders) guard.#builders.add(d);
+      stored = await readState(path);
+      if (stored.kind === "state" && !stored.state.clean) {
+        for (const d of stored.state.builders) guard.#builders.add(d);
       }
-      await guard.#write(false);
+      // Should this run crash before its grace ends, the next start must
+      // not trust the file either: ANONYMOUS is never known to be back.
+      if (stored.kind === "unknown") guard.#builders.add(ANONYMOUS);
+      const state = guard.#snapshot();
+      await guard.#writer!.writeOnce(state);
+      guard.#durable = new Set(state.builders);
     } catch (err) {
       throw new Error(
         `Cannot use the state file "${path}": ${
@@ -65,31 +96,52 @@ export class RestartGuard {
         }; pass --state-file PATH, a file only sai-server writes`,
       );
     }
-    const crashed = previous !== undefined && !previous.clean &&
-      previous.builders.length > 0;
-    if (previous === undefined || !crashed || options.reclaimMs <= 0) {
-      return guard;
-    }
-    // Builders fence by the fence the last run announced: wait at least that.
-    const graceMs = Math.max(options.reclaimMs, previous.fence * 1000);
+    if (options.reclaimMs <= 0) return guard;
+    let graceMs: number;
+    let expected: string[] | "unknown";
+    if (stored.kind === "unknown") {
+      graceMs = Math.max(options.reclaimMs, options.fence * 1000);
+      expected = "unknown";
+    } else if (
+      stored.kind === "state" && !stored.state.clean &&
+      stored.state.builders.length > 0
+    ) {
+      // Builders fence by the fence the last run announced: wait that long.
+      graceMs = Math.max(options.reclaimMs, stored.state.fence * 1000);
+      expected = stored.state.builders;
+    } else return guard;
     options.begin();
     guard.#reclaim = new ReclaimGrace({
       graceMs,
-      expected: previous.builders,
+      expected,
       onEnd: (reason) => {
         options.log.info("reclaim grace ended", { reason });
         guard.#reclaim = undefined;
-        // Builders that never came back have fenced by now.
-        guard.#builders = new Set(options.current());
-        guard.#write(false).catch((err) => guard.#error(err));
+        // Builders that never came back have fenced by now; those still
+        // waiting for their welcome are yet to be recorded.
+        guard.#builders = new Set([
+          ...options.current(),
+          ...[...guard.#waiters].map((w) => w.digest),
+        ]);
+        guard.#writer?.schedule();
         options.end();
       },
     }, options.now());
-    options.log.warn("reclaim grace: the last run did not end cleanly", {
-      seconds: graceMs / 1000,
-      builders: previous.builders.length,
-      hint: "only restores are admitted until the builders are back",
-    });
+    if (stored.kind === "unknown") {
+      options.log.warn("reclaim grace: the state file cannot be trusted", {
+        path,
+        reason: stored.reason,
+        seconds: graceMs / 1000,
+        hint:
+          "any builder may hold leases: only restores are admitted until the grace ends",
+      });
+    } else {
+      options.log.warn("reclaim grace: the last run did not end cleanly", {
+        seconds: graceMs / 1000,
+        builders: (expected as string[]).length,
+        hint: "only restores are admitted until the builders are back",
+      });
+    }
     return guard;
   }
 
@@ -99,17 +151,20 @@ export class RestartGuard {
   }
 
   /**
-   * A builder session said hello: recorded on disk before its welcome, so
-   * that a restart waits for it.
+   * A builder session said hello: resolves true once the state file
+   * records it, so that a restart waits for it; a failed write is retried
+   * until one succeeds.  Resolves false if `gone()` turns true first (its
+   * connection closed): it must not be welcomed then.
    */
-  async recordSession(digest: string): Promise<void> {
-    if (!this.#writer || this.#builders.has(digest)) return;
-    this.#builders.add(digest);
-    try {
-      await this.#write(false);
-    } catch (err) {
-      this.#error(err);
+  recordSession(digest: string, gone: () => boolean): Promise<boolean> {
+    if (!this.#writer || this.#durable.has(digest)) {
+      return Promise.resolve(true);
     }
+    this.#builders.add(digest);
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    this.#waiters.add({ digest, gone, resolve });
+    this.#writer.schedule();
+    return promise;
   }
 
   /** A builder connection said hello (see {@linkcode ReclaimGrace}). */
@@ -125,24 +180,68 @@ export class RestartGuard {
   /** A clean stop: clean only if nothing is held, else the next start reclaims. */
   async shutdown(held: boolean): Promise<void> {
     this.#reclaim?.close();
+    for (const w of this.#waiters) w.resolve(false);
+    this.#waiters.clear();
+    if (!this.#writer) return;
+    this.#writer.close();
     if (!held) this.#builders.clear();
-    await this.#write(!held).catch((err) => this.#error(err));
+    await this.#writer.writeOnce({ ...this.#snapshot(), clean: !held })
+      .catch((err) => {
+        this.#opts.log.error("cannot write the state file", {
+          path: this.#writer?.path,
+          error: (err as Error).message,
+        });
+      });
   }
 
-  #write(clean: boolean): Promise<void> {
-    if (!this.#writer) return Promise.resolve();
-    return this.#writer.write({
+  /**
+   * What to write now.  A hello whose connection has gone is dropped
+   * first, with its session unless something else keeps it: it was never
+   * welcomed, so it holds nothing.
+   */
+  #snapshot(): ServerState {
+    for (const w of this.#waiters) {
+      if (!w.gone()) continue;
+      this.#waiters.delete(w);
+      w.resolve(false);
+      const kept = this.#durable.has(w.digest) ||
+        [...this.#waiters].some((o) => o.digest === w.digest);
+      if (!kept) this.#builders.delete(w.digest);
+    }
+    return {
       version: 1,
-      clean,
+      clean: false,
       fence: this.#opts.fence,
-      builders: clean ? [] : [...this.#builders],
-    });
+      builders: [...this.#builders],
+    };
   }
 
-  #error(err: unknown): void {
+  #written(state: ServerState, failures: number): void {
+    this.#durable = new Set(state.builders);
+    for (const w of this.#waiters) {
+      if (!this.#durable.has(w.digest)) continue;
+      this.#waiters.delete(w);
+      w.resolve(true);
+    }
+    if (failures > 0) {
+      this.#opts.log.info("state file written", {
+        path: this.#writer?.path,
+        failures,
+      });
+    }
+  }
+
+  /** Logged at most once a second, with the count of failures so far. */
+  #failed(err: unknown, failures: number): void {
+    const now = this.#opts.now();
+    if (now - this.#failureLoggedAt < 1000) return;
+    this.#failureLoggedAt = now;
     this.#opts.log.error("cannot write the state file", {
       path: this.#writer?.path,
       error: (err as Error).message,
+      failures,
+      hint:
+        "retrying every second; builders it does not record yet are not welcomed",
     });
   }
 }

@@ -109,6 +109,13 @@ export interface ServerOptions {
  */
 const EXPIRY_MARGIN_MS = 1000;
 
+/**
+ * Most characters of messages a connection may have waiting behind its
+ * hello (bytes for binary frames): room for a builder's whole restore,
+ * sent right after its hello.  More is closed with 1013 (try again later).
+ */
+const MAX_QUEUED_CHARS = 16 * 1024 * 1024;
+
 /** A running server. */
 export interface SaiServer {
   /** `ws://HOST:PORT`, what `sai-builder --server` takes. */
@@ -385,9 +392,12 @@ class ServerApp {
       this.#reject(conn, "no hello in time");
     }, this.#helloTimeoutMs);
     // Messages are handled one at a time, in order, even though checking a
-    // hello's token is asynchronous: at once while nothing is pending (every
-    // message after the hello, in practice), else queued behind.
+    // hello's token and recording its session are asynchronous: at once
+    // while nothing is pending (every message after the hello, in
+    // practice), else queued behind, up to a bound: a hello may wait for
+    // as long as the state file cannot be written.
     let queue: Promise<void> | undefined;
+    let queuedChars = 0;
     const handle = (data: string | Uint8Array): Promise<void> | void => {
       if (socket.readyState !== WebSocket.OPEN) return;
       if (typeof data !== "string") {
@@ -399,9 +409,24 @@ class ServerApp {
     socket.onmessage = (ev) => {
       conn.lastHeard = this.#now();
       const data = ev.data;
-      const pending = queue === undefined
-        ? handle(data)
-        : queue.then(() => handle(data));
+      let pending;
+      if (queue === undefined) pending = handle(data);
+      else {
+        const size = data.length;
+        queuedChars += size;
+        if (queuedChars > MAX_QUEUED_CHARS) {
+          this.#log.warn("builder refused", {
+            connection: conn.id,
+            reason: "too much sent before its hello was answered",
+          });
+          socket.close(1013, "too much sent before the welcome; try again");
+          return;
+        }
+        pending = queue.then(() => {
+          queuedChars -= size;
+          return handle(data);
+        });
+      }
       if (pending === undefined) return;
       const mine: Promise<void> = pending.finally(() => {
         if (queue === mine) queue = undefined;
@@ -472,7 +497,13 @@ class ServerApp {
       ? ANONYMOUS
       : await sessionDigest(hello.session);
     // On disk before the welcome: a restart must wait for this builder.
-    await this.#guard?.recordSession(digest);
+    // While the state file cannot be written the hello waits (the write is
+    // retried), and a builder that leaves meanwhile is never welcomed.
+    const recorded = await this.#guard?.recordSession(
+      digest,
+      () => conn.socket.readyState !== WebSocket.OPEN,
+    );
+    if (recorded === false) return;
     if (conn.socket.readyState !== WebSocket.OPEN) return;
     conn.digest = digest;
     conn.name = hello.name;

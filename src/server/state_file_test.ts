@@ -1,0 +1,134 @@
+import assert from "node:assert/strict";
+import {
+  ANONYMOUS,
+  MAX_STATE_BYTES,
+  readState,
+  type ServerState,
+  StateWriter,
+} from "./state_file.ts";
+
+const DIGEST = "0123456789abcdef".repeat(4);
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "sai-state-unit-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("readState() reads what the writer wrote, and nothing for no file", async () => {
+  await withDir(async (dir) => {
+    assert.deepEqual(await readState(`${dir}/none.json`), { kind: "none" });
+    const state: ServerState = {
+      version: 1,
+      clean: false,
+      fence: 20,
+      builders: [DIGEST, ANONYMOUS],
+    };
+    await Deno.writeTextFile(`${dir}/s.json`, JSON.stringify(state) + "\n");
+    assert.deepEqual(await readState(`${dir}/s.json`), {
+      kind: "state",
+      state,
+    });
+  });
+});
+
+Deno.test("readState() distrusts a file that is empty, garbage, too long or wrongly shaped", async () => {
+  const ok = { version: 1, clean: false, fence: 20, builders: [DIGEST] };
+  const cases: [string, string | Uint8Array][] = [
+    ["empty", ""],
+    ["garbage", "{not json"],
+    ["not UTF-8", new Uint8Array([0x7b, 0xff, 0xfe, 0x7d])],
+    // Valid JSON, but past the limit: never read whole.
+    ["too long", JSON.stringify(ok) + " ".repeat(MAX_STATE_BYTES)],
+    ["no version", JSON.stringify({ clean: true, fence: 1, builders: [] })],
+    ["another version", JSON.stringify({ ...ok, version: 2 })],
+    ["clean not a boolean", JSON.stringify({ ...ok, clean: "yes" })],
+    ["no fence", JSON.stringify({ ...ok, fence: undefined })],
+    ["a negative fence", JSON.stringify({ ...ok, fence: -1 })],
+    ["builders not a list", JSON.stringify({ ...ok, builders: DIGEST })],
+    ["a builder not a digest", JSON.stringify({ ...ok, builders: ["b1"] })],
+    ["a builder not a string", JSON.stringify({ ...ok, builders: [1] })],
+    ["clean with builders", JSON.stringify({ ...ok, clean: true })],
+    ["a list", JSON.stringify([ok])],
+    ["null", "null"],
+  ];
+  await withDir(async (dir) => {
+    for (const [what, content] of cases) {
+      const path = `${dir}/s.json`;
+      if (typeof content === "string") await Deno.writeTextFile(path, content);
+      else await Deno.writeFile(path, content);
+      const got = await readState(path);
+      assert.equal(got.kind, "unknown", `${what}: ${JSON.stringify(got)}`);
+    }
+  });
+});
+
+Deno.test("readState() refuses a path that is not a regular file, without reading it", async () => {
+  await withDir(async (dir) => {
+    const fifo = `${dir}/fifo`;
+    const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+    assert.equal(made.code, 0);
+    for (
+      const [path, what] of [
+        ["/dev/full", "a character device"],
+        ["/dev/zero", "a character device"],
+        [dir, "a directory"],
+        [fifo, "a FIFO"],
+      ]
+    ) {
+      await assert.rejects(
+        () => readState(path!),
+        (err: Error) =>
+          err instanceof TypeError &&
+          err.message === `it is ${what}, not a regular file`,
+        path,
+      );
+    }
+  });
+});
+
+Deno.test("StateWriter.schedule() retries a failed write until it succeeds, writing the latest snapshot", async () => {
+  await withDir(async (dir) => {
+    // A directory, not empty, where the state file should be: every
+    // attempt fails at its last step, the rename, until it is gone.
+    await Deno.mkdir(`${dir}/s/state.json`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/s/state.json/x`, "");
+    let builders: string[] = [];
+    const failures: number[] = [];
+    const { promise: failedTwice, resolve: onSecond } = Promise
+      .withResolvers<void>();
+    const { promise: written, resolve: onWritten } = Promise.withResolvers<
+      [ServerState, number]
+    >();
+    const writer = new StateWriter(`${dir}/s/state.json`, {
+      snapshot: () => ({ version: 1, clean: false, fence: 2, builders }),
+      onWritten: (state, n) => onWritten([state, n]),
+      onFailed: (_err, n) => {
+        failures.push(n);
+        if (n === 2) onSecond();
+      },
+      retryMs: 10,
+    });
+    try {
+      writer.schedule();
+      await failedTwice;
+      builders = [DIGEST];
+      await Deno.remove(`${dir}/s/state.json`, { recursive: true });
+      const [state, n] = await written;
+      assert.deepEqual(state.builders, [DIGEST], "the latest snapshot");
+      assert.ok(n >= 2, `${n} failures counted`);
+      assert.deepEqual(failures, Array.from({ length: n }, (_, i) => i + 1));
+      const got = await readState(`${dir}/s/state.json`);
+      assert.deepEqual(got, { kind: "state", state });
+      // No temporary file is left by the failed attempts.
+      const names = [];
+      for await (const e of Deno.readDir(`${dir}/s`)) names.push(e.name);
+      assert.deepEqual(names, ["state.json"]);
+    } finally {
+      writer.close();
+    }
+  });
+});

@@ -306,8 +306,18 @@ export class ServerLink {
       if (msg.welcome.fence !== undefined) {
         this.#fenceMs = msg.welcome.fence * 1000;
       }
-      // Ping often enough that a healthy link never nears the fence.
-      this.#setBeat(Math.min(this.#opts.heartbeatMs / 3, this.#fenceMs / 4));
+      // Ping often enough that a healthy link never nears the fence, and
+      // at least every half of the server's heartbeat: the server drops a
+      // lost builder's leases a builder grace and a heartbeat after it last
+      // heard it, so a builder frozen for less than the grace always wakes
+      // (and fences) first.
+      this.#setBeat(
+        Math.min(
+          this.#opts.heartbeatMs / 3,
+          this.#fenceMs / 4,
+          (msg.welcome.heartbeat ?? Infinity) * 1000 / 2,
+        ),
+      );
       this.#roundTrip = this.#helloSentAt;
       this.#armFence();
       this.#log.info("connected to server", {

@@ -123,12 +123,17 @@ export interface PongMessage {
  * Server to builder: the hello was accepted; `id` is the builder's public
  * id.  `fence` (seconds): a builder that goes that long without a round
  * trip to the server ends its holders' leases (the server keeps them
- * counted somewhat longer).
+ * counted somewhat longer).  `heartbeat` (seconds): the server's; the
+ * builder pings at least every half of it, so that the server's last-heard
+ * time is never more than that before the builder falls silent.
  */
 export interface WelcomeMessage {
   schema: typeof SCHEMA;
-  welcome: { id: string; fence?: number };
+  welcome: { id: string; fence?: number; heartbeat?: number };
 }
+
+/** Longest fence or heartbeat a welcome may announce, in seconds. */
+export const MAX_WELCOME_SECONDS = 86_400;
 
 /**
  * Builder to server, after its restores: everything it still holds or
@@ -527,12 +532,16 @@ export function parseServerMessage(text: string): ServerMessage {
   const obj = parseObject(text);
   if (typeof obj.pong === "number") return { schema: SCHEMA, pong: obj.pong };
   if (typeof obj.welcome === "object" && obj.welcome !== null) {
-    const { id, fence } = obj.welcome as Json;
+    const { id, fence, heartbeat } = obj.welcome as Json;
+    // Out of range is ignored: a timer past setTimeout's limit fires at once.
+    const seconds = (v: unknown): v is number =>
+      typeof v === "number" && v > 0 && v <= MAX_WELCOME_SECONDS;
     return {
       schema: SCHEMA,
       welcome: {
         id: typeof id === "string" ? id : "",
-        ...(typeof fence === "number" && fence > 0 && { fence }),
+        ...(seconds(fence) && { fence }),
+        ...(seconds(heartbeat) && { heartbeat }),
       },
     };
   }

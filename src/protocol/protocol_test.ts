@@ -283,3 +283,17 @@ Deno.test("`parseServerMessage()` reads when a released lease had expired", () =
     expiredAt: 5,
   });
 });
+
+Deno.test("`parseServerMessage()` reads a welcome's fence and heartbeat, ignoring values out of range", () => {
+  const welcome = (w: Record<string, unknown>) =>
+    parseServerMessage(JSON.stringify({ schema: SCHEMA, welcome: w }));
+  assert.deepEqual(welcome({ id: "b1", fence: 20, heartbeat: 10 }), {
+    schema: SCHEMA,
+    welcome: { id: "b1", fence: 20, heartbeat: 10 },
+  });
+  // A timer armed past setTimeout's limit would fire at once.
+  assert.deepEqual(welcome({ id: "b1", fence: 1e12, heartbeat: -1 }), {
+    schema: SCHEMA,
+    welcome: { id: "b1" },
+  });
+});

@@ -20,7 +20,10 @@ export interface BuilderGraceOptions {
   stats: ServerStats;
   log: Logger;
   progress: QueueProgress;
-  /** The grace, in ms. */
+  /**
+   * How long after the server last heard a lost builder its leases are
+   * dropped, in ms: the builder grace plus a heartbeat (see server_app.ts).
+   */
   graceMs: number;
   now: () => number;
   /** Delivers outcomes. */

@@ -207,7 +207,11 @@ class ServerApp {
       stats: this.#stats,
       log: this.#log,
       progress: this.#progress,
-      graceMs: this.#builderGraceMs,
+      // From when the server last heard the builder, which pings at least
+      // every half heartbeat (the welcome says so): a builder frozen for
+      // less than the builder grace wakes, and fences, before its leases
+      // are dropped here, with half a heartbeat to spare.
+      graceMs: this.#builderGraceMs + this.#heartbeat * 1000,
       now: this.#now,
       apply: (outcomes) => this.#apply(outcomes),
       forget: (owner) => this.#publicIds.delete(owner),
@@ -531,7 +535,7 @@ class ServerApp {
     );
     this.#send(conn, {
       schema: SCHEMA,
-      welcome: { id: publicId, fence: this.#fence },
+      welcome: { id: publicId, fence: this.#fence, heartbeat: this.#heartbeat },
     });
     this.#routes.changed();
   }

@@ -19,7 +19,7 @@ DIST := dist
 SOURCES := $(wildcard *.ts src/*/*.ts) src/server/_web_asset.ts deno.json
 WEB_SOURCES := $(wildcard web/*) src/shared/format.ts scripts/build_web.ts
 
-.PHONY: all build test run ok check fmt lint clean deno web chromium
+.PHONY: all build test run ok check fmt lint clean deno web test-tools
 
 all: build
 
@@ -54,17 +54,27 @@ COMPILE := $(DENO) run --quiet --no-prompt --allow-read --allow-write --allow-en
 $(DIST)/sai-server $(DIST)/sai-builder $(DIST)/sai-resource: $(SOURCES) scripts/compile.ts | $(DENO)
 	@$(COMPILE) $@
 
-# The status page test drives Debian's Chromium; install it when missing
-# (as root, or through sudo).  CHROMIUM=/path points the test at another.
-chromium:
-	@command -v chromium >/dev/null || [ -n "$$CHROMIUM" ] || { \
-	  echo "make: installing Debian's chromium for the status page test"; \
+# Tests drive Debian programs: Chromium (the status page; CHROMIUM=/path
+# points the test at another) and libfaketime (wall-clock steps on a
+# builder).  Whatever is missing is installed in one go (as root, or through
+# sudo); a test whose program is still missing skips, saying why.
+TEST_PACKAGES := chromium:/usr/bin/chromium \
+  faketime:/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+
+test-tools:
+	@missing=; for p in $(TEST_PACKAGES); do \
+	  pkg=$${p%%:*}; file=$${p#*:}; \
+	  [ "$$pkg" = chromium ] && { command -v chromium >/dev/null || [ -n "$$CHROMIUM" ]; } && continue; \
+	  [ -e "$$file" ] || missing="$$missing $$pkg"; \
+	done; \
+	[ -z "$$missing" ] || { \
+	  echo "make: installing Debian's$$missing for the tests"; \
 	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  { $$sudo apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; } || \
-	  echo "make: could not install chromium; the status page test will fail"; }
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; } || \
+	  echo "make: could not install$$missing; the tests that need them will fail or skip"; }
 
-test: chromium | $(DENO)
+test: test-tools | $(DENO)
 	$(PLAIN) $(DENO) task test
 
 ok: | $(DENO)

@@ -216,6 +216,8 @@ export class BuilderProc extends Proc {
       url?: string;
       /** Do not wait for the server to list the builder. */
       noWait?: boolean;
+      /** Added to the environment (libfaketime's, say). */
+      env?: Record<string, string>;
     } = {},
   ): Promise<BuilderProc> {
     const dir = options.dir ?? await Deno.makeTempDir({ prefix: "sai-test-" });
@@ -229,7 +231,7 @@ export class BuilderProc extends Proc {
       "--name",
       name,
       ...(options.args ?? []),
-    ]);
+    ], options.env ? { env: options.env } : {});
     p.dir = dir;
     try {
       const m = await p.stdout.wait(/SAI_BUILDER_RESOURCE_PROXY=(\S+)/);

@@ -25,6 +25,7 @@
 import assert from "node:assert/strict";
 import { BuilderProc, ServerProc, waitFor } from "./_harness.ts";
 import { FaultProxy } from "./_proxy.ts";
+import { FakeTime, faketimeMissing } from "./_faketime.ts";
 import {
   type CyclingClient,
   LauncherClient,
@@ -46,6 +47,14 @@ const HEARTBEAT = 1;
  */
 const LONG_FAULT_MS = 3 * HEARTBEAT * 1000;
 const SHORT_FAULT_MS = 0.5 * HEARTBEAT * 1000;
+/** The default builder grace: 4 heartbeats. */
+const BUILDER_GRACE_MS = 4 * HEARTBEAT * 1000;
+/**
+ * A link pause past the server's drop of a lost builder's leases (the
+ * builder grace and a heartbeat after it last heard the builder): a
+ * builder that fails to fence overlaps with the units given away.
+ */
+const PAST_DROP_MS = BUILDER_GRACE_MS + 4 * HEARTBEAT * 1000;
 /** Long enough that no lease ends by itself during a scenario. */
 const LEASE = 120;
 /**
@@ -64,6 +73,8 @@ interface Rig {
   builderArgs: string[];
   ledger: Ledger;
   clients: CyclingClient[];
+  /** Builder `a`'s wall clock, when the scenario steps it. */
+  clock?: FakeTime;
 }
 
 /** The figures one scenario prints. */
@@ -113,7 +124,7 @@ async function serverMatchesHolders(rig: Rig): Promise<void> {
 
 /** Starts a builder through its proxy (again, after a kill, in `dir`). */
 async function startBuilder(
-  rig: Pick<Rig, "server" | "proxies" | "builderArgs">,
+  rig: Pick<Rig, "server" | "proxies" | "builderArgs" | "clock">,
   name: "a" | "b",
   dir?: string,
 ): Promise<BuilderProc> {
@@ -122,6 +133,7 @@ async function startBuilder(
     url: rig.proxies[name].url,
     args: ["--heartbeat", String(HEARTBEAT), ...rig.builderArgs],
     ...(dir !== undefined && { dir }),
+    ...(name === "a" && rig.clock && { env: rig.clock.env }),
   });
 }
 
@@ -209,7 +221,12 @@ async function aComesBackLast(
 async function scenario(
   name: string,
   fault: (rig: Rig) => Promise<void>,
-  options: { serverArgs?: string[]; builderArgs?: string[] } = {},
+  options: {
+    serverArgs?: string[];
+    builderArgs?: string[];
+    /** Run builder `a` under libfaketime, its wall clock in `rig.clock`. */
+    clock?: boolean;
+  } = {},
 ): Promise<Figures> {
   const stateDir = await Deno.makeTempDir({ prefix: "sai-fault-" });
   // A restarted server learns from its state file that leases may be out.
@@ -228,12 +245,16 @@ async function scenario(
   };
   let failFrom = 0;
   try {
+    if (options.clock) partial.clock = await FakeTime.create(stateDir);
     partial.server = await ServerProc.start(serverArgs);
     partial.proxies = {
       a: new FaultProxy(partial.server.port),
       b: new FaultProxy(partial.server.port),
     };
-    const base = partial as Pick<Rig, "server" | "proxies" | "builderArgs">;
+    const base = partial as Pick<
+      Rig,
+      "server" | "proxies" | "builderArgs" | "clock"
+    >;
     partial.builders = {
       a: await startBuilder(base, "a"),
       b: await startBuilder(base, "b"),
@@ -435,3 +456,45 @@ Deno.test("fault matrix: builder kill -9 and restart", async () => {
     rig.builders.a = await startBuilder(rig, "a", old.dir);
   });
 });
+
+Deno.test("fault matrix: builder SIGSTOP 0.1 s under the builder grace", async () => {
+  // The documented bound (docs/reliability.md): a builder frozen for less
+  // than the builder grace wakes, and fences, before the server drops its
+  // leases (a grace and a heartbeat after it last heard the builder, which
+  // pings at least every half heartbeat).
+  await scenario("builder SIGSTOP, grace - 0.1 s", async (rig) => {
+    Deno.kill(rig.builders.a.pid, "SIGSTOP");
+    try {
+      await lasting(BUILDER_GRACE_MS - 100);
+    } finally {
+      Deno.kill(rig.builders.a.pid, "SIGCONT");
+    }
+  });
+});
+
+const noFaketime = faketimeMissing();
+if (noFaketime) {
+  // deno-lint-ignore no-console -- says why two scenarios are skipped
+  console.log(`fault matrix: wall-clock steps skipped: ${noFaketime}`);
+}
+
+for (const [way, seconds] of [["back", -3600], ["forward", 3600]] as const) {
+  Deno.test({
+    name: `fault matrix: builder wall clock stepped ${way} during a link pause`,
+    ignore: noFaketime !== undefined,
+    fn: async () => {
+      // Durations are measured on the monotonic clock: a builder whose
+      // wall clock steps back an hour while its link is down still fences
+      // in time, and restores nothing the server gave away.
+      await scenario(`wall clock ${seconds} s`, async (rig) => {
+        rig.proxies.a.freeze();
+        try {
+          await rig.clock!.set(seconds);
+          await lasting(PAST_DROP_MS);
+        } finally {
+          rig.proxies.a.thaw();
+        }
+      }, { clock: true });
+    },
+  });
+}

@@ -649,3 +649,97 @@ Deno.test("a state file the server cannot write is a start-up error naming it", 
   );
   assert.doesNotMatch(got.stdout, /listening/);
 });
+
+Deno.test("a restore never takes a resource past its budget, and its holder is told the lease is lost", async () => {
+  // Three fresh sessions each restoring the whole budget: on eb93bea all
+  // three were admitted (allocated 6 of 2), fault or no fault.
+  {
+    await using server = await ServerProc.start(["--resources", "r=2"]);
+    const raws: RawBuilder[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const b = await RawBuilder.connect(server.url, {
+          name: `raw${i}`,
+          session: `${SESSION}-${i}`,
+        });
+        raws.push(b);
+        await b.next((m) => m.welcome !== undefined);
+        b.send({
+          resname: "r",
+          cookie: `fake${i}`,
+          amount: 2,
+          lease: 60,
+          restore: "lease",
+        });
+        await b.next((m) => m.cookie === `fake${i}`);
+      }
+      assert.equal(
+        raws[0]!.messages.find((m) => m.cookie === "fake0")?.amount,
+        2,
+      );
+      for (const b of raws.slice(1)) {
+        const answer = b.messages.find((m) => /^fake/.test(String(m.cookie)));
+        assert.match(String(answer?.error), /would exceed the budget/);
+      }
+      const r = await server.resource("r");
+      assert.equal(r.allocated, 2);
+      assert.equal(r.overBudgetGrants, 0);
+      assert.equal(
+        (await server.status()).stats.refusals["restore-over-budget"],
+        2,
+      );
+    } finally {
+      for (const b of raws) b.ws.close();
+    }
+  }
+
+  // A builder whose restore is refused tells its launcher, which stops
+  // its command as at an expiry.
+  const first = await ServerProc.start(["--resources", "r=2"]);
+  await using proxy = new FaultProxy(first.port);
+  await using builder = await BuilderProc.start(first, { url: proxy.url });
+  const cookie = uniq("lost");
+  const launcher = new Proc([
+    "client.ts",
+    "r",
+    "2",
+    "120",
+    cookie,
+    "--kill-on-expiry",
+    "--grace",
+    "5",
+    "--",
+    "sleep",
+    "120",
+  ], { env: { SAI_BUILDER_RESOURCE_PROXY: builder.socket } });
+  try {
+    await waitFor(
+      "the launcher's lease",
+      async () => (await first.resource("r")).allocated === 2,
+    );
+    proxy.target = 1;
+    first.kill("SIGKILL");
+    await first.finished();
+    await builder.stderr.wait(/lost the server/);
+    // A server without a state file starts afresh: someone else takes the
+    // units before the builder is back.
+    await using second = await ServerProc.start(["--resources", "r=2"]);
+    await using other = await RawBuilder.connect(second.url, {
+      name: "other",
+      session: SESSION,
+    });
+    other.send({ resname: "r", cookie: "taken", amount: 2, lease: 60 });
+    await other.next((m) => m.cookie === "taken" && m.amount === 2);
+    proxy.target = second.port;
+    await builder.stderr.wait(/lease lost: the server refused its restore/);
+    const got = await launcher.finished();
+    assert.match(got.stderr, /expired while "sleep"/);
+    assert.equal(got.code, 143, got.stderr);
+    const r = await second.resource("r");
+    assert.deepEqual(r.leases.map((l) => l.cookie), ["taken"]);
+    assert.equal(r.overBudgetGrants, 0);
+  } finally {
+    launcher.kill("SIGKILL");
+    await launcher.finished();
+  }
+});

@@ -114,14 +114,16 @@ export class Allocator {
 
   /**
    * Re-admits what a builder had before its link to the server broke.  A
-   * `"lease"` is a real holding: it is validated like a request (known
-   * resource, amount within the budget, lease within the limit) and never
-   * takes its builder past the budget of a resource, but it is admitted
-   * even while the resource as a whole is at its budget (the audit
-   * `overBudgetGrants` then counts it).  A `"queued"` request keeps its
-   * place if it still has one, else queues by rank.  Known cookies are
-   * never counted twice: their current state is re-sent.  Restores are
-   * admitted during a reclaim grace.
+   * `"lease"` is validated like a request (known resource, amount within
+   * the budget, lease within the limit) and admitted only if it fits: it
+   * never takes its builder, nor a resource as a whole, past a budget.  An
+   * honest restore always fits (the budget held before the fault, and the
+   * graces keep the units it held from being granted again); one that does
+   * not is refused (`restore-over-budget`), and its builder tells the
+   * holder its lease is lost.  A `"queued"` request keeps its place if it
+   * still has one, else queues by rank.  Known cookies are never counted
+   * twice: their current state is re-sent.  Restores are admitted during a
+   * reclaim grace.
    */
   restore(
     owner: string,
@@ -193,6 +195,12 @@ export class Allocator {
           `Cannot restore "${res.name}": this builder would hold ${
             held + amount
           }, over the budget of ${res.budget}`,
+        );
+      }
+      if (res.allocated + amount > res.budget) {
+        return refuse(
+          "restore-over-budget",
+          `Cannot restore "${res.name}": ${res.allocated} of ${res.budget} are allocated, ${amount} more would exceed the budget; the lease is lost`,
         );
       }
     }

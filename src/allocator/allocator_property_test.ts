@@ -242,7 +242,6 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
         assert.deepEqual(parts, life.parts, `${step}: granted what was asked`);
         for (const p of parts) {
           if (o.restored) {
-            excused.add(p.resname);
             restoredOn.push({ resname: p.resname, owner: o.owner });
           } else grantedOn.add(p.resname);
         }
@@ -304,16 +303,22 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
         `${step}: a new grant during the reclaim grace`,
       );
       if (res.allocated <= res.budget) excused.delete(res.name);
-      else seen.add("over budget after a restore or a lowering");
+      else seen.add("over budget after a lowering");
       assert.ok(
         res.allocated <= res.budget || excused.has(res.name),
         `${step}: ${res.name} over budget (${res.allocated} > ${res.budget}) with nothing to excuse it`,
       );
       // Grants only add to allocated, after anything the call freed: a
-      // new grant that ends the call over the budget put it there.
+      // new grant that ends the call over the budget put it there.  A
+      // restore is held to the budget as a new grant is.
       assert.ok(
         !grantedOn.has(res.name) || res.allocated <= res.budget,
         `${step}: a new grant on ${res.name} left it over budget`,
+      );
+      assert.ok(
+        !restoredOn.some((r) => r.resname === res.name) ||
+          res.allocated <= res.budget,
+        `${step}: a restore on ${res.name} left it over budget`,
       );
       const leased = [...live.values()].filter((l) =>
         l.state === "leased" && l.parts.some((p) => p.resname === res.name)
@@ -601,7 +606,7 @@ const CASES = [
   "budget raised or kept",
   "budget lowered to 0",
   "budget lowered below allocated",
-  "over budget after a restore or a lowering",
+  "over budget after a lowering",
   "remove: busy",
   "remove: removed",
   "remove: unknown",
@@ -612,6 +617,7 @@ const CASES = [
   "restored grant of several resources",
   "restore refused: exceeds-budget",
   "restore refused: lease-too-long",
+  "restore refused: restore-over-budget",
   "restore refused: the builder would exceed the budget",
   "reclaim grace begun",
   "reclaim grace ended with grants",

@@ -163,25 +163,38 @@ Deno.test("Allocator grant reports how long the request waited", () => {
   assert.equal(grant?.type === "grant" && grant.waited, 1000);
 });
 
-Deno.test("Allocator.restore() re-admits a lease beyond the budget and grants nothing new until under it", () => {
+Deno.test("Allocator.restore() refuses a lease that would take the resource past its budget", () => {
   const { alloc } = setup({ r: 2 });
-  alloc.request("near", req("n", 2));
-  const back = alloc.restore("far", req("f", 2, 30), "lease");
-  assert.deepEqual(summary(back), ["grant:far/f"]);
-  assert.equal(back[0]?.type === "grant" && back[0].restored, true);
-  assert.equal(alloc.status()[0]!.allocated, 4);
-  assert.deepEqual(alloc.request("near", req("late", 1)), []);
+  alloc.request("near", req("n", 1));
   assert.deepEqual(
-    alloc.release("near", "n").outcomes,
-    [],
-    "2 of 2 still held",
+    summary(alloc.restore("far", req("f", 1, 30), "lease")),
+    ["grant:far/f"],
+    "it fits",
   );
-  assert.deepEqual(summary(alloc.release("far", "f").outcomes), [
-    "grant:near/late",
-  ]);
+  const out = alloc.restore("other", req("o", 1, 30), "lease");
+  assert.equal(out.length, 1);
+  assert.equal(out[0]?.type, "refuse");
+  assert.equal(
+    out[0]?.type === "refuse" && out[0].reason,
+    "restore-over-budget",
+  );
+  assert.match(
+    out[0]?.type === "refuse" ? out[0].message : "",
+    /2 of 2 are allocated, 1 more would exceed the budget; the lease is lost/,
+  );
+  assert.deepEqual(alloc.cookiesOf("other"), [], "nothing is kept for it");
+  // A queued request of the same builder, restored as a lease, too.
+  alloc.request("other", req("q", 1));
+  const queued = alloc.restore("other", req("q", 1, 30), "lease");
+  assert.equal(
+    queued[0]?.type === "refuse" && queued[0].reason,
+    "restore-over-budget",
+  );
   const [r] = alloc.status();
-  assert.equal(r!.peak, 4);
-  assert.equal(r!.overBudgetGrants, 1, "the audit counts the restore");
+  assert.equal(r!.allocated, 2);
+  assert.equal(r!.peak, 2);
+  assert.equal(r!.overBudgetGrants, 0);
+  assert.equal(r!.queuedRequests, 0);
 });
 
 Deno.test("Allocator.restore() never counts a known cookie twice", () => {
@@ -235,13 +248,15 @@ Deno.test("Allocator.restore() never lets one builder hold more than the budget"
     out[0]?.type === "refuse" ? out[0].message : "",
     /would hold 3, over the budget of 2/,
   );
-  // Another builder's real holding is still admitted, and audited.
-  assert.deepEqual(summary(alloc.restore("c", req("three", 1), "lease")), [
-    "grant:c/three",
-  ]);
+  // Nor the resource as a whole: another builder's restore is refused.
+  const other = alloc.restore("c", req("three", 1), "lease");
+  assert.equal(
+    other[0]?.type === "refuse" && other[0].reason,
+    "restore-over-budget",
+  );
   const [r] = alloc.status();
-  assert.equal(r!.allocated, 3);
-  assert.equal(r!.overBudgetGrants, 1);
+  assert.equal(r!.allocated, 2);
+  assert.equal(r!.overBudgetGrants, 0);
 });
 
 Deno.test("Allocator.beginReclaim() grants nothing new until endReclaim(), and keeps queue order", () => {

@@ -14,7 +14,9 @@ export type RefusalReason =
   | "lease-too-long"
   | "duplicate-cookie"
   | "queue-limit"
-  | "invalid";
+  | "invalid"
+  /** A restored lease that would take a resource past its budget. */
+  | "restore-over-budget";
 
 /** One resource and amount of a multi-resource request. */
 export interface ResourceAmount {
@@ -151,8 +153,8 @@ export interface ResourceStatus {
   peak: number;
   /**
    * Grants, restores included, that left more allocated than the budget:
-   * an audit that stays 0 unless a fault outlived the graces that guard
-   * the budget (a restore past them), or the budget was lowered.
+   * an audit that stays 0 (a restore that would is refused) unless the
+   * budget was lowered under live leases.
    */
   overBudgetGrants: number;
   queuedRequests: number;

@@ -336,6 +336,20 @@ class BuilderApp {
     } else if ("expired" in msg) {
       this.#log.info("expired", { cookie: msg.cookie });
       this.#expire(client, msg);
+    } else if ("error" in msg && client.state === "granted") {
+      // Our restore of it was refused (after a fault that outlived the
+      // graces, it would take the resource past its budget): the server
+      // holds nothing for it, so the lease is lost, and the holder is told
+      // so as of an expiry (a launcher's --kill-on-expiry applies).
+      this.#log.warn("lease lost: the server refused its restore", {
+        cookie: msg.cookie,
+        error: msg.error,
+      });
+      this.#expire(client, {
+        schema: SCHEMA,
+        cookie: client.cookie,
+        expired: true,
+      });
     } else if ("error" in msg) {
       this.#clients.delete(client.cookie);
       this.#log.info("refused", { cookie: msg.cookie, error: msg.error });

@@ -477,3 +477,48 @@ Deno.test("a lease longer than setTimeout's limit is held, not ended at once", a
   assert.doesNotMatch(builder.stderr.text, /TimeoutOverflow/);
   assert.equal((await runClient(["--release", cookie], env)).code, 0);
 });
+
+Deno.test("a request's unknown members go no further than the builder", async () => {
+  // The builder forwarded a client's text as it was: an extra "hello" got
+  // its link closed as a second hello (and its leases fenced), an extra
+  // "ping" made the server answer a pong and the client wait in vain.
+  await using server = await ServerProc.start(["--resources", "r=4"]);
+  await using builder = await BuilderProc.start(server);
+  for (
+    const [cookie, extra] of [
+      ["with-hello", `"hello":{"name":"evil","session":"0123456789abcdef0"}`],
+      ["with-ping", `"ping":7`],
+      ["with-restore-marker", `"restored":true`],
+    ]
+  ) {
+    await using c = await RawClient.connect(builder.socket);
+    await c.send(cRequest("r", cookie!, 1, 30).replace(/}$/, `,${extra}}`));
+    const text = await c.until((t) => /"amount"/.test(t), 5000);
+    assert.match(text, new RegExp(`"cookie":"${cookie}"`));
+  }
+  assert.equal((await server.status()).stats.grants, 3);
+  assert.doesNotMatch(builder.stderr.text, /lost the server/);
+  assert.doesNotMatch(server.stderr.text, /hello sent twice|builder refused/);
+  assert.equal((await server.status()).builders.length, 1);
+});
+
+Deno.test("the server refuses a builder's message of two kinds and keeps the link", async () => {
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using b = await RawBuilder.connect(server.url, {
+    name: "b1",
+    session: "a-session-long-enough-0123456789",
+  });
+  await b.next((m) => m.welcome !== undefined);
+  b.send({
+    resname: "r",
+    cookie: "both",
+    amount: 1,
+    lease: 30,
+    hello: { name: "b1" },
+  });
+  const refusal = await b.next((m) => m.cookie === "both");
+  assert.match(String(refusal.error), /both "hello" and "cookie"/);
+  b.send({ ping: 41 });
+  await b.next((m) => m.pong === 41);
+  assert.equal((await server.resource("r")).allocated, 0);
+});

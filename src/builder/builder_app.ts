@@ -64,9 +64,11 @@ type ClientState = "pending" | "sent" | "granted";
 interface Client {
   conn: Deno.UnixConn;
   cookie: string;
+  /**
+   * The request as validated: only this is forwarded, never the client's
+   * text, whose other members (a `hello`, a `ping`) the server would read.
+   */
   request: RequestMessage;
-  /** The request as the client sent it (validated): forwarded as is. */
-  text: string;
   state: ClientState;
   /** Whether the request ever reached a server. */
   sent: boolean;
@@ -291,7 +293,7 @@ class BuilderApp {
     client.state = "sent";
     client.sent = true;
     this.#toServer(
-      again ? encode({ ...client.request, restore: "queued" }) : client.text,
+      encode(again ? { ...client.request, restore: "queued" } : client.request),
     );
   }
 
@@ -507,7 +509,6 @@ class BuilderApp {
       conn,
       cookie: msg.cookie,
       request: msg,
-      text,
       state: "pending",
       sent: false,
       expires: 0,

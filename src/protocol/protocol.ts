@@ -481,9 +481,24 @@ export function parseClientMessage(text: string): ClientMessage {
   return requestOrYield(parseObject(text), false);
 }
 
+/** The members that say which kind a builder's message is. */
+const BUILDER_KINDS = ["hello", "ping", "restored", "cookie"] as const;
+
 /** Validates one message from a builder, on the server. */
 export function parseBuilderMessage(text: string): BuilderMessage {
   const obj = parseObject(text);
+  // One kind per message: a request that also carries a "hello" or a
+  // "ping" (an upstream builder forwards a client's text as it is) is
+  // refused, never taken for the other kind.
+  const kinds = BUILDER_KINDS.filter((k) => obj[k] !== undefined);
+  if (kinds.length > 1) {
+    throw new ProtocolError(
+      `Cannot parse message: it has both ${
+        kinds.map((k) => `"${k}"`).join(" and ")
+      }; one kind of message at a time`,
+      { cookie: readableCookie(obj) },
+    );
+  }
   if (obj.ping !== undefined) {
     if (typeof obj.ping !== "number" || !Number.isSafeInteger(obj.ping)) {
       throw new ProtocolError('Cannot parse ping: "ping" must be an integer');

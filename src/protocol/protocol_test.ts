@@ -297,3 +297,31 @@ Deno.test("`parseServerMessage()` reads a welcome's fence and heartbeat, ignorin
     welcome: { id: "b1" },
   });
 });
+
+Deno.test("`parseBuilderMessage()` refuses a message of two kinds, naming its cookie", () => {
+  for (
+    const extra of [
+      { hello: { name: "x" } },
+      { ping: 7 },
+      { restored: true },
+    ]
+  ) {
+    const text = JSON.stringify({
+      schema: SCHEMA,
+      resname: "r",
+      cookie: "c1",
+      amount: 1,
+      lease: 30,
+      ...extra,
+    });
+    assert.throws(
+      () => parseBuilderMessage(text),
+      (err: unknown) =>
+        err instanceof ProtocolError && err.cookie === "c1" &&
+        /it has both "\w+" and "cookie"; one kind of message at a time/.test(
+          err.message,
+        ),
+      text,
+    );
+  }
+});

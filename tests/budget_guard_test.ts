@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import {
   BuilderProc,
+  cRequest,
   holderPids,
   killHolders,
   Lines,
@@ -731,7 +732,9 @@ Deno.test("a restore never takes a resource past its budget, and its holder is t
     other.send({ resname: "r", cookie: "taken", amount: 2, lease: 60 });
     await other.next((m) => m.cookie === "taken" && m.amount === 2);
     proxy.target = second.port;
-    await builder.stderr.wait(/lease lost: the server refused its restore/);
+    await builder.stderr.wait(
+      /lease lost: the server ended it .*restore-over-budget|lease lost: the server ended it .*would exceed the budget/,
+    );
     const got = await launcher.finished();
     assert.match(got.stderr, /expired while "sleep"/);
     assert.equal(got.code, 143, got.stderr);
@@ -741,5 +744,48 @@ Deno.test("a restore never takes a resource past its budget, and its holder is t
   } finally {
     launcher.kill("SIGKILL");
     await launcher.finished();
+  }
+});
+
+Deno.test("an expiry that arrives late does not touch a later lease under the same cookie", async () => {
+  // Leases are known by their grant's id end to end, not by their cookie:
+  // here the server's expiry of A's lease crosses B's request for the same
+  // cookie.  On eb93bea the builder told B its lease had expired before B
+  // was granted, then gave B's grant straight back.
+  await using server = await ServerProc.start(["--resources", "r=1"]);
+  await using proxy = new FaultProxy(server.port);
+  await using builder = await BuilderProc.start(server, { url: proxy.url });
+  const cookie = uniq("reused");
+  await using a = await RawClient.connect(builder.socket);
+  await a.send(cRequest("r", cookie, 1, 1));
+  await a.until((t) => /"amount"/.test(t));
+  // The builder ends A's lease at its own end and yields it, but the link
+  // is frozen: the server expires it by its own clock, a margin later.
+  proxy.freeze();
+  try {
+    await a.until((t) => /"expired"/.test(t), 5000);
+    await using b = await RawClient.connect(builder.socket);
+    await b.send(cRequest("r", cookie, 1, 30));
+    await server.stderr.wait(new RegExp(`expired .*cookie=${cookie}`));
+    proxy.thaw();
+    const text = await b.until((t) => /"amount"|"expired"|"error"/.test(t));
+    assert.match(text, /"amount":1/, "B is granted");
+    assert.doesNotMatch(text, /"expired"|"error"/);
+    await waitFor("B's lease on the server", async () => {
+      const r = await server.resource("r");
+      return r.leases.length === 1 && r.leases[0]!.cookie === cookie;
+    });
+    // One more round trip through the builder: B's lease is still there.
+    await using c = await RawClient.connect(builder.socket);
+    await c.send(cRequest("r", uniq("c"), 1, 30));
+    await waitFor(
+      "C to queue behind B",
+      async () => (await server.resource("r")).queuedRequests === 1,
+    );
+    const r = await server.resource("r");
+    assert.deepEqual(r.leases.map((l) => l.cookie), [cookie]);
+    assert.doesNotMatch(b.text, /"expired"/);
+  } finally {
+    proxy.thaw();
   }
 });

@@ -146,7 +146,10 @@ Deno.test("the C client stays connected after `expired`, and that connection cou
     await receivedSoon(holderA, "A's expiry", (m) => m.expired === true);
     assert.deepEqual(
       received(holderA).map((m) => Object.keys(m).sort().join(",")),
-      ["amount,cookie,expires,lease,resname,schema", "cookie,expired,schema"],
+      [
+        "amount,cookie,expires,id,lease,resname,schema",
+        "cookie,expired,schema",
+      ],
       "A saw its grant and expired, nothing else",
     );
     // The budget is free again although A is still connected.

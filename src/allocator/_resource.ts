@@ -21,6 +21,8 @@ export interface Entry {
   /** Global queue order: lower first, the same in every queue. */
   rank: number;
   state: "queued" | "leased";
+  /** The grant's id, once leased: unique to one lease ("" while queued). */
+  id: string;
   grantedAt: number;
   expires: number;
 }
@@ -148,6 +150,7 @@ export function grantOf(
     type: "grant",
     owner: entry.owner,
     cookie: entry.cookie,
+    id: entry.id,
     resname: first.res.name,
     amount: first.amount,
     lease: entry.lease,

@@ -66,6 +66,9 @@ export class Allocator {
   #maxQueuedPerOwner: number;
   #reclaiming = false;
   #marginMs: number;
+  #idPrefix: string;
+  /** Grants so far: the serial of the next lease id. */
+  #grants = 0;
 
   constructor(budgets: Iterable<[string, number]>, options: AllocatorOptions) {
     this.#now = options.now;
@@ -73,6 +76,7 @@ export class Allocator {
     this.#policy = options.policy ?? fifo;
     this.#maxQueuedPerOwner = options.maxQueuedPerOwner ?? 10_000;
     this.#marginMs = options.expiryMarginMs ?? 0;
+    this.#idPrefix = options.idPrefix ?? "";
     for (const [name, budget] of budgets) {
       this.#resources.set(name, new Resource(name, budget));
     }
@@ -150,6 +154,7 @@ export class Allocator {
       }
       for (const p of entry.parts) p.res.unlink(p);
       this.#countQueued(owner, -1);
+      if (req.id !== undefined) entry.id = req.id;
       entry.lease = req.lease;
       entry.leaseMs = req.lease * 1000;
       for (const p of entry.parts) p.leaseMs = entry.leaseMs;
@@ -159,6 +164,7 @@ export class Allocator {
       const refusal = this.#restoreBounds(owner, req, checked);
       if (refusal) return [refusal];
       entry = this.#add(owner, req, checked);
+      if (req.id !== undefined) entry.id = req.id;
     }
     this.#lease(entry, now);
     for (const p of entry.parts) {
@@ -304,6 +310,7 @@ export class Allocator {
       priority,
       rank: this.#rankFor(targets.map(([r]) => r), priority),
       state: "queued",
+      id: "",
       grantedAt: 0,
       expires: 0,
     };
@@ -353,18 +360,24 @@ export class Allocator {
   /**
    * Ends a lease or withdraws a queued request.  Returns what it was (with
    * when the lease was to end, 0 for a queued request), and the grants
-   * that the freed amount allowed.
+   * that the freed amount allowed.  With `id`, only the lease of that
+   * grant is ended: a yield about an ended lease finds nothing, even when
+   * its cookie is live again (`"stale"`).
    */
   release(
     owner: string,
     cookie: string,
+    id?: string,
   ): {
-    found: "lease" | "queued" | null;
+    found: "lease" | "queued" | "stale" | null;
     expires: number;
     outcomes: Outcome[];
   } {
     const entry = this.#owners.get(owner)?.get(cookie);
     if (!entry) return { found: null, expires: 0, outcomes: [] };
+    if (id !== undefined && entry.id !== id) {
+      return { found: "stale", expires: 0, outcomes: [] };
+    }
     const found = entry.state === "leased" ? "lease" : "queued";
     const expires = found === "lease" ? entry.expires : 0;
     // Withdrawing a single-resource request from behind a single-resource
@@ -416,6 +429,7 @@ export class Allocator {
         type: "expire",
         owner: entry.owner,
         cookie: entry.cookie,
+        id: entry.id,
         resname: first.res.name,
         amount: first.amount,
         ...(resources && { resources }),
@@ -599,6 +613,10 @@ export class Allocator {
   /** Makes an entry, already out of every queue, a live lease from `now`. */
   #lease(entry: Entry, now: number): void {
     entry.state = "leased";
+    // A restored lease may bring the id its grant had.
+    if (entry.id === "") {
+      entry.id = this.#idPrefix + (++this.#grants).toString(36);
+    }
     entry.grantedAt = now;
     entry.expires = now + entry.leaseMs;
     for (const p of entry.parts) {
@@ -695,7 +713,13 @@ export class Allocator {
     this.#remove(entry);
     const first = entry.parts[0]!;
     return {
-      lease: { owner, cookie, resname: first.res.name, amount: first.amount },
+      lease: {
+        owner,
+        cookie,
+        id: entry.id,
+        resname: first.res.name,
+        amount: first.amount,
+      },
       outcomes: this.#schedule(resourcesTouched(entry), []),
     };
   }

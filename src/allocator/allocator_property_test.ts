@@ -139,6 +139,8 @@ interface Life {
   end: "release" | "expire" | "force" | "dropped" | undefined;
   ends: number;
   expires: number;
+  /** The grant's id, once granted. */
+  id?: string;
 }
 
 /** What a known cookie asked for, to restore it as its builder would. */
@@ -160,9 +162,11 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
     maxLease: 30,
   });
   const budgets = new Map(INITIAL);
+  /** Every grant's id so far: each lease has its own. */
+  const ids = new Set<string>();
   /**
-   * Resources allowed over their budget: a restored lease or a lowered
-   * budget since they were last at or under it.  New grants never are.
+   * Resources allowed over their budget: a lowered budget since they were
+   * last at or under it.  Grants and restores never are.
    */
   const excused = new Set<string>();
   /** The audit: restores that left a resource over its budget. */
@@ -227,10 +231,14 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
         if (o.restored && life.state === "leased") {
           // A re-sent grant for a known lease: the same lease, not a new one.
           assert.equal(o.expires, life.expires, `${step}: re-sent grant`);
+          assert.equal(o.id, life.id, `${step}: re-sent grant's id`);
           continue;
         }
         decide(life, "grant");
         counters.begun++;
+        assert.ok(!ids.has(o.id), `${step}: grant id ${o.id} given twice`);
+        ids.add(o.id);
+        life.id = o.id;
         seen.add(
           `${o.restored ? "restored" : "new"} grant of ${
             life.parts.length > 1 ? "several resources" : "one resource"
@@ -547,6 +555,7 @@ function runTrace(policy: Policy, trace: Op[], seen: Seen = new Set()): void {
           assert.deepEqual(lease, {
             owner,
             cookie,
+            id: life.id,
             resname: life.parts[0]!.resname,
             amount: life.parts[0]!.amount,
           });

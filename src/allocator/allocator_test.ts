@@ -379,7 +379,13 @@ Deno.test("Allocator.forceRelease() ends a live lease, grants the next, and igno
   assert.equal(alloc.forceRelease("c", "q").lease, undefined);
   assert.equal(alloc.forceRelease("b", "nope").lease, undefined);
   const { lease, outcomes } = alloc.forceRelease("b", "a");
-  assert.deepEqual(lease, { owner: "b", cookie: "a", resname: "r", amount: 2 });
+  assert.deepEqual(lease, {
+    owner: "b",
+    cookie: "a",
+    id: "1",
+    resname: "r",
+    amount: 2,
+  });
   assert.deepEqual(summary(outcomes), ["grant:c/q"]);
   assert.equal(alloc.lookup("b", "a"), undefined);
   // The revoked lease's expiry must not fire later.
@@ -531,4 +537,23 @@ Deno.test("Allocator.release() keeps the expiry heap bounded by the live leases,
   );
   assert.equal(t.alloc.expiryHeapSize, 0);
   assert.equal(t.alloc.nextExpiry(), undefined);
+});
+
+Deno.test("Allocator.release() with a grant's id ends only that lease, not a later one of the cookie", () => {
+  const { alloc } = setup({ r: 1 });
+  const first = alloc.request("b", req("c", 1));
+  const id1 = first[0]?.type === "grant" ? first[0].id : "";
+  assert.ok(id1 !== "");
+  assert.equal(alloc.release("b", "c", id1).found, "lease");
+  const second = alloc.request("b", req("c", 1));
+  const id2 = second[0]?.type === "grant" ? second[0].id : "";
+  assert.notEqual(id2, id1, "each grant has its own id");
+  assert.equal(alloc.release("b", "c", id1).found, "stale");
+  assert.equal(alloc.status()[0]!.allocated, 1, "the later lease stands");
+  // A restore keeps the id its grant had.
+  const back = alloc.restore("d", { ...req("x", 1), id: "old.7" }, "lease");
+  assert.equal(back[0]?.type, "refuse", "no room: budget 1 is held");
+  assert.equal(alloc.release("b", "c", id2).found, "lease");
+  const again = alloc.restore("d", { ...req("x", 1), id: "old.7" }, "lease");
+  assert.equal(again[0]?.type === "grant" && again[0].id, "old.7");
 });

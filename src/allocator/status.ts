@@ -24,6 +24,7 @@ export function resourceStatus(res: Resource, now: number): ResourceStatus {
     leases: [...res.leased].map((p) => ({
       owner: p.entry.owner,
       cookie: p.entry.cookie,
+      id: p.entry.id,
       amount: p.amount,
       lease: p.entry.lease,
       grantedAt: p.entry.grantedAt,

@@ -29,6 +29,8 @@ export interface GrantOutcome {
   type: "grant";
   owner: string;
   cookie: string;
+  /** This grant's id: unique to one lease, unlike its cookie. */
+  id: string;
   /** The first (or only) resource. */
   resname: string;
   amount: number;
@@ -62,6 +64,8 @@ export interface ExpiryOutcome {
   type: "expire";
   owner: string;
   cookie: string;
+  /** The lease's id. */
+  id: string;
   resname: string;
   amount: number;
   /** Every resource freed, for a multi-resource request only. */
@@ -88,6 +92,8 @@ export interface LeaseRequest {
    * queue's head, which holds the reservation.
    */
   priority?: number;
+  /** A restored lease keeps the id its grant had (see `restore()`). */
+  id?: string;
 }
 
 /** Options for {@linkcode Allocator}. */
@@ -101,6 +107,11 @@ export interface AllocatorOptions {
   /** Most requests one owner may have queued at once (default 10,000). */
   maxQueuedPerOwner?: number;
   /**
+   * Starts every lease id (default ""): a server gives each run its own,
+   * so that ids stay unique across restarts.
+   */
+  idPrefix?: string;
+  /**
    * Keep an expired lease counted this many ms past its end (default 0),
    * so that its holder, told by a builder that saw the grant a moment
    * later, has let go before the amount is granted again.
@@ -112,6 +123,8 @@ export interface AllocatorOptions {
 export interface LeaseStatus {
   owner: string;
   cookie: string;
+  /** The grant's id. */
+  id: string;
   amount: number;
   lease: number;
   grantedAt: number;
@@ -167,6 +180,7 @@ export interface ResourceStatus {
 export interface GrantedLease {
   owner: string;
   cookie: string;
+  id: string;
   resname: string;
   amount: number;
 }

@@ -18,6 +18,7 @@ import {
   type RequestMessage,
   SCHEMA,
   type ServerMessage,
+  type YieldMessage,
   type YieldReason,
 } from "../protocol/protocol.ts";
 import { writeAll } from "../client/lease_client.ts";
@@ -74,6 +75,12 @@ interface Client {
   sent: boolean;
   /** When the lease ends by this builder's clock, once granted. */
   expires: number;
+  /**
+   * The grant's id from the server, once granted (our server's; upstream's
+   * sends none).  Every yield and restore names it, and a server message
+   * naming another grant is about an ended lease of the same cookie.
+   */
+  grantId?: string;
   /** Why the client gave it back, when it said (passed on to the server). */
   reason?: YieldReason;
   /** The last write to the client, once there was one: later ones follow it. */
@@ -245,8 +252,10 @@ class BuilderApp {
       expired: true,
     });
     // Only once the holder has been told: then its unit may go to another.
+    // By then the cookie may be in use again: the grant's id keeps this
+    // late yield from ending that later lease.
     (client.writes ?? Promise.resolve()).finally(() =>
-      this.#yield(client.cookie)
+      this.#yield(client.cookie, undefined, client.grantId)
     );
   }
 
@@ -277,6 +286,7 @@ class BuilderApp {
         ...client.request,
         lease: Math.ceil(left / 1000),
         restore: "lease",
+        ...(client.grantId !== undefined && { id: client.grantId }),
       }));
     }
     for (const client of this.#clients.values()) {
@@ -297,14 +307,11 @@ class BuilderApp {
     );
   }
 
-  #yield(cookie: string, reason?: YieldReason): void {
-    this.#toServer(
-      encode(
-        reason === undefined
-          ? { schema: SCHEMA, cookie }
-          : { schema: SCHEMA, cookie, reason },
-      ),
-    );
+  #yield(cookie: string, reason?: YieldReason, id?: string): void {
+    const msg: YieldMessage = { schema: SCHEMA, cookie };
+    if (reason !== undefined) msg.reason = reason;
+    if (id !== undefined) msg.id = id;
+    this.#toServer(encode(msg));
   }
 
   #fromServer(msg: LeaseMessage, text: string): void {
@@ -312,16 +319,32 @@ class BuilderApp {
     if (!client) {
       if ("amount" in msg) {
         // The client left before the grant arrived: give it straight back.
-        this.#yield(msg.cookie);
+        this.#yield(msg.cookie, undefined, msg.id);
       } else if (msg.cookie === "" && "error" in msg) {
         this.#log.warn("server reported an error", { error: msg.error });
       }
       return;
     }
+    if (
+      ("expired" in msg || "error" in msg) && msg.id !== undefined &&
+      msg.id !== client.grantId
+    ) {
+      // About an ended lease of this cookie (the server's expiry or a
+      // force-release, crossing our own end of it): not this client's.
+      this.#log.debug("ignored: about an ended lease", {
+        cookie: msg.cookie,
+        id: msg.id,
+      });
+      return;
+    }
     if ("amount" in msg) {
       // A restored lease is acknowledged again: the holder already knows.
-      if (client.state === "granted") return;
+      if (client.state === "granted") {
+        if (msg.id !== undefined) client.grantId = msg.id;
+        return;
+      }
       client.state = "granted";
+      if (msg.id !== undefined) client.grantId = msg.id;
       // The grant's own length: shorter than asked when the server re-sends
       // a grant this builder missed (it counts from when it granted).
       const seconds = msg.lease > 0 && msg.lease < client.request.lease
@@ -339,11 +362,12 @@ class BuilderApp {
       this.#log.info("expired", { cookie: msg.cookie });
       this.#expire(client, msg);
     } else if ("error" in msg && client.state === "granted") {
-      // Our restore of it was refused (after a fault that outlived the
-      // graces, it would take the resource past its budget): the server
-      // holds nothing for it, so the lease is lost, and the holder is told
-      // so as of an expiry (a launcher's --kill-on-expiry applies).
-      this.#log.warn("lease lost: the server refused its restore", {
+      // The server ended it (an operator's force-release), or refused our
+      // restore of it (after a fault that outlived the graces it would take
+      // the resource past its budget): the server holds nothing for it, so
+      // the lease is lost, and the holder is told so as of an expiry (a
+      // launcher's --kill-on-expiry applies).
+      this.#log.warn("lease lost: the server ended it", {
         cookie: msg.cookie,
         error: msg.error,
       });
@@ -442,7 +466,9 @@ class BuilderApp {
       if (this.#buffers.length < MAX_SPARE_BUFFERS) this.#buffers.push(buf);
       if (mine && this.#clients.get(mine.cookie) === mine) {
         this.#clients.delete(mine.cookie);
-        if (mine.state !== "pending") this.#yield(mine.cookie, mine.reason);
+        if (mine.state !== "pending") {
+          this.#yield(mine.cookie, mine.reason, mine.grantId);
+        }
         if (this.#logInfo) {
           this.#log.info(mine.state === "granted" ? "released" : "withdrawn", {
             cookie: mine.cookie,
@@ -560,7 +586,7 @@ class BuilderApp {
       return;
     }
     this.#clients.delete(cookie);
-    if (held.state !== "pending") this.#yield(cookie);
+    if (held.state !== "pending") this.#yield(cookie, undefined, held.grantId);
     this.#log.info("released by cookie", { cookie });
     closeQuietly(held.conn);
     this.#answerAndClose(conn, { schema: SCHEMA, cookie, released: true });

@@ -58,6 +58,14 @@ export interface OwnerProcess {
   name: string;
 }
 
+/**
+ * A grant's id: unique to one lease, where a cookie may be used again.  The
+ * server gives it in the grant; our builder names it in a yield, a restore
+ * and the server names it in `expired`, so that nothing about an ended
+ * lease can touch a later one under the same cookie.
+ */
+export const ID_PATTERN = /^[A-Za-z0-9_.:-]{1,64}$/;
+
 /** Largest PID accepted in `process` (Linux's `pid_max` is at most 2²²). */
 export const MAX_PID = 2 ** 31 - 1;
 
@@ -100,6 +108,8 @@ export interface RequestMessage {
    * client: it would let one bypass the budget.
    */
   restore?: "lease" | "queued";
+  /** With `restore: "lease"`: the id of the grant being restored. */
+  id?: string;
   /**
    * The client wants `queued` progress messages.  Ours asks; the C client
    * does not, and sees only grants, refusals and `expired`.
@@ -151,6 +161,11 @@ export interface YieldMessage {
   cookie: string;
   /** Why, when the client says (our holder, on its own connection). */
   reason?: YieldReason;
+  /**
+   * Builder to server: the grant given back; a yield naming another grant
+   * than the cookie's live lease is about an ended lease, and is ignored.
+   */
+  id?: string;
 }
 
 /** The server granted the request; `amount` present means success. */
@@ -164,6 +179,8 @@ export interface GrantMessage {
   expires: number;
   /** Every resource granted, for a multi-resource request. */
   resources?: ResourceAmount[];
+  /** This grant's id (ours; upstream's server sends none). */
+  id?: string;
 }
 
 /** The request was refused; no `amount`, as in real Sai. */
@@ -171,6 +188,8 @@ export interface RefusalMessage {
   schema: typeof SCHEMA;
   cookie: string;
   error: string;
+  /** A granted lease ended by the server (force-release): its id. */
+  id?: string;
 }
 
 /** The lease ran out; the builder closes the holder's connection. */
@@ -178,6 +197,8 @@ export interface ExpiredMessage {
   schema: typeof SCHEMA;
   cookie: string;
   expired: true;
+  /** The id of the grant that expired (ours; see {@linkcode ID_PATTERN}). */
+  id?: string;
 }
 
 /** Where a queued request stands; sent when it changes. */
@@ -398,12 +419,11 @@ function requestOrYield(
 ): RequestMessage | YieldMessage {
   const cookie = cookieOf(obj);
   if (obj.resname === undefined && obj.resources === undefined) {
-    return {
-      schema: SCHEMA,
-      cookie,
-      ...(obj.reason !== undefined &&
-        { reason: yieldReason(obj.reason, cookie) }),
-    };
+    const out: YieldMessage = { schema: SCHEMA, cookie };
+    if (obj.reason !== undefined) out.reason = yieldReason(obj.reason, cookie);
+    // A client's id is not read: only a builder names grants.
+    if (fromBuilder && obj.id !== undefined) out.id = grantId(obj.id, cookie);
+    return out;
   }
   if (
     obj.restore !== undefined &&
@@ -473,7 +493,29 @@ function requestOrYield(
   if (obj.restore !== undefined) {
     out.restore = obj.restore as "lease" | "queued";
   }
+  if (obj.restore === "lease" && obj.id !== undefined) {
+    out.id = grantId(obj.id, cookie);
+  }
   return out;
+}
+
+function grantId(value: unknown, cookie: string): string {
+  if (typeof value !== "string" || !ID_PATTERN.test(value)) {
+    throw new ProtocolError(
+      `Cannot parse message: "id" must match ${ID_PATTERN.source}, got ${
+        describe(value)
+      }`,
+      { cookie },
+    );
+  }
+  return value;
+}
+
+/** The id a server message names, if it names a valid one. */
+function idOf(obj: Json): { id?: string } {
+  return typeof obj.id === "string" && ID_PATTERN.test(obj.id)
+    ? { id: obj.id }
+    : {};
 }
 
 /** Validates one message from a `sai-resource` client. */
@@ -565,7 +607,9 @@ export function parseServerMessage(text: string): ServerMessage {
     return { schema: SCHEMA, cookie: "", error: obj.error };
   }
   const cookie = cookieOf(obj);
-  if (obj.expired === true) return { schema: SCHEMA, cookie, expired: true };
+  if (obj.expired === true) {
+    return { schema: SCHEMA, cookie, expired: true, ...idOf(obj) };
+  }
   if (obj.released === true) {
     return {
       schema: SCHEMA,
@@ -587,6 +631,9 @@ export function parseServerMessage(text: string): ServerMessage {
     if (obj.resources !== undefined) {
       grant.resources = resourceList(obj.resources, cookie);
     }
+    if (typeof obj.id === "string" && ID_PATTERN.test(obj.id)) {
+      grant.id = obj.id;
+    }
     return grant;
   }
   if (typeof obj.queued === "object" && obj.queued !== null) {
@@ -606,6 +653,7 @@ export function parseServerMessage(text: string): ServerMessage {
     error: typeof obj.error === "string" && obj.error !== ""
       ? obj.error
       : NO_REASON,
+    ...idOf(obj),
   };
 }
 

@@ -325,3 +325,39 @@ Deno.test("`parseBuilderMessage()` refuses a message of two kinds, naming its co
     );
   }
 });
+
+Deno.test("grant ids cross the wire: in grants, expiries, a builder's yields and restores, never from a client", () => {
+  const grant = parseServerMessage(
+    `{"schema":"${SCHEMA}","cookie":"c","amount":1,"resname":"r","lease":30,"expires":1,"id":"k3.1f"}`,
+  );
+  assert.equal("amount" in grant && grant.id, "k3.1f");
+  const expired = parseServerMessage(
+    `{"schema":"${SCHEMA}","cookie":"c","expired":true,"id":"k3.1f"}`,
+  );
+  assert.deepEqual(expired, {
+    schema: SCHEMA,
+    cookie: "c",
+    expired: true,
+    id: "k3.1f",
+  });
+  assert.deepEqual(
+    parseBuilderMessage(`{"schema":"${SCHEMA}","cookie":"c","id":"k3.1f"}`),
+    { schema: SCHEMA, cookie: "c", id: "k3.1f" },
+  );
+  const restore = parseBuilderMessage(
+    `{"schema":"${SCHEMA}","resname":"r","cookie":"c","amount":1,"lease":9,"restore":"lease","id":"k3.1f"}`,
+  );
+  assert.equal("resname" in restore && restore.id, "k3.1f");
+  // A client names no grant: its yields are by cookie, on its connection.
+  assert.deepEqual(
+    parseClientMessage(`{"schema":"${SCHEMA}","cookie":"c","id":"k3.1f"}`),
+    { schema: SCHEMA, cookie: "c" },
+  );
+  assert.throws(
+    () =>
+      parseBuilderMessage(
+        `{"schema":"${SCHEMA}","cookie":"c","id":"has space"}`,
+      ),
+    /"id" must match/,
+  );
+});

@@ -85,6 +85,7 @@ export class OutcomeDelivery {
             // Shown as wall-clock time: the allocator keeps monotonic time.
             expires: toWallClock(this.#opts.now())(o.expires),
             ...(o.resources && { resources: o.resources }),
+            id: o.id,
           });
           break;
         case "refuse":
@@ -116,6 +117,7 @@ export class OutcomeDelivery {
             schema: SCHEMA,
             cookie: o.cookie,
             expired: true,
+            id: o.id,
           });
           break;
       }

@@ -122,6 +122,7 @@ export class OperatorActions implements AdminTarget {
       schema: SCHEMA,
       cookie,
       error: "Lease revoked by an operator",
+      id: lease.id,
     });
     this.#opts.apply(outcomes);
     return {

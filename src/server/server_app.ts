@@ -190,6 +190,9 @@ class ServerApp {
     this.#fence = Math.round(grace / 2 * 1000) / 1000;
     this.#allocator = new Allocator(options.budgets, {
       now: this.#now,
+      // Lease ids unique across restarts: a builder restores its leases'
+      // ids into the next run.
+      idPrefix: `${crypto.randomUUID().slice(0, 6)}.`,
       expiryMarginMs: EXPIRY_MARGIN_MS,
       ...(options.maxLease !== undefined && { maxLease: options.maxLease }),
       ...(options.policy !== undefined && { policy: options.policy }),
@@ -613,7 +616,18 @@ class ServerApp {
     const { found, expires, outcomes } = this.#allocator.release(
       owner,
       msg.cookie,
+      msg.id,
     );
+    if (found === "stale") {
+      // About a lease that has ended (a yield sent late): the cookie's
+      // live lease or request is another, and is not touched.
+      this.#log.info("ignored: a yield for an ended lease", {
+        builder: this.#pid(owner),
+        cookie: msg.cookie,
+        id: msg.id,
+      });
+      return;
+    }
     // A yield at or after the lease's end is the builder ending it by its
     // own clock, inside the expiry margin: an expiry, not a release.
     const ran = found === "lease" && expires <= this.#now();

@@ -339,7 +339,9 @@ class ServerApp {
     return {
       version: 1,
       time: wall(now),
-      reclaimUntil: reclaimUntil == null ? null : wall(reclaimUntil),
+      reclaimUntil: reclaimUntil === null || reclaimUntil === undefined
+        ? null
+        : wall(reclaimUntil),
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
         id: s.publicId,

@@ -789,3 +789,64 @@ Deno.test("an expiry that arrives late does not touch a later lease under the sa
     proxy.thaw();
   }
 });
+
+Deno.test("during the reclaim grace only the sessions the state file records may restore leases", async () => {
+  // Found by an adversarial review: after a crash, a fresh session's
+  // "restore" of a lease it never held was admitted, and the recorded
+  // builder's real restore was then refused as over budget, while its
+  // holder still held the units: 4 in use on a budget of 2.
+  const dir = await Deno.makeTempDir({ prefix: "sai-state-" });
+  const args = ["--resources", "r=2", "--state-file", `${dir}/state.json`];
+  try {
+    const first = await ServerProc.start(args);
+    await using proxy = new FaultProxy(first.port);
+    await using builder = await BuilderProc.start(first, { url: proxy.url });
+    const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
+    const held = uniq("held");
+    assert.equal((await runClient(["r", "2", "120", held], env)).code, 0);
+    proxy.target = 1;
+    first.kill("SIGKILL");
+    await first.finished();
+    await builder.stderr.wait(/lost the server/);
+
+    await using second = await ServerProc.start(args);
+    await second.stderr.wait(/reclaim grace: the last run did not end/);
+    for (const session of [`${SESSION}-thief`, undefined]) {
+      await using thief = await RawBuilder.connect(second.url, {
+        name: "thief",
+        ...(session !== undefined && { session }),
+      });
+      await thief.next((m) => m.welcome !== undefined);
+      thief.send({
+        resname: "r",
+        cookie: "stolen",
+        amount: 2,
+        lease: 600,
+        restore: "lease",
+        id: "x.1",
+      });
+      const refusal = await thief.next((m) => m.cookie === "stolen");
+      assert.match(
+        String(refusal.error),
+        /held no leases before the server restarted.*the lease is lost/,
+      );
+      thief.send({ restored: true });
+      assert.equal((await second.resource("r")).allocated, 0);
+    }
+    proxy.target = second.port;
+    await second.stderr.wait(
+      /reclaim grace ended reason=all builders restored/,
+    );
+    const r = await second.resource("r");
+    assert.deepEqual(r.leases.map((l) => l.cookie), [held]);
+    assert.equal(r.overBudgetGrants, 0);
+    assert.equal(
+      (await second.status()).stats.refusals["restore-not-recorded"],
+      2,
+    );
+    assert.equal((await holderPids(held, builder)).length, 1, "still held");
+    assert.equal((await runClient(["--release", held], env)).code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

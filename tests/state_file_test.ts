@@ -84,6 +84,16 @@ Deno.test("a state file that cannot be parsed starts the full reclaim grace, whi
     // A builder without a session, claiming to have restored everything.
     await using anon = await RawBuilder.connect(server.url, { name: "anon" });
     await anon.next(isWelcome);
+    // Nor may anyone restore a lease: no session is known to have held one.
+    anon.send({
+      resname: "r",
+      cookie: "claimed",
+      amount: 2,
+      lease: 600,
+      restore: "lease",
+    });
+    const refusal = await anon.next((m) => m.cookie === "claimed");
+    assert.match(String(refusal.error), /could not be trusted.*lease is lost/);
     anon.send({ restored: true });
     anon.send({
       resname: "r",
@@ -299,5 +309,49 @@ Deno.test("a connection that sends too much while its hello waits for the state 
     await ok.next(isWelcome);
     const saved = JSON.parse(await Deno.readTextFile(`${dir}/s/state.json`));
     assert.deepEqual(saved.builders, [await sessionDigest(OTHER_SESSION)]);
+  });
+});
+
+Deno.test("the state file keeps only the sessions that may hold leases", async () => {
+  // Found by an adversarial review: every session ever welcomed stayed in
+  // the file, so a local user saying hello 17,000 times swelled it past
+  // what a restart trusts, forcing the full reclaim grace.
+  await withDir(async (dir) => {
+    const state = `${dir}/state.json`;
+    await using server = await ServerProc.start([
+      "--resources",
+      "r=1",
+      "--state-file",
+      state,
+    ]);
+    await using stays = await RawBuilder.connect(server.url, {
+      name: "stays",
+      session: SESSION,
+    });
+    await stays.next(isWelcome);
+    for (let i = 0; i < 20; i++) {
+      const passing = await RawBuilder.connect(server.url, {
+        name: `passing${i}`,
+        session: `${OTHER_SESSION}-${i}`,
+      });
+      await passing.next(isWelcome);
+      passing.ws.close();
+      await passing.closed;
+    }
+    // Each new session's hello rewrites the file: the last one's shows
+    // who is kept.
+    await using last = await RawBuilder.connect(server.url, {
+      name: "last",
+      session: `${OTHER_SESSION}-last`,
+    });
+    await last.next(isWelcome);
+    const written = JSON.parse(await Deno.readTextFile(state));
+    assert.deepEqual(
+      [...written.builders].sort(),
+      [
+        await sessionDigest(SESSION),
+        await sessionDigest(`${OTHER_SESSION}-last`),
+      ].sort(),
+    );
   });
 });

@@ -16,7 +16,12 @@ export type RefusalReason =
   | "queue-limit"
   | "invalid"
   /** A restored lease that would take a resource past its budget. */
-  | "restore-over-budget";
+  | "restore-over-budget"
+  /**
+   * A restored lease during a reclaim grace, from a builder session the
+   * state file does not record (the server's refusal, not the allocator's).
+   */
+  | "restore-not-recorded";
 
 /** One resource and amount of a multi-resource request. */
 export interface ResourceAmount {

@@ -54,6 +54,14 @@ export class RestartGuard {
   #durable = new Set<string>();
   #waiters = new Set<Waiter>();
   #reclaim: ReclaimGrace | undefined;
+  /**
+   * The sessions that may hold leases from the last run (ANONYMOUS: the
+   * file could not be trusted, any may), kept in the file until the
+   * reclaim grace ends; only they may restore leases during it.
+   */
+  #previous = new Set<string>();
+  /** Whether the last run's sessions are still kept (until the grace ends). */
+  #keepPrevious = true;
   /** When a failed write was last logged (ms, by `now`). */
   #failureLoggedAt = -Infinity;
 
@@ -81,11 +89,12 @@ export class RestartGuard {
     try {
       stored = await readState(path);
       if (stored.kind === "state" && !stored.state.clean) {
-        for (const d of stored.state.builders) guard.#builders.add(d);
+        for (const d of stored.state.builders) guard.#previous.add(d);
       }
       // Should this run crash before its grace ends, the next start must
       // not trust the file either: ANONYMOUS is never known to be back.
-      if (stored.kind === "unknown") guard.#builders.add(ANONYMOUS);
+      if (stored.kind === "unknown") guard.#previous.add(ANONYMOUS);
+      for (const d of guard.#previous) guard.#builders.add(d);
       const state = guard.#snapshot();
       await guard.#writer!.writeOnce(state);
       guard.#durable = new Set(state.builders);
@@ -96,7 +105,10 @@ export class RestartGuard {
         }; pass --state-file PATH, a file only sai-server writes`,
       );
     }
-    if (options.reclaimMs <= 0) return guard;
+    if (options.reclaimMs <= 0) {
+      guard.#keepPrevious = false;
+      return guard;
+    }
     let graceMs: number;
     let expected: string[] | "unknown";
     if (stored.kind === "unknown") {
@@ -109,7 +121,10 @@ export class RestartGuard {
       // Builders fence by the fence the last run announced: wait that long.
       graceMs = Math.max(options.reclaimMs, stored.state.fence * 1000);
       expected = stored.state.builders;
-    } else return guard;
+    } else {
+      guard.#keepPrevious = false;
+      return guard;
+    }
     options.begin();
     guard.#reclaim = new ReclaimGrace({
       graceMs,
@@ -117,6 +132,7 @@ export class RestartGuard {
       onEnd: (reason) => {
         options.log.info("reclaim grace ended", { reason });
         guard.#reclaim = undefined;
+        guard.#keepPrevious = false;
         // Builders that never came back have fenced by now; those still
         // waiting for their welcome are yet to be recorded.
         guard.#builders = new Set([
@@ -145,9 +161,28 @@ export class RestartGuard {
     return guard;
   }
 
-  /** Until when (epoch ms) only restores are admitted, or null. */
+  /** Until when (monotonic ms) only restores are admitted, or null. */
   get reclaimUntil(): number | null {
     return this.#reclaim?.until ?? null;
+  }
+
+  /**
+   * Why a builder session may not restore a lease now, if it may not.
+   * During the reclaim grace only the sessions the state file records as
+   * possibly holding leases may: any other's restore would be a new grant
+   * in disguise, taking units a recorded builder's holders still use before
+   * it is back.  With a file that could not be trusted no session is known,
+   * so none may.
+   */
+  restoreRefusal(digest: string): string | undefined {
+    if (!this.#reclaim) return undefined;
+    if (this.#previous.has(ANONYMOUS)) {
+      return "the state file could not be trusted, so no lease is restored during the reclaim grace";
+    }
+    if (digest === ANONYMOUS || !this.#previous.has(digest)) {
+      return "this builder held no leases before the server restarted (the state file does not record its session)";
+    }
+    return undefined;
   }
 
   /**
@@ -208,12 +243,27 @@ export class RestartGuard {
         [...this.#waiters].some((o) => o.digest === w.digest);
       if (!kept) this.#builders.delete(w.digest);
     }
+    this.#prune();
     return {
       version: 1,
       clean: false,
       fence: this.#opts.fence,
       builders: [...this.#builders],
     };
+  }
+
+  /**
+   * Keeps only the sessions that may hold leases: the connected, those in
+   * their builder grace, those waiting to be recorded and, until the
+   * reclaim grace ends, the last run's.  A session that left holding
+   * nothing holds nothing, so the file stays as small as the live farm
+   * (sessions that came and went cannot swell it past what can be read).
+   */
+  #prune(): void {
+    const keep = new Set<string>(this.#opts.current());
+    for (const w of this.#waiters) keep.add(w.digest);
+    if (this.#keepPrevious) for (const d of this.#previous) keep.add(d);
+    for (const d of this.#builders) if (!keep.has(d)) this.#builders.delete(d);
   }
 
   #written(state: ServerState, failures: number): void {

@@ -596,6 +596,25 @@ class ServerApp {
       if (this.#log.enabled("debug")) {
         this.#log.debug("request", { builder: this.#pid(owner), ...msg });
       }
+      if (msg.restore === "lease") {
+        const why = this.#guard?.restoreRefusal(conn.digest ?? ANONYMOUS);
+        if (why !== undefined) {
+          this.#count("restore-not-recorded");
+          this.#log.warn("restore refused", {
+            builder: this.#pid(owner),
+            cookie: msg.cookie,
+            reason: why,
+          });
+          this.#send(conn, {
+            schema: SCHEMA,
+            cookie: msg.cookie,
+            error: `Cannot restore "${
+              (msg.resources ?? [msg]).map((r) => r.resname).join(",")
+            }": ${why}; the lease is lost`,
+          });
+          return;
+        }
+      }
       for (const r of msg.resources ?? [msg]) this.#progress.touch(r.resname);
       this.#processes.note(owner, msg.cookie, msg.process);
       this.#apply(

@@ -23,7 +23,7 @@ import {
   applyBudgets,
   parseTokenFile as parseAdminTokenFile,
 } from "./src/server/admin.ts";
-import { startServer } from "./src/server/server_app.ts";
+import { DEFAULT_MAX_BUILDERS, startServer } from "./src/server/server_app.ts";
 import { startErrorMessage } from "./src/shared/listen_error.ts";
 import { runStatus } from "./src/server/status_cli.ts";
 import { POLICIES, type Policy } from "./src/allocator/policy.ts";
@@ -42,6 +42,7 @@ const USAGE =
                   [--builder-grace SECONDS] [--reclaim-grace SECONDS]
                   [--state-file PATH]
                   [--max-http-connections N] [--max-event-streams N]
+                  [--max-builders N]
                   [--policy backfill|fifo]
                   [--log-level error|warn|info|debug] [--log-format text|json]
                   [--admin-token TOKEN | --admin-token-file FILE]
@@ -68,6 +69,7 @@ const OPTIONS = {
     type: "string",
     default: String(DEFAULT_MAX_EVENT_STREAMS),
   },
+  "max-builders": { type: "string", default: String(DEFAULT_MAX_BUILDERS) },
   "builder-tokens": { type: "string" },
   cert: { type: "string" },
   key: { type: "string" },
@@ -104,6 +106,7 @@ export interface ServerArgs {
   maxQueuedPerBuilder: number;
   maxHttpConnections: number;
   maxEventStreams: number;
+  maxBuilders: number;
   builderTokens?: TokenEntry[];
   tls?: { cert: string; key: string };
   /** The config file SIGHUP re-reads, when budgets come from it. */
@@ -252,6 +255,10 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
     ),
     maxHttpConnections,
     maxEventStreams,
+    maxBuilders: intInRange("--max-builders", values["max-builders"], {
+      min: 1,
+      max: 100_000,
+    }),
     budgets: parseBudgets(resources),
     policy,
     ...listen,

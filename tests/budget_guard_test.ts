@@ -850,3 +850,62 @@ Deno.test("during the reclaim grace only the sessions the state file records may
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("builder connections are capped: silent upgrades evict the oldest, new sessions past --max-builders wait, a resuming one gets in", async () => {
+  // Found by an adversarial review: without tokens, connections that said
+  // hello (or never did) took every descriptor of a server under a limit
+  // of 1024, and no builder could connect for the whole flood.
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=1",
+    "--max-builders",
+    "2",
+  ]);
+  const raws: RawBuilder[] = [];
+  try {
+    // 70 upgrades that never say hello: the oldest 6 are closed (1013).
+    for (let i = 0; i < 70; i++) {
+      raws.push(await RawBuilder.connect(server.url, false));
+    }
+    const evicted = await raws[0]!.closed;
+    assert.equal(evicted.code, 1013);
+    assert.match(evicted.reason, /too many connections waiting to say hello/);
+    // A builder says hello at once, and is welcomed despite them.
+    const a = await RawBuilder.connect(server.url, {
+      name: "a",
+      session: `${SESSION}-a`,
+    });
+    raws.push(a);
+    await a.next((m) => m.welcome !== undefined);
+    const b = await RawBuilder.connect(server.url, {
+      name: "b",
+      session: `${SESSION}-b`,
+    });
+    raws.push(b);
+    await b.next((m) => m.welcome !== undefined);
+    // A third session waits for room: refused with 1013, try again later.
+    const c = await RawBuilder.connect(server.url, {
+      name: "c",
+      session: `${SESSION}-c`,
+    });
+    raws.push(c);
+    const full = await c.closed;
+    assert.equal(full.code, 1013);
+    assert.match(full.reason, /too many builders: .*--max-builders 2/);
+    // a comes back on a new connection with its session: let in.
+    const again = await RawBuilder.connect(server.url, {
+      name: "a",
+      session: `${SESSION}-a`,
+    });
+    raws.push(again);
+    await again.next((m) => m.welcome !== undefined);
+    again.send({ resname: "r", cookie: "x", amount: 1, lease: 30 });
+    await again.next((m) => m.cookie === "x" && m.amount === 1);
+    assert.deepEqual(
+      (await server.status()).builders.map((x) => x.name).sort(),
+      ["a", "b"],
+    );
+  } finally {
+    for (const r of raws) r.ws.close();
+  }
+});

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { BuilderProc, Proc, ServerProc, uniq, waitFor } from "./_harness.ts";
+import {
+  BuilderProc,
+  Proc,
+  runClient,
+  ServerProc,
+  uniq,
+  waitFor,
+} from "./_harness.ts";
 
 Deno.test("sai-server reads its budgets from a Sai vhost config", async () => {
   const dir = await Deno.makeTempDir();

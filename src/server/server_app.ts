@@ -100,6 +100,12 @@ export interface ServerOptions {
   maxHttpConnections?: number;
   /** Most `/api/events` streams open at once (default 64). */
   maxEventStreams?: number;
+  /**
+   * Most builder connections past their hello (default 256): a new
+   * session's hello beyond it is refused with 1013 (try again later); a
+   * builder resuming its session always gets back in.
+   */
+  maxBuilders?: number;
 }
 
 /**
@@ -115,6 +121,17 @@ const EXPIRY_MARGIN_MS = 1000;
  * sent right after its hello.  More is closed with 1013 (try again later).
  */
 const MAX_QUEUED_CHARS = 16 * 1024 * 1024;
+
+/**
+ * Most connections that have not said hello yet: a newcomer past it closes
+ * the oldest (code 1013), so upgrades that never say hello hold at most
+ * this many descriptors and cannot keep out a builder, which says hello at
+ * once.
+ */
+const MAX_PENDING_HELLOS = 64;
+
+/** Default of `--max-builders`. */
+export const DEFAULT_MAX_BUILDERS = 256;
 
 /** A running server. */
 export interface SaiServer {
@@ -175,8 +192,14 @@ class ServerApp {
   #operator: OperatorActions;
   #delivery: OutcomeDelivery;
   #maxHttpConnections: number;
+  #maxBuilders: number;
+  /** Connections yet to say hello, oldest first. */
+  #pending = new Set<Session>();
+  /** Hellos of new sessions being checked, counted against the cap. */
+  #helloing = 0;
 
   constructor(options: ServerOptions) {
+    this.#maxBuilders = options.maxBuilders ?? DEFAULT_MAX_BUILDERS;
     this.#maxHttpConnections = options.maxHttpConnections ??
       DEFAULT_MAX_HTTP_CONNECTIONS;
     this.#tokens = options.builderTokens;
@@ -400,6 +423,14 @@ class ServerApp {
     const helloTimer = setTimeout(() => {
       this.#reject(conn, "no hello in time");
     }, this.#helloTimeoutMs);
+    this.#pending.add(conn);
+    if (this.#pending.size > MAX_PENDING_HELLOS) {
+      const [oldest] = this.#pending;
+      this.#pending.delete(oldest!);
+      this.#reject(oldest!, "too many connections waiting to say hello", {
+        limit: MAX_PENDING_HELLOS,
+      }, 1013);
+    }
     // Messages are handled one at a time, in order, even though checking a
     // hello's token and recording its session are asynchronous: at once
     // while nothing is pending (every message after the hello, in
@@ -444,6 +475,7 @@ class ServerApp {
     };
     socket.onclose = () => {
       clearTimeout(helloTimer);
+      this.#pending.delete(conn);
       this.#guard?.restored(conn.id, undefined);
       const owner = conn.owner;
       // A connection replaced by a newer one of the same builder owns nothing.
@@ -464,11 +496,37 @@ class ServerApp {
     hello: HelloMessage["hello"],
     helloTimer: ReturnType<typeof setTimeout>,
   ): Promise<void> {
-    if (conn.name !== undefined) {
+    if (conn.name !== undefined || !this.#pending.delete(conn)) {
       this.#reject(conn, "hello sent twice");
       return;
     }
     clearTimeout(helloTimer);
+    // A builder resuming its session always gets back in; a new one only
+    // while there is room (the cap keeps descriptors for everyone else).
+    const resuming = hello.session !== undefined &&
+      (this.#sessions.has(hello.session) ||
+        this.#grace.get(hello.session) !== undefined);
+    if (
+      !resuming && this.#sessions.size + this.#helloing >= this.#maxBuilders
+    ) {
+      this.#reject(
+        conn,
+        `too many builders: the server takes --max-builders ${this.#maxBuilders}`,
+        { name: hello.name },
+        1013,
+      );
+      return;
+    }
+    if (!resuming) this.#helloing++;
+    try {
+      await this.#admit(conn, hello);
+    } finally {
+      if (!resuming) this.#helloing--;
+    }
+  }
+
+  /** The rest of a hello: authentication, the state file, the welcome. */
+  async #admit(conn: Session, hello: HelloMessage["hello"]): Promise<void> {
     if (
       this.#tokens &&
       !(await verifyToken(this.#tokens, hello.name, hello.token))
@@ -700,7 +758,12 @@ class ServerApp {
     return this.#publicIds.get(owner) ?? "";
   }
 
-  #reject(conn: Session, reason: string, fields: Fields = {}): void {
+  #reject(
+    conn: Session,
+    reason: string,
+    fields: Fields = {},
+    code = 1008,
+  ): void {
     this.#log.warn("builder refused", {
       connection: conn.id,
       ...(conn.name !== undefined && { name: conn.name }),
@@ -708,7 +771,7 @@ class ServerApp {
       reason,
     });
     // A close reason is limited to 123 bytes.
-    conn.socket.close(1008, reason.slice(0, 120));
+    conn.socket.close(code, reason.slice(0, 120));
   }
 
   #count(reason: RefusalReason): void {

@@ -95,6 +95,7 @@ export async function main(args: string[]): Promise<void> {
       server: values.server,
       name,
       socketPath: values.socket ?? defaultSocketPath(name),
+      socketFallback: values.socket === undefined,
       logger: new Logger(parseLevel(values["log-level"]), { format }),
     };
   } catch (err) {

@@ -85,6 +85,10 @@ Deno.test("sai-server start-up errors exit 2 with a clear message", async () => 
       /--reclaim-grace must be from 0 to 86400 seconds, got "2200000"/,
     ],
     [
+      ["--resources", "a=1", "--max-builders", "0"],
+      /--max-builders must be an integer from 1 to 100000, got "0"/,
+    ],
+    [
       ["--resources", "a=1", "--heartbeat", "1e9"],
       /--heartbeat must be from 0.1 to 3600 seconds, got "1e9"/,
     ],
@@ -287,3 +291,61 @@ Deno.test("sai-builder's defaults work with its permissions: name from the host 
 function hostName(): string {
   return Deno.hostname().split(".")[0]!.slice(0, 64);
 }
+
+Deno.test({
+  name:
+    "sai-builder listens in a private directory when another user made its default one first",
+  // chown to another uid needs root.
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    // Found by an adversarial review: another local user who makes
+    // /tmp/sai-UID first kept the builder from ever starting there.
+    await using server = await ServerProc.start(["--resources", "r=1"]);
+    const runtime = await Deno.makeTempDir();
+    await Deno.mkdir(`${runtime}/sai`, { mode: 0o755 });
+    await Deno.chown(`${runtime}/sai`, 65534, 65534);
+    const name = uniq("b");
+    const builder = new Proc(
+      ["builder.ts", "--server", server.url, "--name", name],
+      { env: { XDG_RUNTIME_DIR: runtime } },
+    );
+    try {
+      const m = await builder.stdout.wait(/SAI_BUILDER_RESOURCE_PROXY=(\S+)/)
+        .catch((err) => {
+          throw new Error(`${err.message}\nstderr: ${builder.stderr.text}`);
+        });
+      const socket = m[1]!;
+      assert.match(socket, new RegExp(`/sai-0-[^/]+/${name}\\.sock$`));
+      assert.match(
+        builder.stderr.text,
+        /WARN the default socket directory is unsafe: listening in a private one .*owned by uid 65534/,
+      );
+      const dir = await Deno.stat(socket.slice(0, socket.lastIndexOf("/")));
+      assert.equal(dir.uid, 0);
+      assert.equal((dir.mode ?? 0) & 0o777, 0o700);
+      const got = await runClient([
+        "r",
+        "1",
+        "30",
+        uniq("c"),
+        "--socket",
+        socket,
+      ]);
+      assert.equal(got.code, 0, got.stderr);
+      assert.equal(
+        (await runClient(["--release", got.stdout.trim(), "--socket", socket]))
+          .code,
+        0,
+      );
+      await builder.stop();
+      await assert.rejects(
+        () => Deno.stat(socket.slice(0, socket.lastIndexOf("/"))),
+        Deno.errors.NotFound,
+        "the private directory is removed at shutdown",
+      );
+    } finally {
+      await builder.stop();
+      await Deno.remove(runtime, { recursive: true });
+    }
+  },
+});

@@ -25,7 +25,7 @@ import { writeAll } from "../client/lease_client.ts";
 import { isAbstract } from "../shared/socket_path.ts";
 import { Deadlines } from "./deadlines.ts";
 import { type LeaseMessage, ServerLink } from "./server_link.ts";
-import { listenUnix } from "./socket_listen.ts";
+import { listenUnix, UnsafeSocketDirError } from "./socket_listen.ts";
 import { monotonic, toWallClock } from "../shared/clock.ts";
 
 /** Options for {@linkcode startBuilder}. */
@@ -49,6 +49,12 @@ export interface BuilderOptions {
   ca?: string;
   /** Open the socket to this group (name or gid): modes 0770 and 0660. */
   socketGroup?: string;
+  /**
+   * `socketPath` is the default, not one the user chose: if its directory
+   * is unsafe (another user made it first), listen in a private directory
+   * of our own instead of failing.
+   */
+  socketFallback?: boolean;
 }
 
 /** A running builder. */
@@ -91,13 +97,38 @@ interface Client {
 export async function startBuilder(
   options: BuilderOptions,
 ): Promise<SaiBuilder> {
-  const listener = await listenUnix(options.socketPath, options.socketGroup);
-  const app = new BuilderApp(options, listener);
+  let socketPath = options.socketPath;
+  let listener;
+  let madeDir: string | undefined;
+  try {
+    listener = await listenUnix(socketPath, options.socketGroup);
+  } catch (err) {
+    if (!options.socketFallback || !(err instanceof UnsafeSocketDirError)) {
+      throw err;
+    }
+    // Any local user can make /tmp/sai-UID before us, and keep our default
+    // from ever being safe: a directory of a random name is ours alone.
+    madeDir = await Deno.makeTempDir({
+      prefix: `sai-${Deno.uid() ?? "user"}-`,
+    });
+    socketPath = `${madeDir}/${
+      socketPath.slice(socketPath.lastIndexOf("/") + 1)
+    }`;
+    (options.logger ?? new Logger("info")).warn(
+      "the default socket directory is unsafe: listening in a private one",
+      { unsafe: err.message, socket: socketPath },
+    );
+    listener = await listenUnix(socketPath, options.socketGroup);
+  }
+  const app = new BuilderApp({ ...options, socketPath }, listener);
   app.start();
   return {
-    socketPath: options.socketPath,
+    socketPath,
     connected: app.connected,
-    shutdown: () => app.shutdown(),
+    shutdown: async () => {
+      await app.shutdown();
+      if (madeDir !== undefined) await Deno.remove(madeDir).catch(() => {});
+    },
   };
 }
 

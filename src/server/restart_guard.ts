@@ -262,7 +262,7 @@ export class RestartGuard {
   #prune(): void {
     const keep = new Set<string>(this.#opts.current());
     for (const w of this.#waiters) keep.add(w.digest);
-    if (this.#keepPrevious) for (const d of this.#previous) keep.add(d);
+    if (this.#keepPrevious) { for (const d of this.#previous) keep.add(d); }
     for (const d of this.#builders) if (!keep.has(d)) this.#builders.delete(d);
   }
 

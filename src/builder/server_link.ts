@@ -79,6 +79,8 @@ export interface ServerLinkOptions {
   heartbeatMs: number;
   /** Longest pause between reconnect attempts, in ms. */
   maxBackoffMs: number;
+  /** How long an attempt may take to open (default {@linkcode CONNECT_TIMEOUT_MS}). */
+  connectTimeoutMs?: number;
   log: Logger;
   /**
    * The link is open and the hello sent: re-send what the server must
@@ -189,13 +191,11 @@ export class ServerLink {
       return;
     }
     this.#ws = ws;
+    const openMs = this.#opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
     clearTimeout(this.#openTimer);
     this.#openTimer = setTimeout(() => {
-      this.#linkLost(
-        ws,
-        `no connection within ${CONNECT_TIMEOUT_MS / 1000} s`,
-      );
-    }, CONNECT_TIMEOUT_MS);
+      this.#linkLost(ws, `no connection within ${openMs / 1000} s`);
+    }, openMs);
     ws.onopen = () => {
       if (this.#ws !== ws) return;
       clearTimeout(this.#openTimer);

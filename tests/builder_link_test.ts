@@ -280,7 +280,7 @@ Deno.test("a builder whose name a live builder holds is refused, and exits 1 nam
   );
 });
 
-Deno.test("a builder resuming its own session keeps its name while its old link still looks live", async () => {
+Deno.test("a builder resuming its own session keeps its name, even while its old link still looks live", async () => {
   await using server = await ServerProc.start(["--resources", "r=1"]);
   await using proxy = new FaultProxy(server.port);
   // It gives up on a silent link after 1 s; the server, after its 10 s.
@@ -294,7 +294,16 @@ Deno.test("a builder resuming its own session keeps its name while its old link 
   proxy.blackhole();
   await builder.stderr.wait(/lost the server/);
   await server.stderr.wait(/builder reconnected builder=\S+ name=same/);
-  assert.doesNotMatch(server.stderr.text, /builder refused/);
+  // And once more after a cut the server saw: its session was detached.
+  proxy.cut();
+  await server.stderr.wait(/builder disconnected/);
+  await server.stderr.wait(
+    /builder reconnected[^\n]*\n[^]*builder reconnected builder=\S+ name=same/,
+  );
+  assert.doesNotMatch(
+    server.stderr.text,
+    /builder refused|two live builders share a name/,
+  );
   const r = await server.resource("r");
   assert.deepEqual(r.leases.map((l) => l.cookie), ["kept"]);
   assert.equal((await runClient(["--release", "kept"], env)).code, 0);

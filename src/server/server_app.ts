@@ -345,7 +345,9 @@ class ServerApp {
     return {
       version: 1,
       time: wall(now),
-      reclaimUntil: reclaimUntil == null ? null : wall(reclaimUntil),
+      reclaimUntil: typeof reclaimUntil === "number"
+        ? wall(reclaimUntil)
+        : null,
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
         id: s.publicId,

@@ -116,8 +116,15 @@ export async function main(args: string[]): Promise<void> {
   const { promise: stopped, resolve } = Promise.withResolvers<void>();
   Deno.addSignalListener("SIGINT", resolve);
   Deno.addSignalListener("SIGTERM", resolve);
-  await stopped;
+  // Another live builder has our name (a cloned machine): retrying cannot
+  // help while it lives, and a builder that never links only stalls its
+  // clients.
+  const refused = await Promise.race([stopped, builder.refused]);
   await builder.shutdown();
+  if (refused) {
+    console.error(`sai-builder: ${refused.message}`);
+    Deno.exit(1);
+  }
   Deno.exit(0);
 }
 

@@ -71,6 +71,7 @@ export {
   defaultSocketPath,
   UnsafeSocketDirError,
 } from "./src/builder/socket_listen.ts";
+export { NameInUseError } from "./src/builder/server_link.ts";
 export {
   type Fields,
   type Level,

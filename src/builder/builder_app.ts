@@ -11,8 +11,11 @@
 import { JsonObjectSplitter } from "../protocol/json_splitter.ts";
 import { Logger } from "../shared/log.ts";
 import {
+  type BuilderReply,
   encode,
+  isCheck,
   isRequest,
+  type LinkState,
   parseClientMessage,
   ProtocolError,
   type RequestMessage,
@@ -24,7 +27,12 @@ import {
 import { writeAll } from "../client/lease_client.ts";
 import { isAbstract } from "../shared/socket_path.ts";
 import { Deadlines } from "./deadlines.ts";
-import { type LeaseMessage, ServerLink } from "./server_link.ts";
+import {
+  type LeaseMessage,
+  type LinkStatus,
+  NameInUseError,
+  ServerLink,
+} from "./server_link.ts";
 import { listenUnix, UnsafeSocketDirError } from "./socket_listen.ts";
 import { monotonic, toWallClock } from "../shared/clock.ts";
 
@@ -62,6 +70,11 @@ export interface SaiBuilder {
   readonly socketPath: string;
   /** Resolves when the first connection to the server is up. */
   readonly connected: Promise<void>;
+  /**
+   * Resolves if the server refuses this builder for good (another live
+   * builder holds its name): it has stopped trying, and should exit.
+   */
+  readonly refused: Promise<NameInUseError>;
   /** Stops listening, drops the clients and the server link. */
   shutdown(): Promise<void>;
 }
@@ -91,6 +104,8 @@ interface Client {
   reason?: YieldReason;
   /** The last write to the client, once there was one: later ones follow it. */
   writes?: Promise<void>;
+  /** Whether it was told the link is down, and not yet that it is back. */
+  toldDown?: boolean;
 }
 
 /** Starts a builder; resolves once its Unix socket is listening. */
@@ -125,6 +140,7 @@ export async function startBuilder(
   return {
     socketPath,
     connected: app.connected,
+    refused: app.refused,
     shutdown: async () => {
       await app.shutdown();
       if (madeDir !== undefined) await Deno.remove(madeDir).catch(() => {});
@@ -163,6 +179,7 @@ class BuilderApp {
   #link: ServerLink;
   #stopping = false;
   #accepting: Promise<void> | undefined;
+  #refused = Promise.withResolvers<NameInUseError>();
   /**
    * Connections yet to send their request, with their deadline (monotonic ms):
    * one sweep for all instead of a timer per connection.
@@ -207,6 +224,8 @@ class BuilderApp {
           if (client.state === "sent") client.state = "pending";
         }
       },
+      onLinkChange: (status) => this.#linkChanged(status),
+      onNameInUse: (err) => this.#refused.resolve(err),
     });
     this.#logInfo = this.#log.enabled("info");
     this.#requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
@@ -214,6 +233,10 @@ class BuilderApp {
 
   get connected(): Promise<void> {
     return this.#link.connected;
+  }
+
+  get refused(): Promise<NameInUseError> {
+    return this.#refused.promise;
   }
 
   start(): void {
@@ -416,6 +439,42 @@ class BuilderApp {
     }
   }
 
+  // --- the link's state, for the clients that wait ---------------------
+
+  /** The link's state as a client is told it, wall-clock `since`. */
+  #linkState(status: LinkStatus): LinkState {
+    return {
+      up: status.up,
+      server: this.#opts.server,
+      since: toWallClock()(status.since),
+      ...(status.error !== undefined && { error: status.error }),
+    };
+  }
+
+  /**
+   * The link came up or went down: every waiting client that asked is
+   * told it went down, and those told so that it is back.  Granted
+   * clients hold their leases on the fence's terms, not told.
+   */
+  #linkChanged(status: LinkStatus): void {
+    let link: LinkState | undefined;
+    for (const client of this.#clients.values()) {
+      if (client.state === "granted" || !client.request.link) continue;
+      if (status.up && !client.toldDown) continue;
+      link ??= this.#linkState(status);
+      this.#tellLink(client, link);
+    }
+  }
+
+  #tellLink(client: Client, link: LinkState): void {
+    client.toldDown = !link.up;
+    this.#write(
+      client,
+      encode({ schema: SCHEMA, cookie: client.cookie, link }),
+      false,
+    );
+  }
+
   // --- the Unix socket ------------------------------------------------
 
   async #acceptLoop(): Promise<void> {
@@ -537,6 +596,22 @@ class BuilderApp {
       this.#refuseAndClose(conn, err.cookie ?? mine?.cookie ?? "", err.message);
       return "close";
     }
+    if (isCheck(msg)) {
+      if (mine) {
+        this.#refuseAndClose(
+          conn,
+          mine.cookie,
+          "Cannot handle message: a check is alone on its connection",
+        );
+      } else {
+        this.#answerAndClose(conn, {
+          schema: SCHEMA,
+          builder: this.#opts.name,
+          link: this.#linkState(this.#link.status),
+        });
+      }
+      return "close";
+    }
     if (mine) {
       // The one thing a client may say after its request: give it back.
       if (!isRequest(msg) && msg.cookie === mine.cookie) {
@@ -575,6 +650,11 @@ class BuilderApp {
     this.#expired.delete(msg.cookie);
     if (this.#log.enabled("debug")) this.#log.debug("request", { ...msg });
     if (this.#link.up) this.#forward(client);
+    const status = this.#link.status;
+    // Known down: said at once, not after the whole --wait.
+    if (msg.link && !status.up && status.error !== undefined) {
+      this.#tellLink(client, this.#linkState(status));
+    }
     return client;
   }
 
@@ -623,7 +703,7 @@ class BuilderApp {
     this.#answerAndClose(conn, { schema: SCHEMA, cookie, released: true });
   }
 
-  #answerAndClose(conn: Deno.UnixConn, msg: ServerMessage): void {
+  #answerAndClose(conn: Deno.UnixConn, msg: BuilderReply): void {
     writeAll(conn, encoder.encode(encode(msg)))
       .catch(() => {})
       .finally(() => closeQuietly(conn));

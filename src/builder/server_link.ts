@@ -12,6 +12,7 @@
 import type { Logger } from "../shared/log.ts";
 import {
   encode,
+  NAME_IN_USE,
   parseServerMessage,
   type PongMessage,
   ProtocolError,
@@ -29,6 +30,41 @@ import { monotonic } from "../shared/clock.ts";
 /** What the server says about leases and requests (not pongs or welcomes). */
 export type LeaseMessage = Exclude<ServerMessage, PongMessage | WelcomeMessage>;
 
+/**
+ * The link as the builder tells its clients.  `up`: welcomed.  `since`
+ * (monotonic ms): when it came up or went down; before the first welcome,
+ * when the link started.  `error`: while down, the last error, once a
+ * connection attempt has failed (before that, the first is under way).
+ */
+export interface LinkStatus {
+  readonly up: boolean;
+  readonly since: number;
+  readonly error: string | undefined;
+}
+
+/**
+ * The server refused this builder for good: another live builder holds
+ * its name.  `other` is that builder's address, as the server sees it.
+ */
+export class NameInUseError extends Error {
+  override name = "NameInUseError";
+  other: string;
+  constructor(name: string, server: string, other: string) {
+    super(
+      `Cannot join the server at "${server}": the name "${name}" is in use by a live builder at ${other}; give this builder another --name`,
+    );
+    this.other = other;
+  }
+}
+
+/**
+ * How long a connection attempt may take to open (TCP, TLS and the
+ * WebSocket handshake): a server address that drops packets would
+ * otherwise hold the first attempt for the kernel's connect timeout
+ * (about two minutes), with no word to the clients.
+ */
+export const CONNECT_TIMEOUT_MS = 10_000;
+
 /** Options for {@linkcode ServerLink}. */
 export interface ServerLinkOptions {
   /** `ws://` or `wss://` URL of the server. */
@@ -43,6 +79,8 @@ export interface ServerLinkOptions {
   heartbeatMs: number;
   /** Longest pause between reconnect attempts, in ms. */
   maxBackoffMs: number;
+  /** How long an attempt may take to open (default {@linkcode CONNECT_TIMEOUT_MS}). */
+  connectTimeoutMs?: number;
   log: Logger;
   /**
    * The link is open and the hello sent: re-send what the server must
@@ -55,6 +93,13 @@ export interface ServerLinkOptions {
   onFence: () => number;
   /** The link is gone: what was sent on it must be sent again. */
   onLost: () => void;
+  /**
+   * The link came up, or went down (or is known down: the first attempt
+   * failed).  Not called when only the last error changes.
+   */
+  onLinkChange?: (status: LinkStatus) => void;
+  /** The server refused this builder for good; the link has stopped. */
+  onNameInUse?: (err: NameInUseError) => void;
 }
 
 /** One WebSocket to the server, kept up for as long as the builder runs. */
@@ -85,6 +130,8 @@ export class ServerLink {
   /** Fence after this long without a round trip (from the welcome). */
   #fenceMs = 20_000;
   #fenceTimer: ReturnType<typeof setTimeout> | undefined;
+  #status: LinkStatus = { up: false, since: monotonic(), error: undefined };
+  #openTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ServerLinkOptions) {
     this.#opts = options;
@@ -101,7 +148,13 @@ export class ServerLink {
     return this.#up;
   }
 
+  /** The link as clients are told it (see {@linkcode LinkStatus}). */
+  get status(): LinkStatus {
+    return this.#status;
+  }
+
   start(): void {
+    this.#status = { up: false, since: monotonic(), error: undefined };
     this.#connect();
     this.#setBeat(this.#opts.heartbeatMs / 3);
   }
@@ -112,6 +165,7 @@ export class ServerLink {
     clearTimeout(this.#retryTimer);
     clearInterval(this.#beatTimer);
     clearTimeout(this.#fenceTimer);
+    clearTimeout(this.#openTimer);
     this.#ws?.close(1000, "builder shutting down");
   }
 
@@ -132,12 +186,19 @@ export class ServerLink {
         server: this.#opts.server,
         error: (err as Error).message,
       });
+      this.#down((err as Error).message);
       this.#scheduleReconnect();
       return;
     }
     this.#ws = ws;
+    const openMs = this.#opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
+    clearTimeout(this.#openTimer);
+    this.#openTimer = setTimeout(() => {
+      this.#linkLost(ws, `no connection within ${openMs / 1000} s`);
+    }, openMs);
     ws.onopen = () => {
       if (this.#ws !== ws) return;
+      clearTimeout(this.#openTimer);
       this.#fenceIfStale();
       this.#up = true;
       this.#lastHeard = monotonic();
@@ -168,6 +229,13 @@ export class ServerLink {
       error = (ev as ErrorEvent).message ?? "";
     };
     ws.onclose = (ev) => {
+      if (
+        ev.code === 1008 && ev.reason.startsWith(NAME_IN_USE) &&
+        this.#ws === ws
+      ) {
+        this.#nameInUse(ev.reason.slice(NAME_IN_USE.length));
+        return;
+      }
       // A refused token will not fix itself: retry, but at the slowest pace.
       if (ev.code === 1008) this.#attempt = Math.max(this.#attempt, 16);
       const why = ev.code === 1008
@@ -176,6 +244,52 @@ export class ServerLink {
           `closed (code ${ev.code}${ev.reason ? `, ${ev.reason}` : ""})`;
       this.#linkLost(ws, why);
     };
+  }
+
+  /**
+   * Another live builder holds our name: every retry would be refused for
+   * as long as it lives, so the link stops and the builder exits.
+   */
+  #nameInUse(other: string): void {
+    const err = new NameInUseError(this.#opts.name, this.#opts.server, other);
+    this.#log.error(
+      "refused by the server: another live builder has our name",
+      {
+        name: this.#opts.name,
+        other,
+        hint: "give this builder another --name",
+      },
+    );
+    this.#down(`refused by the server: ${NAME_IN_USE}${other}`);
+    this.close();
+    this.#ws = undefined;
+    this.#up = false;
+    this.#welcomed = false;
+    this.#opts.onNameInUse?.(err);
+  }
+
+  /** The link is up (welcomed): tell the clients that were told it was down. */
+  #upNow(): void {
+    this.#status = { up: true, since: monotonic(), error: undefined };
+    this.#opts.onLinkChange?.(this.#status);
+  }
+
+  /**
+   * The link is down, or an attempt failed again.  Clients hear of it when
+   * it goes down and when the first attempt fails, not at every retry.
+   */
+  #down(error: string): void {
+    const was = this.#status;
+    if (!was.up && was.error !== undefined) {
+      this.#status = { up: false, since: was.since, error };
+      return;
+    }
+    this.#status = {
+      up: false,
+      since: was.up ? monotonic() : was.since,
+      error,
+    };
+    this.#opts.onLinkChange?.(this.#status);
   }
 
   #wsOptions(): WebSocketOptions {
@@ -188,6 +302,7 @@ export class ServerLink {
    */
   #linkLost(ws: WebSocketLike, why: string): void {
     if (this.#ws !== ws) return;
+    clearTimeout(this.#openTimer);
     // Up means welcomed: a link refused at its hello was never up.
     const wasUp = this.#welcomed;
     this.#ws = undefined;
@@ -207,6 +322,7 @@ export class ServerLink {
         reason: why,
       });
     }
+    this.#down(why);
     this.#opts.onLost();
     this.#scheduleReconnect();
   }
@@ -324,6 +440,7 @@ export class ServerLink {
         server: this.#opts.server,
         id: msg.welcome.id,
       });
+      this.#upNow();
       this.#connected.resolve();
       return;
     }

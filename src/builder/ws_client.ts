@@ -137,6 +137,8 @@ class NoDelayWebSocket implements WebSocketLike {
     if (this.readyState >= WebSocket.CLOSING) return;
     if (this.readyState === WebSocket.CONNECTING) {
       this.readyState = WebSocket.CLOSING;
+      // Abandons a handshake under way (a server that never answers it).
+      this.#drop();
       return;
     }
     this.readyState = WebSocket.CLOSING;

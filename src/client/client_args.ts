@@ -17,12 +17,14 @@ import {
 import { parseFlags, positiveSeconds, wantsHelp } from "../shared/cli_flags.ts";
 import { DEFAULT_GRACE_SECONDS, type LaunchOptions } from "./launcher.ts";
 import { DEFAULT_RELEASE_WAIT_SECONDS } from "./release.ts";
+import { DEFAULT_CHECK_WAIT_SECONDS } from "./check.ts";
 
 export const USAGE =
   `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground | --owner-pid PID | --no-owner]
        sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
        sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
        sai-resource (--release COOKIE | --release-scope SCOPE) [--wait SECONDS] [--socket PATH] [--optional] [--strict]
+       sai-resource --check [--socket PATH] [--wait SECONDS]
 PATH may be @NAME: an abstract Unix socket (Linux)`;
 
 /** Set to 1, makes an acquire hold the lease in the foreground (`--foreground`). */
@@ -43,6 +45,13 @@ export const COOKIE_PREFIX_ENV = "SAI_RESOURCE_COOKIE_PREFIX";
 /** A parsed command line. */
 export type Command =
   | { kind: "help" }
+  | {
+    /** `--check`: the builder's name, server and link state. */
+    kind: "check";
+    socket: string;
+    /** Give up after this long without an answer (upstream never answers). */
+    waitSeconds: number;
+  }
   | {
     kind: "release";
     cookie: string;
@@ -206,6 +215,7 @@ export function parseCommand(
     priority: { type: "string" },
     foreground: { type: "boolean" },
     strict: { type: "boolean" },
+    check: { type: "boolean" },
     // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
     debug: { type: "string", short: "d" },
     "owner-pid": { type: "string" },
@@ -221,6 +231,7 @@ export function parseCommand(
     options,
   });
   const level = values.debug === undefined ? undefined : logBits(values.debug);
+  if (values.check) return checkCommand(values, { positionals, argv, env });
   if (argv !== undefined && argv.length === 0) {
     throw new TypeError("no command after --");
   }
@@ -361,6 +372,40 @@ export function parseCommand(
     holder: values.holder ?? false,
     foreground: (values.foreground ?? false) || isSet(env.get(FOREGROUND_ENV)),
     owner,
+  };
+}
+
+/** The flags `--check` takes besides itself (`-d`: lws tooling passes it). */
+const CHECK_FLAGS = new Set(["check", "socket", "wait", "debug", "quiet"]);
+
+/** `--check [--socket PATH] [--wait SECONDS]`. */
+function checkCommand(
+  values: Record<string, string | boolean | undefined>,
+  rest: {
+    positionals: string[];
+    argv: string[] | undefined;
+    env: { get(key: string): string | undefined };
+  },
+): Command {
+  const other = Object.keys(values).find((k) =>
+    values[k] !== undefined && !CHECK_FLAGS.has(k)
+  );
+  if (rest.positionals.length > 0 || rest.argv !== undefined || other) {
+    throw new TypeError(
+      `--check takes only --socket and --wait, got ${
+        other ? `--${other}` : `"${rest.argv ? "--" : rest.positionals[0]}"`
+      }`,
+    );
+  }
+  return {
+    kind: "check",
+    socket: needSocket(
+      (values.socket as string | undefined) ??
+        rest.env.get("SAI_BUILDER_RESOURCE_PROXY"),
+    ),
+    waitSeconds: values.wait !== undefined
+      ? seconds("--wait", values.wait as string)
+      : DEFAULT_CHECK_WAIT_SECONDS,
   };
 }
 

@@ -108,3 +108,27 @@ Deno.test("`parseCommand()` gives --release a deadline: 10 s, or --wait", () => 
   assert.equal(wait("--wait", "3"), 3);
   assert.throws(() => wait("--wait", "0"), /--wait/);
 });
+
+Deno.test("`parseCommand()` reads --check: a socket, a deadline of 5 s or --wait, nothing else", () => {
+  assert.deepEqual(parse(["--check"]), {
+    kind: "check",
+    socket: "/tmp/b.sock",
+    waitSeconds: 5,
+  });
+  assert.deepEqual(parse(["--check", "--socket", "@b", "--wait", "1", "-d0"]), {
+    kind: "check",
+    socket: "@b",
+    waitSeconds: 1,
+  });
+  for (
+    const args of [
+      ["--check", "r", "1", "10"],
+      ["--check", "--release", "c"],
+      ["--check", "--priority=2"],
+      ["--check", "--", "true"],
+    ]
+  ) {
+    assert.throws(() => parse(args), /--check takes only --socket and --wait/);
+  }
+  assert.throws(() => parse(["--check"], new Map()), /no builder socket/);
+});

@@ -21,6 +21,7 @@
 import { type Command, parseCommand, USAGE } from "./client_args.ts";
 import { launch, runUnmanaged } from "./launcher.ts";
 import { release } from "./release.ts";
+import { check } from "./check.ts";
 import { runHolder } from "./holder.ts";
 import { runParent } from "./parent.ts";
 import { runForeground } from "./foreground.ts";
@@ -42,6 +43,8 @@ export async function runClient(args: string[]): Promise<number> {
       return EXIT_OK;
     case "release":
       return await release(command.socket, command.cookie, command);
+    case "check":
+      return await check(command.socket, command);
     case "launch":
       return await launch(command.argv, command.options);
     case "unmanaged":

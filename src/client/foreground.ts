@@ -27,6 +27,7 @@ import { signalExitCode } from "./launcher.ts";
 import { afterSeconds } from "../shared/timers.ts";
 import { monotonic } from "../shared/clock.ts";
 import type { Command } from "./client_args.ts";
+import { linkLine } from "./link_line.ts";
 import { encoder, EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
 
 const SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
@@ -78,6 +79,9 @@ export async function runForeground(
           (q.eta >= 0 ? `, about ${q.eta} s` : "");
         if (!quiet && line !== lastProgress) printErr(line);
         lastProgress = line;
+      },
+      onLink: (link) => {
+        if (!quiet) printErr(linkLine(link));
       },
       ...(verbose && {
         onMessage: (msg) =>

@@ -7,6 +7,7 @@
  */
 
 import { acquire, AcquireError, type LeaseSpec } from "./lease_client.ts";
+import type { LinkState } from "../protocol/protocol.ts";
 import { afterSeconds } from "../shared/timers.ts";
 import type { Command, OwnerFlags } from "./client_args.ts";
 import {
@@ -21,6 +22,7 @@ import { PROGRAMS } from "../shared/permissions.ts";
 /** What the holder tells the parent, one JSON line each. */
 export type HolderReport =
   | { event: "queued"; position: number; eta: number }
+  | { event: "link"; link: LinkState }
   | { event: "granted"; amount: number; expires: number }
   | { event: "failed"; kind: string; message: string };
 
@@ -135,6 +137,7 @@ async function holdLease(
         ownerGone,
       ]),
       onQueued: (q) => report({ event: "queued", ...q }),
+      onLink: (link) => report({ event: "link", link }),
     });
   } catch (err) {
     const kind = err instanceof AcquireError ? err.kind : "failed";

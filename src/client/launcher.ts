@@ -16,6 +16,7 @@ import {
   specNames,
 } from "./lease_client.ts";
 import { afterSeconds } from "../shared/timers.ts";
+import { linkLine } from "./link_line.ts";
 
 /** Signals forwarded to the command, with their numbers for exit codes. */
 const FORWARDED = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
@@ -194,6 +195,9 @@ export async function launch(
           (q.eta >= 0 ? `, about ${q.eta} s` : "");
         if (!quiet && line !== lastProgress) printErr(line);
         lastProgress = line;
+      },
+      onLink: (link) => {
+        if (!quiet) printErr(linkLine(link));
       },
     });
   } catch (err) {

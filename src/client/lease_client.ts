@@ -8,20 +8,22 @@
 
 import { JsonObjectSplitter } from "../protocol/json_splitter.ts";
 import {
+  type BuilderReply,
   encode,
   type GrantMessage,
   isGrant,
   isRefusal,
+  type LinkState,
   type OwnerProcess,
-  parseServerMessage,
+  parseBuilderReply,
   ProtocolError,
   type ResourceAmount,
   SCHEMA,
-  type ServerMessage,
   type YieldReason,
 } from "../protocol/protocol.ts";
 import { unixPath } from "../shared/socket_path.ts";
-import { monotonic } from "../shared/clock.ts";
+import { monotonic, wallClock } from "../shared/clock.ts";
+import { linkTimeoutCause } from "./link_line.ts";
 
 /** What to ask for. */
 export interface LeaseSpec {
@@ -71,8 +73,14 @@ export interface AcquireOptions {
    * asks the builder for progress (`"progress": true`).
    */
   onQueued?: (queued: { position: number; eta: number }) => void;
+  /**
+   * Called when the builder says its link to the server is down (at once
+   * if it is when the request arrives), and when that changes.  The
+   * request always asks (`"link": true`): a timeout names the cause.
+   */
+  onLink?: (link: LinkState) => void;
   /** Called with every message from the builder (for `-d` verbosity). */
-  onMessage?: (msg: ServerMessage) => void;
+  onMessage?: (msg: BuilderReply) => void;
 }
 
 /** How a held lease ended. */
@@ -142,7 +150,7 @@ export async function acquire(
   spec: LeaseSpec,
   options: AcquireOptions = {},
 ): Promise<HeldLease> {
-  const { signal, onQueued, onMessage } = options;
+  const { signal, onQueued, onLink, onMessage } = options;
   signal?.throwIfAborted();
   let conn: Deno.UnixConn;
   try {
@@ -161,8 +169,21 @@ export async function acquire(
     } catch { /* closed already */ }
   };
   signal?.addEventListener("abort", onAbort, { once: true });
+  /** The link's last state, and when (monotonic) it went down. */
+  let link: { state: LinkState; downAt: number } | undefined;
+  const sentAt = monotonic();
+  const timedOut = () => {
+    if (!link || link.state.up) return abortError(signal!);
+    return abortError(signal!, {
+      cause: linkTimeoutCause(link.state, { whole: link.downAt <= sentAt }),
+    });
+  };
   try {
-    const request = { ...spec, ...(onQueued && { progress: true as const }) };
+    const request = {
+      ...spec,
+      ...(onQueued && { progress: true as const }),
+      link: true as const,
+    };
     await writeAll(conn, new TextEncoder().encode(encode(request)));
     for (;;) {
       const next = await messages.next();
@@ -175,8 +196,16 @@ export async function acquire(
       }
       const msg = next.value;
       onMessage?.(msg);
-      if ("pong" in msg || "welcome" in msg) continue;
+      if ("pong" in msg || "welcome" in msg || "builder" in msg) continue;
       if (msg.cookie !== spec.cookie && msg.cookie !== "") continue;
+      if ("link" in msg) {
+        // Its start on our clock, from how long ago it was by the wall
+        // clock now (as a late release's expiry is read).
+        const ago = Math.max(0, wallClock() - msg.link.since);
+        link = { state: msg.link, downAt: monotonic() - ago };
+        onLink?.(msg.link);
+        continue;
+      }
       if (isGrant(msg)) {
         signal?.removeEventListener("abort", onAbort);
         return new HeldLease(msg, conn, waitForEnd(messages));
@@ -188,7 +217,7 @@ export async function acquire(
     }
   } catch (err) {
     onAbort();
-    if (signal?.aborted) throw abortError(signal);
+    if (signal?.aborted) throw timedOut();
     if (err instanceof AcquireError) throw err;
     throw new AcquireError(
       "closed",
@@ -199,17 +228,21 @@ export async function acquire(
     signal?.removeEventListener("abort", onAbort);
   }
   onAbort();
-  throw abortError(signal!);
+  throw timedOut();
 }
 
-function abortError(signal: AbortSignal): AcquireError {
+function abortError(
+  signal: AbortSignal,
+  options: { cause?: string } = {},
+): AcquireError {
   const reason = signal.reason;
   const timedOut = reason instanceof DOMException &&
     reason.name === "TimeoutError";
   return new AcquireError(
     "timeout",
     timedOut
-      ? "Cannot get a lease: timed out waiting; the request was withdrawn"
+      ? "Cannot get a lease: timed out waiting; the request was withdrawn" +
+        (options.cause ? `; ${options.cause}` : "")
       : `Cannot get a lease: cancelled${
         reason instanceof Error ? ` (${reason.message})` : ""
       }; the request was withdrawn`,
@@ -218,7 +251,7 @@ function abortError(signal: AbortSignal): AcquireError {
 }
 
 async function waitForEnd(
-  messages: AsyncGenerator<ServerMessage>,
+  messages: AsyncGenerator<BuilderReply>,
 ): Promise<LeaseEnd> {
   try {
     for await (const msg of messages) {
@@ -233,7 +266,7 @@ async function waitForEnd(
 /** Yields validated messages until the connection closes. */
 export async function* readMessages(
   conn: Deno.Conn,
-): AsyncGenerator<ServerMessage> {
+): AsyncGenerator<BuilderReply> {
   const splitter = new JsonObjectSplitter();
   const buf = new Uint8Array(4096);
   for (;;) {
@@ -248,7 +281,7 @@ export async function* readMessages(
     if (n === null) return;
     for (const text of splitter.push(buf.subarray(0, n))) {
       try {
-        yield parseServerMessage(text);
+        yield parseBuilderReply(text);
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
         // Skip what we cannot read; the next message may still be ours.

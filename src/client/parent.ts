@@ -10,6 +10,7 @@ import type { Command } from "./client_args.ts";
 import { holderCommand, type HolderReport } from "./holder.ts";
 import { encoder, EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
 import { chooseOwner, describeOwner } from "./owner_watch.ts";
+import { linkLine } from "./link_line.ts";
 
 /** Runs the caller's side of an acquire; returns the exit code. */
 export async function runParent(
@@ -74,6 +75,10 @@ export async function runParent(
           (report.eta >= 0 ? `, about ${report.eta} s` : "");
         if (!quiet && line !== lastProgress) printErr(line);
         lastProgress = line;
+        continue;
+      }
+      if (report.event === "link") {
+        if (!quiet) printErr(linkLine(report.link));
         continue;
       }
       if (report.event === "granted") {

@@ -115,6 +115,13 @@ export interface RequestMessage {
    * does not, and sees only grants, refusals and `expired`.
    */
   progress?: true;
+  /**
+   * Client to builder: the client wants {@linkcode LinkMessage}s while it
+   * waits.  Ours asks; the C client does not (it would take one for a
+   * refusal), nor do our clients from before link messages.  Read only
+   * from clients: the server ignores it.
+   */
+  link?: true;
 }
 
 /** Builder to server: are you there?  Answered by a {@linkcode PongMessage}. */
@@ -220,6 +227,52 @@ export interface ReleasedMessage {
   expiredAt?: number;
 }
 
+/**
+ * The builder's link to the server, as a builder tells a client.  `up`:
+ * welcomed by the server.  `since`: when it came up or went down (Unix
+ * epoch ms, builder clock, for display); before the first welcome, when
+ * the builder started.  `error`: while down, the last error, once a
+ * connection attempt has failed.
+ */
+export interface LinkState {
+  up: boolean;
+  server: string;
+  since: number;
+  error?: string;
+}
+
+/**
+ * Builder to client, only to one whose request asked (`"link": true`): the
+ * link's state while the request waits, sent when the request arrives
+ * while the link is down and on every change after that.  No `amount`,
+ * which the C client would read as a refusal: it never gets one.
+ */
+export interface LinkMessage {
+  schema: typeof SCHEMA;
+  cookie: string;
+  link: LinkState;
+}
+
+/** Client to builder: `sai-resource --check`, alone on its connection. */
+export interface CheckMessage {
+  schema: typeof SCHEMA;
+  check: true;
+}
+
+/** Builder to client: the answer to a {@linkcode CheckMessage}. */
+export interface BuilderStateMessage {
+  schema: typeof SCHEMA;
+  /** The builder's name (`--name`). */
+  builder: string;
+  link: LinkState;
+}
+
+/**
+ * The close reason (code 1008) of a hello refused because another live
+ * builder holds its name; the other's address follows.
+ */
+export const NAME_IN_USE = "name in use by a live builder at ";
+
 /** The builder's first frame on the WebSocket. */
 export interface HelloMessage {
   schema: typeof SCHEMA;
@@ -232,7 +285,7 @@ export interface HelloMessage {
 }
 
 /** What a `sai-resource` (ours or the C one) may send to a builder. */
-export type ClientMessage = RequestMessage | YieldMessage;
+export type ClientMessage = RequestMessage | YieldMessage | CheckMessage;
 
 /** What a builder may send to the server. */
 export type BuilderMessage =
@@ -242,7 +295,10 @@ export type BuilderMessage =
   | PingMessage
   | RestoredMessage;
 
-/** What the server may send to a builder, and the builder to a client. */
+/**
+ * What the server may send to a builder, and the builder pass on to a
+ * client.
+ */
 export type ServerMessage =
   | GrantMessage
   | RefusalMessage
@@ -251,6 +307,9 @@ export type ServerMessage =
   | ReleasedMessage
   | PongMessage
   | WelcomeMessage;
+
+/** What a builder may send to a client: the server's, and its own. */
+export type BuilderReply = ServerMessage | LinkMessage | BuilderStateMessage;
 
 /**
  * Thrown for a message that does not follow the protocol.  `cookie` is set
@@ -490,6 +549,18 @@ function requestOrYield(
     out.process = ownerProcess(obj.process, cookie);
   }
   if (obj.progress === true) out.progress = true;
+  // Only a client asks for link messages: the builder answers it.
+  if (!fromBuilder && obj.link !== undefined) {
+    if (typeof obj.link !== "boolean") {
+      throw new ProtocolError(
+        `Cannot parse request: "link" must be true or false, got ${
+          describe(obj.link)
+        }`,
+        { cookie },
+      );
+    }
+    if (obj.link) out.link = true;
+  }
   if (obj.restore !== undefined) {
     out.restore = obj.restore as "lease" | "queued";
   }
@@ -520,7 +591,20 @@ function idOf(obj: Json): { id?: string } {
 
 /** Validates one message from a `sai-resource` client. */
 export function parseClientMessage(text: string): ClientMessage {
-  return requestOrYield(parseObject(text), false);
+  const obj = parseObject(text);
+  if (obj.check !== undefined) {
+    if (
+      obj.check !== true || obj.cookie !== undefined ||
+      obj.resname !== undefined || obj.resources !== undefined
+    ) {
+      throw new ProtocolError(
+        'Cannot parse check: it must be {"schema","check":true}, with no cookie or resource',
+        { cookie: readableCookie(obj) },
+      );
+    }
+    return { schema: SCHEMA, check: true };
+  }
+  return requestOrYield(obj, false);
 }
 
 /** The members that say which kind a builder's message is. */
@@ -587,9 +671,61 @@ function parseHello(value: unknown): HelloMessage {
   return out;
 }
 
-/** Validates one message from the server, on a builder or a client. */
-export function parseServerMessage(text: string): ServerMessage {
+/** Longest `server` or `error` a link state may carry, in characters. */
+const MAX_LINK_TEXT = 1024;
+
+function linkState(value: unknown): LinkState {
+  const l = value as Json;
+  const text = (v: unknown): v is string =>
+    typeof v === "string" && v.length <= MAX_LINK_TEXT;
+  if (
+    typeof l !== "object" || l === null || Array.isArray(l) ||
+    typeof l.up !== "boolean" || !text(l.server) ||
+    typeof l.since !== "number" || !Number.isSafeInteger(l.since) ||
+    (l.error !== undefined && !text(l.error))
+  ) {
+    throw new ProtocolError(
+      `Cannot parse link state: it must be {"up","server","since"[,"error"]}, got ${
+        describe(value)
+      }`,
+    );
+  }
+  return {
+    up: l.up,
+    server: l.server,
+    since: l.since,
+    ...(l.error !== undefined && { error: l.error as string }),
+  };
+}
+
+/**
+ * Validates one message from a builder, on a client: what the server sent
+ * through it, or the builder's own link state.
+ */
+export function parseBuilderReply(text: string): BuilderReply {
   const obj = parseObject(text);
+  if (obj.link !== undefined) {
+    // Never taken for a refusal (no `amount`): it is ours, not the server's.
+    const link = linkState(obj.link);
+    if (obj.builder !== undefined) {
+      if (typeof obj.builder !== "string" || !NAME_PATTERN.test(obj.builder)) {
+        throw new ProtocolError(
+          `Cannot parse builder state: "builder" must match ${NAME_PATTERN.source}`,
+        );
+      }
+      return { schema: SCHEMA, builder: obj.builder, link };
+    }
+    return { schema: SCHEMA, cookie: cookieOf(obj), link };
+  }
+  return serverMessage(obj);
+}
+
+/** Validates one message from the server, on a builder. */
+export function parseServerMessage(text: string): ServerMessage {
+  return serverMessage(parseObject(text));
+}
+
+function serverMessage(obj: Json): ServerMessage {
   if (typeof obj.pong === "number") return { schema: SCHEMA, pong: obj.pong };
   if (typeof obj.welcome === "object" && obj.welcome !== null) {
     const { id, fence, heartbeat } = obj.welcome as Json;
@@ -670,6 +806,11 @@ export function isRefusal(msg: ServerMessage): msg is RefusalMessage {
   return "error" in msg;
 }
 
+/** Whether a client message is a check (`sai-resource --check`). */
+export function isCheck(msg: ClientMessage): msg is CheckMessage {
+  return "check" in msg;
+}
+
 /** Whether a client or builder message is a request (it names a resource). */
 export function isRequest(
   msg: ClientMessage | BuilderMessage,
@@ -694,7 +835,11 @@ export function isHello(msg: BuilderMessage): msg is HelloMessage {
 
 /** Serialises a message with `schema` first, as real Sai writes it. */
 export function encode(
-  msg: ServerMessage | BuilderMessage | Omit<RequestMessage, "schema">,
+  msg:
+    | BuilderReply
+    | BuilderMessage
+    | CheckMessage
+    | Omit<RequestMessage, "schema">,
 ): string {
   // Callers build messages schema first: then there is nothing to copy.
   for (const key in msg) {

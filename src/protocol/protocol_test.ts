@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   encode,
   parseBuilderMessage,
+  parseBuilderReply,
   parseClientMessage,
   parseServerMessage,
   ProtocolError,
@@ -359,5 +360,61 @@ Deno.test("grant ids cross the wire: in grants, expiries, a builder's yields and
         `{"schema":"${SCHEMA}","cookie":"c","id":"has space"}`,
       ),
     /"id" must match/,
+  );
+});
+
+Deno.test("parseBuilderReply() reads a link state, never as a refusal", () => {
+  const link = { up: false, server: "ws://h:1", since: 1700000000000 };
+  const text = (body: object) => JSON.stringify({ schema: SCHEMA, ...body });
+  assert.deepEqual(
+    parseBuilderReply(text({ cookie: "c", link: { ...link, error: "down" } })),
+    { schema: SCHEMA, cookie: "c", link: { ...link, error: "down" } },
+  );
+  assert.deepEqual(parseBuilderReply(text({ builder: "b1", link })), {
+    schema: SCHEMA,
+    builder: "b1",
+    link,
+  });
+  // The server's own messages pass through as parseServerMessage() reads them.
+  assert.ok("amount" in parseBuilderReply(text({ cookie: "c", amount: 1 })));
+  for (
+    const bad of [
+      { cookie: "c", link: { ...link, up: "no" } },
+      { cookie: "c", link: { ...link, since: 1.5 } },
+      { cookie: "c", link: { ...link, error: 5 } },
+      { cookie: "c", link: true },
+      { builder: "a b", link },
+    ]
+  ) {
+    assert.throws(() => parseBuilderReply(text(bad)), ProtocolError);
+  }
+  // A builder's link state is not the server's word: on the server's side
+  // it is what real Sai makes of a message without `amount`.
+  assert.ok("error" in parseServerMessage(text({ cookie: "c", link })));
+});
+
+Deno.test("parseClientMessage() reads a check alone, and a request's link flag", () => {
+  const text = (body: object) => JSON.stringify({ schema: SCHEMA, ...body });
+  assert.deepEqual(parseClientMessage(text({ check: true })), {
+    schema: SCHEMA,
+    check: true,
+  });
+  for (const bad of [{ check: 1 }, { check: true, cookie: "c" }]) {
+    assert.throws(() => parseClientMessage(text(bad)), /Cannot parse check/);
+  }
+  const request = { cookie: "c", resname: "r", amount: 1, lease: 1 };
+  assert.equal(
+    (parseClientMessage(text({ ...request, link: true })) as { link?: true })
+      .link,
+    true,
+  );
+  assert.throws(
+    () => parseClientMessage(text({ ...request, link: "yes" })),
+    /"link" must be true or false/,
+  );
+  // The server does not read it: the builder answers it.
+  assert.equal(
+    "link" in parseBuilderMessage(text({ ...request, link: true })),
+    false,
   );
 });

@@ -43,6 +43,7 @@ import {
   isRequest,
   isRestored,
   MAX_MESSAGE_BYTES,
+  NAME_IN_USE,
   parseBuilderMessage,
   ProtocolError,
   SCHEMA,
@@ -173,6 +174,11 @@ class ServerApp {
   #guard: RestartGuard | undefined;
   /** Public ids by session, kept while the session lives. */
   #publicIds = new Map<string, string>();
+  /**
+   * Connections whose hello passed the name check and waits for the state
+   * file: their names are taken already.
+   */
+  #claims = new Map<Session, { name: string; owner: string }>();
   #nextId = 1;
   #nextPublicId = 1;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -304,7 +310,7 @@ class ServerApp {
       port,
       tls: this.#tls,
       checkUpgrade: (headers) => this.#checkUpgrade(headers),
-      onSocket: (socket) => this.#accept(socket),
+      onSocket: (socket, peer) => this.#accept(socket, peer),
       http: (req, peer) => this.#routes.handle(req, peer),
       maxMessageBytes: MAX_MESSAGE_BYTES,
       idleTimeoutMs: this.#heartbeat * 1000,
@@ -362,9 +368,9 @@ class ServerApp {
     return {
       version: 1,
       time: wall(now),
-      reclaimUntil: reclaimUntil === null || reclaimUntil === undefined
-        ? null
-        : wall(reclaimUntil),
+      reclaimUntil: typeof reclaimUntil === "number"
+        ? wall(reclaimUntil)
+        : null,
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
         id: s.publicId,
@@ -410,13 +416,14 @@ class ServerApp {
     };
   }
 
-  #accept(socket: ServerWebSocket): void {
+  #accept(socket: ServerWebSocket, peer: string): void {
     const conn: Session = {
       id: `c${this.#nextId++}`,
       owner: undefined,
       publicId: "",
       name: undefined,
       socket,
+      peer,
       connectedAt: this.#now(),
       lastHeard: this.#now(),
     };
@@ -560,16 +567,43 @@ class ServerApp {
       });
       return;
     }
-    const digest = hello.session === undefined
-      ? ANONYMOUS
-      : await sessionDigest(hello.session);
-    // On disk before the welcome: a restart must wait for this builder.
-    // While the state file cannot be written the hello waits (the write is
-    // retried), and a builder that leaves meanwhile is never welcomed.
-    const recorded = await this.#guard?.recordSession(
-      digest,
-      () => conn.socket.readyState !== WebSocket.OPEN,
-    );
+    const other = this.#nameHolder(conn, { name: hello.name, owner });
+    if (other && !previous && !detached) {
+      // Two machines under one name (a cloned host name, the default):
+      // the newcomer is refused, and exits naming the other.
+      this.#reject(conn, `${NAME_IN_USE}${other.peer}`, {
+        name: hello.name,
+        peer: conn.peer,
+      });
+      return;
+    }
+    if (other) {
+      // Resuming its own session: its holders keep their leases.  The
+      // other took the name while this one was away.
+      this.#log.warn("two live builders share a name", {
+        name: hello.name,
+        peer: conn.peer,
+        other: other.peer,
+        hint: "give one of them another --name",
+      });
+    }
+    this.#claims.set(conn, { name: hello.name, owner });
+    let digest: string;
+    let recorded: boolean | undefined;
+    try {
+      digest = hello.session === undefined
+        ? ANONYMOUS
+        : await sessionDigest(hello.session);
+      // On disk before the welcome: a restart must wait for this builder.
+      // While the state file cannot be written the hello waits (the write
+      // is retried), and a builder that leaves meanwhile is never welcomed.
+      recorded = await this.#guard?.recordSession(
+        digest,
+        () => conn.socket.readyState !== WebSocket.OPEN,
+      );
+    } finally {
+      this.#claims.delete(conn);
+    }
     if (recorded === false) return;
     if (conn.socket.readyState !== WebSocket.OPEN) return;
     conn.digest = digest;
@@ -594,7 +628,7 @@ class ServerApp {
     this.#guard?.restoring(conn.id, digest);
     this.#log.info(
       previous || detached ? "builder reconnected" : "builder connected",
-      { builder: publicId, name: conn.name },
+      { builder: publicId, name: conn.name, peer: conn.peer },
     );
     this.#send(conn, {
       schema: SCHEMA,
@@ -751,6 +785,29 @@ class ServerApp {
       this.#forget(owner, cookie);
       this.#apply(outcomes);
     }
+  }
+
+  /**
+   * A live connection of another session that holds `name`: welcomed, or
+   * with its hello past this check.  A builder whose link is lost holds
+   * none: a restarted builder (a new session) takes its name back at once.
+   */
+  #nameHolder(
+    conn: Session,
+    wanted: { name: string; owner: string },
+  ): Session | undefined {
+    const { name, owner } = wanted;
+    // A scan: hellos are rare (a thousand builders reconnecting at once
+    // cost a million comparisons, a few ms).
+    for (const s of this.#sessions.values()) {
+      if (s !== conn && s.name === name && s.owner !== owner) return s;
+    }
+    for (const [s, claim] of this.#claims) {
+      if (s !== conn && claim.name === name && claim.owner !== owner) {
+        return s;
+      }
+    }
+    return undefined;
   }
 
   /** The public id of a builder session, for status and logs. */

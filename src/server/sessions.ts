@@ -25,6 +25,8 @@ export interface Session {
    */
   unconfirmed?: Set<string> | undefined;
   socket: ServerWebSocket;
+  /** The peer's address (`HOST:PORT`), for logs and a name clash. */
+  peer: string;
   connectedAt: number;
   /** When the server last heard from it (any message), by its clock. */
   lastHeard: number;

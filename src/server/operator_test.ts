@@ -16,6 +16,7 @@ function session(owner: string, publicId: string, name: string): Session {
     socket: { readyState: 3 } as unknown as ServerWebSocket,
     connectedAt: 0,
     lastHeard: 0,
+    peer: "127.0.0.1:1",
   };
 }
 

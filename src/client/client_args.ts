@@ -37,6 +37,9 @@ const LLL_DEBUG = 16;
 
 const DEFAULT_WAIT_SECONDS = 600;
 
+/** The builder's socket, when `--socket` is not given. */
+export const SOCKET_ENV = "SAI_BUILDER_RESOURCE_PROXY";
+
 /** Prepended to the cookies `sai-resource` makes up (see docs/ctest.md). */
 export const COOKIE_PREFIX_ENV = "SAI_RESOURCE_COOKIE_PREFIX";
 
@@ -155,7 +158,9 @@ function parseResourceList(text: string): ResourceAmount[] {
     const [name = "", value = ""] = item.split("=");
     if (!NAME_PATTERN.test(name)) {
       throw new TypeError(
-        `NAME must match ${NAME_PATTERN.source}, got "${name}"`,
+        `NAME must match ${NAME_PATTERN.source}, got "${name}"${
+          amountHint(item)
+        }`,
       );
     }
     return { resname: name, amount: positiveInt("AMOUNT", value) };
@@ -231,12 +236,11 @@ export function parseCommand(
       }
     }
   }
+  const releasing = values.release !== undefined ||
+    values["release-scope"] !== undefined;
   // The owner is for a holder; a launcher or a foreground holder is the
   // process the job runs, and ends with it.
-  if (
-    argv !== undefined || values.release !== undefined ||
-    values["release-scope"] !== undefined || values.foreground
-  ) {
+  if (argv !== undefined || releasing || values.foreground) {
     for (const flag of ["owner-pid", "no-owner"] as const) {
       if (values[flag] !== undefined) {
         throw new TypeError(
@@ -255,11 +259,12 @@ export function parseCommand(
     ...(values["owner-start"] !== undefined &&
       { start: startTicks(values["owner-start"]) }),
   };
-  const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
+  const socket = values.socket ?? env.get(SOCKET_ENV);
+  const socketFrom = values.socket !== undefined ? "--socket" : SOCKET_ENV;
   const quiet = (values.quiet ?? false) || level === 0;
   const verbose = !quiet && level !== undefined &&
     (level & (LLL_INFO | LLL_DEBUG)) !== 0;
-  if (values.release !== undefined || values["release-scope"] !== undefined) {
+  if (releasing) {
     if (positionals.length > 0 || argv !== undefined) {
       throw new TypeError("--release takes no other arguments");
     }
@@ -273,7 +278,7 @@ export function parseCommand(
     return {
       kind: "release",
       cookie,
-      socket: needSocket(socket),
+      socket: needSocket(socket, socketFrom),
       strict: values.strict ?? false,
       waitSeconds: values.wait !== undefined
         ? seconds("--wait", values.wait)
@@ -290,7 +295,9 @@ export function parseCommand(
     throw new TypeError(
       multi
         ? `expected NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`
-        : `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`,
+        : `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)${
+          amountHint(positionals[0])
+        }`,
     );
   }
   const resources = multi ? parseResourceList(positionals[0]!) : undefined;
@@ -303,7 +310,9 @@ export function parseCommand(
     : positionals as [string, string, string, string?];
   if (!NAME_PATTERN.test(resname)) {
     throw new TypeError(
-      `NAME must match ${NAME_PATTERN.source}, got "${resname}"`,
+      `NAME must match ${NAME_PATTERN.source}, got "${resname}"${
+        amountHint(resname)
+      }`,
     );
   }
   if (given !== undefined && values.scope !== undefined) {
@@ -342,7 +351,7 @@ export function parseCommand(
       kind: "launch",
       argv,
       options: {
-        socket: needSocket(socket),
+        socket: needSocket(socket, socketFrom),
         spec,
         waitSeconds,
         quiet,
@@ -354,7 +363,7 @@ export function parseCommand(
   return {
     kind: "acquire",
     spec,
-    socket: needSocket(socket),
+    socket: needSocket(socket, socketFrom),
     waitSeconds,
     quiet,
     verbose,
@@ -379,11 +388,37 @@ function isSet(value: string | undefined): boolean {
   return value !== undefined && /^(1|true|yes|on)$/i.test(value.trim());
 }
 
-function needSocket(socket: string | undefined): string {
+function needSocket(socket: string | undefined, from: string): string {
   if (!socket) {
     throw new TypeError(
-      "no builder socket: pass --socket PATH or set SAI_BUILDER_RESOURCE_PROXY",
+      `no builder socket: pass --socket PATH or set ${SOCKET_ENV}`,
+    );
+  }
+  // Connecting to a URL as a path only says "No such file or directory".
+  const url = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(socket);
+  if (url || /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/.test(socket)) {
+    throw new TypeError(
+      `${from} must be the builder's Unix socket, a path or @NAME (sai-builder prints it as ${SOCKET_ENV}=PATH), got "${socket}": ${
+        url ? "a URL" : "a HOST:PORT (for a file of that name write ./NAME)"
+      } is what sai-builder --server takes`,
     );
   }
   return socket;
+}
+
+/**
+ * `warmcat_conns:1` meant as `warmcat_conns=1`: the hint that says how a
+ * resource and its amount are written, or "".
+ */
+function amountHint(text: string | undefined): string {
+  const item = "[A-Za-z0-9_.-]{1,64}[:=][0-9]+";
+  if (
+    text === undefined || !text.includes(":") ||
+    !new RegExp(`^${item}(,${item})*$`).test(text)
+  ) {
+    return "";
+  }
+  return `; a resource and its amount are written NAME=AMOUNT, as in "${
+    text.replaceAll(":", "=")
+  }"`;
 }

@@ -56,6 +56,64 @@ Deno.test("`parseCommand()` holds in the foreground with --foreground or SAI_RES
   assert.equal(fg([], [["SAI_RESOURCE_FOREGROUND", ""]]), false);
 });
 
+Deno.test("`parseCommand()` suggests NAME=AMOUNT for NAME:AMOUNT", () => {
+  const hint =
+    /a resource and its amount are written NAME=AMOUNT, as in "warmcat_conns=1"/;
+  assert.throws(() => parse(["warmcat_conns:1", "30"]), hint);
+  assert.throws(() => parse(["warmcat_conns:1", "30", "cookie"]), hint);
+  assert.throws(
+    () => parse(["db=1,warmcat_conns:2", "30"]),
+    /NAME must match .*, got "warmcat_conns:2"; .* as in "warmcat_conns=2"/,
+  );
+  // No hint where a colon is not the mistake.
+  assert.throws(
+    () => parse(["warmcat_conns", "30"]),
+    (err: Error) => !/NAME=AMOUNT, as in/.test(err.message),
+  );
+});
+
+Deno.test("`parseCommand()` says a URL is not the builder's socket", () => {
+  for (
+    const [args, env, from] of [
+      [["--socket", "ws://127.0.0.1:4460"], ENV, "--socket"],
+      [["--socket", "wss://sai.example/builder"], ENV, "--socket"],
+      [["--socket", "127.0.0.1:4460"], ENV, "--socket"],
+      [
+        [],
+        new Map([["SAI_BUILDER_RESOURCE_PROXY", "ws://h:1"]]),
+        "SAI_BUILDER_RESOURCE_PROXY",
+      ],
+    ] as const
+  ) {
+    // The acquire, release and launcher forms alike.
+    const forms = [
+      [...args, "r", "1", "10"],
+      [...args, "--release", "c"],
+      [...args, "r", "1", "10", "--", "true"],
+    ];
+    for (const argv of forms) {
+      assert.throws(
+        () => parseCommand(argv, env),
+        new RegExp(
+          `^TypeError: ${from} must be the builder's Unix socket, a path or @NAME .*: a (URL|HOST:PORT .*) is what sai-builder --server takes$`,
+        ),
+        argv.join(" "),
+      );
+    }
+  }
+  for (
+    const ok of [
+      "/tmp/sai-0/b.sock",
+      "@sai-builder",
+      "./127.0.0.1:4460",
+      "b.sock",
+    ]
+  ) {
+    const c = parse(["r", "1", "10", "--socket", ok]);
+    assert.ok(c.kind === "acquire" && c.socket === ok);
+  }
+});
+
 Deno.test("`parseCommand()` takes --strict only with a release", () => {
   const c = parse(["--release", "c", "--strict"]);
   assert.ok(c.kind === "release");

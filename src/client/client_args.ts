@@ -19,13 +19,16 @@ import { DEFAULT_GRACE_SECONDS, type LaunchOptions } from "./launcher.ts";
 import { DEFAULT_RELEASE_WAIT_SECONDS } from "./release.ts";
 
 export const USAGE =
-  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground | --owner-pid PID | --no-owner]
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground | [--detach] [--owner-pid PID | --no-owner]]
        sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
        sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
        sai-resource (--release COOKIE | --release-scope SCOPE) [--wait SECONDS] [--socket PATH] [--optional] [--strict]
 PATH may be @NAME: an abstract Unix socket (Linux)`;
 
-/** Set to 1, makes an acquire hold the lease in the foreground (`--foreground`). */
+/**
+ * Set to 1, makes an acquire hold the lease in the foreground (`--foreground`);
+ * set to 0, in a detached holder even with `-d` (`--detach`).
+ */
 export const FOREGROUND_ENV = "SAI_RESOURCE_FOREGROUND";
 
 /**
@@ -64,7 +67,11 @@ export type Command =
     /** `-d` with LLL_INFO or LLL_DEBUG: say what goes over the socket. */
     verbose: boolean;
     holder: boolean;
-    /** Hold the lease in this process (no detached holder). */
+    /**
+     * Hold the lease in this process (no detached holder): `--foreground`,
+     * `SAI_RESOURCE_FOREGROUND=1`, or `-d LEVEL`, which only upstream's
+     * tooling passes and whose scripts kill the PID they started.
+     */
     foreground: boolean;
     /** Whose lease it is (see `owner_watch.ts`): the holder follows it. */
     owner: OwnerFlags;
@@ -210,6 +217,7 @@ export function parseCommand(
     holder: { type: "boolean" },
     priority: { type: "string" },
     foreground: { type: "boolean" },
+    detach: { type: "boolean" },
     strict: { type: "boolean" },
     // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
     debug: { type: "string", short: "d" },
@@ -238,13 +246,30 @@ export function parseCommand(
   }
   const releasing = values.release !== undefined ||
     values["release-scope"] !== undefined;
+  if (values.foreground && values.detach) {
+    throw new TypeError("give --foreground or --detach, not both");
+  }
+  if (values.detach && (argv !== undefined || releasing)) {
+    throw new TypeError("--detach is for the holder form (no -- CMD)");
+  }
+  // -d LEVEL means upstream's tooling, whose cleanup kills the PID it
+  // started: hold in that process unless told otherwise.
+  const foreground = argv === undefined && !releasing && !values.holder &&
+    (values.foreground === true ||
+      (!values.detach &&
+        (onOff(env.get(FOREGROUND_ENV)) ?? level !== undefined)));
   // The owner is for a holder; a launcher or a foreground holder is the
   // process the job runs, and ends with it.
-  if (argv !== undefined || releasing || values.foreground) {
+  if (argv !== undefined || releasing || foreground) {
+    const why = !foreground || values.foreground
+      ? ""
+      : onOff(env.get(FOREGROUND_ENV))
+      ? `; ${FOREGROUND_ENV} selects the foreground form: add --detach`
+      : "; -d LEVEL selects the foreground form: add --detach";
     for (const flag of ["owner-pid", "no-owner"] as const) {
       if (values[flag] !== undefined) {
         throw new TypeError(
-          `--${flag} is for the holder form (a lease that outlives the command)`,
+          `--${flag} is for the holder form (a lease that outlives the command)${why}`,
         );
       }
     }
@@ -368,7 +393,7 @@ export function parseCommand(
     quiet,
     verbose,
     holder: values.holder ?? false,
-    foreground: (values.foreground ?? false) || isSet(env.get(FOREGROUND_ENV)),
+    foreground,
     owner,
   };
 }
@@ -383,9 +408,12 @@ function logBits(value: string): number {
   return Number(value);
 }
 
-/** Whether an on/off environment variable is on. */
-function isSet(value: string | undefined): boolean {
-  return value !== undefined && /^(1|true|yes|on)$/i.test(value.trim());
+/** An on/off environment variable: on, off, or unset (anything else). */
+function onOff(value: string | undefined): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (/^(1|true|yes|on)$/i.test(value.trim())) return true;
+  if (/^(0|false|no|off)$/i.test(value.trim())) return false;
+  return undefined;
 }
 
 function needSocket(socket: string | undefined, from: string): string {

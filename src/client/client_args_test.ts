@@ -56,6 +56,50 @@ Deno.test("`parseCommand()` holds in the foreground with --foreground or SAI_RES
   assert.equal(fg([], [["SAI_RESOURCE_FOREGROUND", ""]]), false);
 });
 
+Deno.test("`parseCommand()` holds in the foreground with -d LEVEL (upstream's tooling) unless --detach or SAI_RESOURCE_FOREGROUND=0", () => {
+  const fg = (args: string[], env: [string, string][] = []) => {
+    const c = parse(["r", "1", "10", "c", ...args], new Map([...ENV, ...env]));
+    assert.ok(c.kind === "acquire");
+    return c.foreground;
+  };
+  assert.equal(fg(["-d1039"]), true);
+  assert.equal(fg(["-d", "0"]), true);
+  assert.equal(fg(["--debug=1039"]), true);
+  assert.equal(fg(["-d1039", "--detach"]), false);
+  assert.equal(fg(["-d1039"], [["SAI_RESOURCE_FOREGROUND", "0"]]), false);
+  assert.equal(fg(["-d1039"], [["SAI_RESOURCE_FOREGROUND", "off"]]), false);
+  assert.equal(fg(["-d1039"], [["SAI_RESOURCE_FOREGROUND", ""]]), true);
+  assert.equal(fg(["--detach"], [["SAI_RESOURCE_FOREGROUND", "1"]]), false);
+  assert.equal(fg(["--foreground"], [["SAI_RESOURCE_FOREGROUND", "0"]]), true);
+  // The holder our parent spawns is never a foreground holder.
+  assert.equal(
+    fg(["--holder", "-d1039"], [["SAI_RESOURCE_FOREGROUND", "1"]]),
+    false,
+  );
+  const multi = parse(["r=1,s=1", "10", "-d1039"]);
+  assert.ok(multi.kind === "acquire" && multi.foreground);
+  assert.throws(
+    () => parse(["r", "1", "10", "--foreground", "--detach"]),
+    /give --foreground or --detach, not both/,
+  );
+  for (
+    const args of [
+      ["r", "1", "10", "--detach", "--", "true"],
+      ["--release", "c", "--detach"],
+    ]
+  ) {
+    assert.throws(() => parse(args), /--detach is for the holder form/);
+  }
+  // The owner flags are the holder's: with -d they need --detach.
+  assert.throws(
+    () => parse(["r", "1", "10", "-d1039", "--owner-pid", "42"]),
+    /--owner-pid is for the holder form .*; -d LEVEL selects the foreground form: add --detach/,
+  );
+  const detached = parse(["r", "1", "10", "-d1039", "--detach", "--no-owner"]);
+  assert.ok(detached.kind === "acquire" && !detached.foreground);
+  assert.deepEqual(detached.owner, { none: true });
+});
+
 Deno.test("`parseCommand()` suggests NAME=AMOUNT for NAME:AMOUNT", () => {
   const hint =
     /a resource and its amount are written NAME=AMOUNT, as in "warmcat_conns=1"/;

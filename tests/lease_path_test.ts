@@ -135,7 +135,8 @@ Deno.test("sai-resource refuses what can never be granted, with exit 1 and the r
   await using builder = await BuilderProc.start(server);
   const env = { SAI_BUILDER_RESOURCE_PROXY: builder.socket };
   const cases: [string[], RegExp][] = [
-    [["nosuch", "1", "10"], /"nosuch": no such resource/],
+    // The known names come from the server, through the builder.
+    [["nosuch", "1", "10"], /"nosuch": no such resource \(known: "r"\)/],
     [["r", "3", "10"], /amount 3 exceeds the budget of 2/],
     [["r", "1", "101"], /lease 101 s exceeds the limit of 100 s/],
   ];
@@ -205,6 +206,11 @@ Deno.test("sai-resource usage errors exit 2 with a usage line", async () => {
     [["r", "1", "abc"], /LEASE_SECONDS must be a positive integer, got "abc"/],
     [["r", "1", "99999999999"], /LEASE_SECONDS must be a positive integer/],
     [["bad name", "1", "10"], /NAME must match/],
+    [["r:1", "10"], /written NAME=AMOUNT, as in "r=1"/],
+    [
+      ["r", "1", "10", "--socket", "ws://127.0.0.1:4460"],
+      /--socket must be the builder's Unix socket, a path or @NAME .*: a URL is what sai-builder --server takes/,
+    ],
     [["r", "1", "10", 'bad"cookie'], /COOKIE must be/],
     [["r", "1", "10", "--wait", "soon"], /--wait must be a positive number/],
     [

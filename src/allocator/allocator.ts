@@ -27,6 +27,7 @@ import {
   resourcesTouched,
 } from "./_resource.ts";
 import { resourceStatus } from "./status.ts";
+import { knownNames } from "./known_names.ts";
 import type {
   AllocatorOptions,
   GrantedLease,
@@ -264,7 +265,9 @@ export class Allocator {
       if (!res) {
         return refuse(
           "unknown-resource",
-          `Cannot lease "${resname}": no such resource`,
+          `Cannot lease "${resname}": no such resource (${
+            knownNames(resname, this.#resources.keys())
+          })`,
         );
       }
       if (amount > res.budget) {

@@ -39,6 +39,16 @@ Deno.test("Allocator.request() grants at once while the budget allows", () => {
   assert.equal(r!.peak, 3);
 });
 
+Deno.test("Allocator.request() names the known resources when it refuses an unknown one", () => {
+  const { alloc } = setup({ db: 1, warmcat_conns: 4 });
+  const [out] = alloc.request("b", req("a", 1, 10, "warmcat_con"));
+  assert.ok(out?.type === "refuse");
+  assert.equal(
+    out.message,
+    'Cannot lease "warmcat_con": no such resource (known: "warmcat_conns", "db")',
+  );
+});
+
 Deno.test("Allocator.request() refuses unknown names, oversize amounts, long leases and duplicate cookies", () => {
   const { alloc } = setup({ r: 2 }, 100);
   const reasons = [

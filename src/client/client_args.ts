@@ -20,14 +20,17 @@ import { DEFAULT_RELEASE_WAIT_SECONDS } from "./release.ts";
 import { DEFAULT_CHECK_WAIT_SECONDS } from "./check.ts";
 
 export const USAGE =
-  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground | --owner-pid PID | --no-owner]
+  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground | [--detach] [--owner-pid PID | --no-owner]]
        sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
        sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
        sai-resource (--release COOKIE | --release-scope SCOPE) [--wait SECONDS] [--socket PATH] [--optional] [--strict]
        sai-resource --check [--socket PATH] [--wait SECONDS]
 PATH may be @NAME: an abstract Unix socket (Linux)`;
 
-/** Set to 1, makes an acquire hold the lease in the foreground (`--foreground`). */
+/**
+ * Set to 1, makes an acquire hold the lease in the foreground (`--foreground`);
+ * set to 0, in a detached holder even with `-d` (`--detach`).
+ */
 export const FOREGROUND_ENV = "SAI_RESOURCE_FOREGROUND";
 
 /**
@@ -38,6 +41,9 @@ const LLL_INFO = 8;
 const LLL_DEBUG = 16;
 
 const DEFAULT_WAIT_SECONDS = 600;
+
+/** The builder's socket, when `--socket` is not given. */
+export const SOCKET_ENV = "SAI_BUILDER_RESOURCE_PROXY";
 
 /** Prepended to the cookies `sai-resource` makes up (see docs/ctest.md). */
 export const COOKIE_PREFIX_ENV = "SAI_RESOURCE_COOKIE_PREFIX";
@@ -70,7 +76,11 @@ export type Command =
     /** `-d` with LLL_INFO or LLL_DEBUG: say what goes over the socket. */
     verbose: boolean;
     holder: boolean;
-    /** Hold the lease in this process (no detached holder). */
+    /**
+     * Hold the lease in this process (no detached holder): `--foreground`,
+     * `SAI_RESOURCE_FOREGROUND=1`, or `-d LEVEL`, which only upstream's
+     * tooling passes and whose scripts kill the PID they started.
+     */
     foreground: boolean;
     /** Whose lease it is (see `owner_watch.ts`): the holder follows it. */
     owner: OwnerFlags;
@@ -164,7 +174,9 @@ function parseResourceList(text: string): ResourceAmount[] {
     const [name = "", value = ""] = item.split("=");
     if (!NAME_PATTERN.test(name)) {
       throw new TypeError(
-        `NAME must match ${NAME_PATTERN.source}, got "${name}"`,
+        `NAME must match ${NAME_PATTERN.source}, got "${name}"${
+          amountHint(item)
+        }`,
       );
     }
     return { resname: name, amount: positiveInt("AMOUNT", value) };
@@ -214,6 +226,7 @@ export function parseCommand(
     holder: { type: "boolean" },
     priority: { type: "string" },
     foreground: { type: "boolean" },
+    detach: { type: "boolean" },
     strict: { type: "boolean" },
     check: { type: "boolean" },
     // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
@@ -242,16 +255,32 @@ export function parseCommand(
       }
     }
   }
+  const releasing = values.release !== undefined ||
+    values["release-scope"] !== undefined;
+  if (values.foreground && values.detach) {
+    throw new TypeError("give --foreground or --detach, not both");
+  }
+  if (values.detach && (argv !== undefined || releasing)) {
+    throw new TypeError("--detach is for the holder form (no -- CMD)");
+  }
+  // -d LEVEL means upstream's tooling, whose cleanup kills the PID it
+  // started: hold in that process unless told otherwise.
+  const foreground = argv === undefined && !releasing && !values.holder &&
+    (values.foreground === true ||
+      (!values.detach &&
+        (onOff(env.get(FOREGROUND_ENV)) ?? level !== undefined)));
   // The owner is for a holder; a launcher or a foreground holder is the
   // process the job runs, and ends with it.
-  if (
-    argv !== undefined || values.release !== undefined ||
-    values["release-scope"] !== undefined || values.foreground
-  ) {
+  if (argv !== undefined || releasing || foreground) {
+    const why = !foreground || values.foreground
+      ? ""
+      : onOff(env.get(FOREGROUND_ENV))
+      ? `; ${FOREGROUND_ENV} selects the foreground form: add --detach`
+      : "; -d LEVEL selects the foreground form: add --detach";
     for (const flag of ["owner-pid", "no-owner"] as const) {
       if (values[flag] !== undefined) {
         throw new TypeError(
-          `--${flag} is for the holder form (a lease that outlives the command)`,
+          `--${flag} is for the holder form (a lease that outlives the command)${why}`,
         );
       }
     }
@@ -266,11 +295,12 @@ export function parseCommand(
     ...(values["owner-start"] !== undefined &&
       { start: startTicks(values["owner-start"]) }),
   };
-  const socket = values.socket ?? env.get("SAI_BUILDER_RESOURCE_PROXY");
+  const socket = values.socket ?? env.get(SOCKET_ENV);
+  const socketFrom = values.socket !== undefined ? "--socket" : SOCKET_ENV;
   const quiet = (values.quiet ?? false) || level === 0;
   const verbose = !quiet && level !== undefined &&
     (level & (LLL_INFO | LLL_DEBUG)) !== 0;
-  if (values.release !== undefined || values["release-scope"] !== undefined) {
+  if (releasing) {
     if (positionals.length > 0 || argv !== undefined) {
       throw new TypeError("--release takes no other arguments");
     }
@@ -284,7 +314,7 @@ export function parseCommand(
     return {
       kind: "release",
       cookie,
-      socket: needSocket(socket),
+      socket: needSocket(socket, socketFrom),
       strict: values.strict ?? false,
       waitSeconds: values.wait !== undefined
         ? seconds("--wait", values.wait)
@@ -301,7 +331,9 @@ export function parseCommand(
     throw new TypeError(
       multi
         ? `expected NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`
-        : `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)`,
+        : `expected NAME AMOUNT LEASE_SECONDS [COOKIE], got ${positionals.length} argument(s)${
+          amountHint(positionals[0])
+        }`,
     );
   }
   const resources = multi ? parseResourceList(positionals[0]!) : undefined;
@@ -314,7 +346,9 @@ export function parseCommand(
     : positionals as [string, string, string, string?];
   if (!NAME_PATTERN.test(resname)) {
     throw new TypeError(
-      `NAME must match ${NAME_PATTERN.source}, got "${resname}"`,
+      `NAME must match ${NAME_PATTERN.source}, got "${resname}"${
+        amountHint(resname)
+      }`,
     );
   }
   if (given !== undefined && values.scope !== undefined) {
@@ -353,7 +387,7 @@ export function parseCommand(
       kind: "launch",
       argv,
       options: {
-        socket: needSocket(socket),
+        socket: needSocket(socket, socketFrom),
         spec,
         waitSeconds,
         quiet,
@@ -365,12 +399,12 @@ export function parseCommand(
   return {
     kind: "acquire",
     spec,
-    socket: needSocket(socket),
+    socket: needSocket(socket, socketFrom),
     waitSeconds,
     quiet,
     verbose,
     holder: values.holder ?? false,
-    foreground: (values.foreground ?? false) || isSet(env.get(FOREGROUND_ENV)),
+    foreground,
     owner,
   };
 }
@@ -419,16 +453,45 @@ function logBits(value: string): number {
   return Number(value);
 }
 
-/** Whether an on/off environment variable is on. */
-function isSet(value: string | undefined): boolean {
-  return value !== undefined && /^(1|true|yes|on)$/i.test(value.trim());
+/** An on/off environment variable: on, off, or unset (anything else). */
+function onOff(value: string | undefined): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (/^(1|true|yes|on)$/i.test(value.trim())) return true;
+  if (/^(0|false|no|off)$/i.test(value.trim())) return false;
+  return undefined;
 }
 
-function needSocket(socket: string | undefined): string {
+function needSocket(socket: string | undefined, from: string): string {
   if (!socket) {
     throw new TypeError(
-      "no builder socket: pass --socket PATH or set SAI_BUILDER_RESOURCE_PROXY",
+      `no builder socket: pass --socket PATH or set ${SOCKET_ENV}`,
+    );
+  }
+  // Connecting to a URL as a path only says "No such file or directory".
+  const url = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(socket);
+  if (url || /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$/.test(socket)) {
+    throw new TypeError(
+      `${from} must be the builder's Unix socket, a path or @NAME (sai-builder prints it as ${SOCKET_ENV}=PATH), got "${socket}": ${
+        url ? "a URL" : "a HOST:PORT (for a file of that name write ./NAME)"
+      } is what sai-builder --server takes`,
     );
   }
   return socket;
+}
+
+/**
+ * `warmcat_conns:1` meant as `warmcat_conns=1`: the hint that says how a
+ * resource and its amount are written, or "".
+ */
+function amountHint(text: string | undefined): string {
+  const item = "[A-Za-z0-9_.-]{1,64}[:=][0-9]+";
+  if (
+    text === undefined || !text.includes(":") ||
+    !new RegExp(`^${item}(,${item})*$`).test(text)
+  ) {
+    return "";
+  }
+  return `; a resource and its amount are written NAME=AMOUNT, as in "${
+    text.replaceAll(":", "=")
+  }"`;
 }

@@ -56,6 +56,108 @@ Deno.test("`parseCommand()` holds in the foreground with --foreground or SAI_RES
   assert.equal(fg([], [["SAI_RESOURCE_FOREGROUND", ""]]), false);
 });
 
+Deno.test("`parseCommand()` holds in the foreground with -d LEVEL (upstream's tooling) unless --detach or SAI_RESOURCE_FOREGROUND=0", () => {
+  const fg = (args: string[], env: [string, string][] = []) => {
+    const c = parse(["r", "1", "10", "c", ...args], new Map([...ENV, ...env]));
+    assert.ok(c.kind === "acquire");
+    return c.foreground;
+  };
+  assert.equal(fg(["-d1039"]), true);
+  assert.equal(fg(["-d", "0"]), true);
+  assert.equal(fg(["--debug=1039"]), true);
+  assert.equal(fg(["-d1039", "--detach"]), false);
+  assert.equal(fg(["-d1039"], [["SAI_RESOURCE_FOREGROUND", "0"]]), false);
+  assert.equal(fg(["-d1039"], [["SAI_RESOURCE_FOREGROUND", "off"]]), false);
+  assert.equal(fg(["-d1039"], [["SAI_RESOURCE_FOREGROUND", ""]]), true);
+  assert.equal(fg(["--detach"], [["SAI_RESOURCE_FOREGROUND", "1"]]), false);
+  assert.equal(fg(["--foreground"], [["SAI_RESOURCE_FOREGROUND", "0"]]), true);
+  // The holder our parent spawns is never a foreground holder.
+  assert.equal(
+    fg(["--holder", "-d1039"], [["SAI_RESOURCE_FOREGROUND", "1"]]),
+    false,
+  );
+  const multi = parse(["r=1,s=1", "10", "-d1039"]);
+  assert.ok(multi.kind === "acquire" && multi.foreground);
+  assert.throws(
+    () => parse(["r", "1", "10", "--foreground", "--detach"]),
+    /give --foreground or --detach, not both/,
+  );
+  for (
+    const args of [
+      ["r", "1", "10", "--detach", "--", "true"],
+      ["--release", "c", "--detach"],
+    ]
+  ) {
+    assert.throws(() => parse(args), /--detach is for the holder form/);
+  }
+  // The owner flags are the holder's: with -d they need --detach.
+  assert.throws(
+    () => parse(["r", "1", "10", "-d1039", "--owner-pid", "42"]),
+    /--owner-pid is for the holder form .*; -d LEVEL selects the foreground form: add --detach/,
+  );
+  const detached = parse(["r", "1", "10", "-d1039", "--detach", "--no-owner"]);
+  assert.ok(detached.kind === "acquire" && !detached.foreground);
+  assert.deepEqual(detached.owner, { none: true });
+});
+
+Deno.test("`parseCommand()` suggests NAME=AMOUNT for NAME:AMOUNT", () => {
+  const hint =
+    /a resource and its amount are written NAME=AMOUNT, as in "warmcat_conns=1"/;
+  assert.throws(() => parse(["warmcat_conns:1", "30"]), hint);
+  assert.throws(() => parse(["warmcat_conns:1", "30", "cookie"]), hint);
+  assert.throws(
+    () => parse(["db=1,warmcat_conns:2", "30"]),
+    /NAME must match .*, got "warmcat_conns:2"; .* as in "warmcat_conns=2"/,
+  );
+  // No hint where a colon is not the mistake.
+  assert.throws(
+    () => parse(["warmcat_conns", "30"]),
+    (err: Error) => !/NAME=AMOUNT, as in/.test(err.message),
+  );
+});
+
+Deno.test("`parseCommand()` says a URL is not the builder's socket", () => {
+  for (
+    const [args, env, from] of [
+      [["--socket", "ws://127.0.0.1:4460"], ENV, "--socket"],
+      [["--socket", "wss://sai.example/builder"], ENV, "--socket"],
+      [["--socket", "127.0.0.1:4460"], ENV, "--socket"],
+      [
+        [],
+        new Map([["SAI_BUILDER_RESOURCE_PROXY", "ws://h:1"]]),
+        "SAI_BUILDER_RESOURCE_PROXY",
+      ],
+    ] as const
+  ) {
+    // The acquire, release and launcher forms alike.
+    const forms = [
+      [...args, "r", "1", "10"],
+      [...args, "--release", "c"],
+      [...args, "r", "1", "10", "--", "true"],
+    ];
+    for (const argv of forms) {
+      assert.throws(
+        () => parseCommand(argv, env),
+        new RegExp(
+          `^TypeError: ${from} must be the builder's Unix socket, a path or @NAME .*: a (URL|HOST:PORT .*) is what sai-builder --server takes$`,
+        ),
+        argv.join(" "),
+      );
+    }
+  }
+  for (
+    const ok of [
+      "/tmp/sai-0/b.sock",
+      "@sai-builder",
+      "./127.0.0.1:4460",
+      "b.sock",
+    ]
+  ) {
+    const c = parse(["r", "1", "10", "--socket", ok]);
+    assert.ok(c.kind === "acquire" && c.socket === ok);
+  }
+});
+
 Deno.test("`parseCommand()` takes --strict only with a release", () => {
   const c = parse(["--release", "c", "--strict"]);
   assert.ok(c.kind === "release");

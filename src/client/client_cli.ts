@@ -8,9 +8,10 @@
  * connection (so the lease) open after the parent exits.  Its stdio is never
  * the caller's: ctest waits for every process that holds its pipes.
  *
- * With `--foreground` (or `SAI_RESOURCE_FOREGROUND=1`) the started process
- * holds the lease itself until signalled (`foreground.ts`), as upstream
- * Sai's CMake scripts expect.
+ * With `--foreground`, `SAI_RESOURCE_FOREGROUND=1` or `-d LEVEL` (which
+ * only upstream's tooling passes; `--detach` overrides it) the started
+ * process holds the lease itself until signalled or its ctest exits
+ * (`foreground.ts`), as upstream Sai's CMake scripts expect.
  *
  * With `-- CMD [ARGS...]` it is a launcher instead (`launcher.ts`): no
  * holder, the lease lasts as long as CMD.

@@ -1,17 +1,23 @@
 /**
- * Foreground holding (`--foreground`, `SAI_RESOURCE_FOREGROUND=1`): the
- * process that was started takes the lease and holds it itself, with no
- * detached holder, until it is signalled.  This is what upstream Sai's CMake
- * scripts expect: they start `sai-resource` in the background, record its
- * PID, and later kill that PID to give the lease back.
+ * Foreground holding (`--foreground`, `SAI_RESOURCE_FOREGROUND=1`, or `-d
+ * LEVEL`, which only upstream's tooling passes): the process that was
+ * started takes the lease and holds it itself, with no detached holder.
+ * This is what upstream Sai's CMake scripts expect: they start
+ * `sai-resource` in the background, record its PID, and later kill that PID
+ * to give the lease back.
  *
  * - SIGTERM, SIGINT or SIGHUP: release (or withdraw) and exit 0 once
  *   granted, 128+N while still queued.
+ * - The nearest `ctest` above it exits (when there is one): release and
+ *   exit 0, or withdraw and exit 1 while still queued.  Upstream declares
+ *   every setup test as a setup of one fixture, so ctest may run a scope's
+ *   cleanup before its setup; nothing then kills what the setup started,
+ *   and it must not outlive the run.
  * - The builder goes away while the lease is held: exit 1.
  * - The lease expires: close the connection (upstream's builder never
  *   says `expired`; the close is what frees the lease there), warn on
- *   stderr and keep running until signalled, since the caller's cleanup
- *   expects a live PID.
+ *   stderr and keep running until signalled or ctest exits, since the
+ *   caller's cleanup expects a live PID.
  *
  * @module
  */
@@ -29,6 +35,14 @@ import { monotonic } from "../shared/clock.ts";
 import type { Command } from "./client_args.ts";
 import { linkLine } from "./link_line.ts";
 import { encoder, EXIT_FAILED, EXIT_OK, printErr } from "./_common.ts";
+import {
+  ctestAncestor,
+  describeOwner,
+  type Owner,
+  watchOwner,
+} from "./owner_watch.ts";
+
+type AcquireCommand = Extract<Command, { kind: "acquire" }>;
 
 const SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
 type HoldSignal = typeof SIGNALS[number];
@@ -61,10 +75,33 @@ class Signals implements Disposable {
 }
 
 /** Runs an acquire in the foreground; returns the exit code. */
-export async function runForeground(
-  command: Extract<Command, { kind: "acquire" }>,
+export async function runForeground(command: AcquireCommand): Promise<number> {
+  // First of all: once the shell that started us in the background exits,
+  // we are re-parented and the way up to ctest is lost.
+  const ctest = ctestAncestor(Deno.ppid);
+  const ctestGone = new AbortController();
+  const stopWatch = ctest
+    ? watchOwner(
+      ctest,
+      () => ctestGone.abort(new Error(`${describeOwner(ctest)} exited`)),
+    )
+    : () => {};
+  try {
+    return await acquireAndHold(command, ctest, ctestGone.signal);
+  } finally {
+    stopWatch();
+  }
+}
+
+async function acquireAndHold(
+  command: AcquireCommand,
+  ctest: Owner | undefined,
+  ctestGone: AbortSignal,
 ): Promise<number> {
-  const { spec, quiet, verbose } = command;
+  const { quiet, verbose } = command;
+  const spec = ctest
+    ? { ...command.spec, process: { pid: ctest.pid, name: ctest.name } }
+    : command.spec;
   using signals = new Signals();
   let lastProgress = "";
   let lease: HeldLease;
@@ -73,6 +110,7 @@ export async function runForeground(
       signal: AbortSignal.any([
         AbortSignal.timeout(command.waitSeconds * 1000),
         signals.aborted.signal,
+        ctestGone,
       ]),
       onQueued: (q) => {
         const line = `queued for ${specNames(spec)}: position ${q.position}` +
@@ -93,6 +131,14 @@ export async function runForeground(
       printErr(`${signals.first} while waiting; the request was withdrawn`);
       return signalExitCode(signals.first);
     }
+    if (ctest && ctestGone.aborted) {
+      printErr(
+        `${
+          describeOwner(ctest)
+        } exited while waiting; the request was withdrawn`,
+      );
+      return EXIT_FAILED;
+    }
     printErr(
       err instanceof AcquireError
         ? err.message
@@ -104,7 +150,9 @@ export async function runForeground(
     printErr(
       `granted ${
         specAmounts(spec)
-      } for ${spec.lease} s (cookie ${spec.cookie}); holding it until signalled (pid ${Deno.pid})`,
+      } for ${spec.lease} s (cookie ${spec.cookie}); holding it (pid ${Deno.pid}) until signalled${
+        ctest ? ` or ${describeOwner(ctest)} exits` : ""
+      }`,
     );
   }
   try {
@@ -112,13 +160,14 @@ export async function runForeground(
   } catch {
     // Nobody reads our stdout; holding is what matters.
   }
-  return await hold(lease, command, signals);
+  return await hold(lease, command, signals, ctest && { ctest, ctestGone });
 }
 
 async function hold(
   lease: HeldLease,
-  command: Extract<Command, { kind: "acquire" }>,
+  command: AcquireCommand,
   signals: Signals,
+  follow: { ctest: Owner; ctestGone: AbortSignal } | undefined,
 ): Promise<number> {
   const { spec } = command;
   const grantedAt = monotonic();
@@ -132,7 +181,9 @@ async function hold(
     printErr(
       `the lease on ${specNames(spec)} (cookie ${spec.cookie}) ${how} after ${
         Math.round((monotonic() - grantedAt) / 1000)
-      } s: what it gates runs ungated from now; still running until signalled`,
+      } s: what it gates runs ungated from now; still running until signalled${
+        follow ? ` or ${describeOwner(follow.ctest)} exits` : ""
+      }`,
     );
   };
   // A real Sai builder never says the lease expired: watch our own clock.
@@ -140,12 +191,22 @@ async function hold(
     spec.lease + 1,
     () => onExpired("has run out (LEASE_SECONDS passed)"),
   );
+  const ctestGone = new Promise<"ctest gone">((resolve) => {
+    if (!follow) return;
+    if (follow.ctestGone.aborted) resolve("ctest gone");
+    follow.ctestGone.addEventListener(
+      "abort",
+      () => resolve("ctest gone"),
+      { once: true },
+    );
+  });
   // Keeps the event loop alive while we only wait for signals.
   const keepAlive = setInterval(() => {}, 3_600_000);
   try {
     for (;;) {
       const next = await Promise.race([
         signals.received.promise,
+        ctestGone,
         expired ? new Promise<never>(() => {}) : lease.ended,
       ]);
       if (next === "expired") {
@@ -160,6 +221,20 @@ async function hold(
           } (cookie ${spec.cookie}) is gone`,
         );
         return EXIT_FAILED;
+      }
+      if (next === "ctest gone") {
+        // The run is over, and whatever would have signalled us with it.
+        if (!expired) await lease.releaseFor("owner gone");
+        if (!command.quiet) {
+          printErr(
+            `${describeOwner(follow!.ctest)} exited: ${
+              expired ? "the lease on " : "released "
+            }${specNames(spec)} (cookie ${spec.cookie})${
+              expired ? " had ended already" : ""
+            }`,
+          );
+        }
+        return EXIT_OK;
       }
       lease.release();
       if (!command.quiet) {

@@ -150,16 +150,37 @@ export function chooseOwner(options: ChooseOwnerOptions): OwnerChoice {
         : `cannot see the parent process ${options.parent} (no /proc, or no permission to read it: Deno needs --allow-all for /proc)`,
     };
   }
-  // Up the tree to the nearest ctest; a loop guard for a /proc in flux.
-  let at: ProcStat | undefined = parent;
+  const ctest = ctestAbove(parent, options);
+  return ctest
+    ? { kind: "watch", owner: ctest, how: "ctest" }
+    : { kind: "watch", owner: ownerOf(parent), how: "parent" };
+}
+
+/**
+ * The nearest process named `ctest` from `parent` (our parent's PID) up,
+ * if any.  Ask early: once the shell that started us exits, we are
+ * re-parented and the way up to ctest is lost.
+ */
+export function ctestAncestor(
+  parent: number,
+  options: ProcOptions = {},
+): Owner | undefined {
+  const stat = readProcStat(parent, options);
+  return stat && ctestAbove(stat, options);
+}
+
+function ctestAbove(
+  from: ProcStat,
+  options: ProcOptions,
+): Owner | undefined {
+  // A loop guard for a /proc in flux.
+  let at: ProcStat | undefined = from;
   for (let hops = 0; at && hops < 64; hops++) {
-    if (at.name === "ctest") {
-      return { kind: "watch", owner: ownerOf(at), how: "ctest" };
-    }
-    if (at.ppid < 2) break;
+    if (at.name === "ctest") return ownerOf(at);
+    if (at.ppid < 2) return undefined;
     at = readProcStat(at.ppid, options);
   }
-  return { kind: "watch", owner: ownerOf(parent), how: "parent" };
+  return undefined;
 }
 
 /**

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   chooseOwner,
+  ctestAncestor,
   ownerAlive,
   ownerFor,
   parseProcStat,
@@ -112,6 +113,28 @@ Deno.test("chooseOwner() picks the nearest ctest ancestor, else the parent", asy
     assert.deepEqual(chooseOwner({ parent: 30, noOwner: true }), {
       kind: "none",
     });
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("ctestAncestor() finds the nearest ctest up the tree, and nothing without one", async () => {
+  const root = await fakeProc([
+    [10, "ctest", 1, 100],
+    [20, "ctest", 10, 200],
+    [30, "sh", 20, 300],
+    [40, "bash", 1, 400],
+  ]);
+  try {
+    assert.deepEqual(ctestAncestor(30, { procRoot: root }), {
+      pid: 20,
+      name: "ctest",
+      start: 200,
+    });
+    // Re-parented to init once the starting shell is gone: no way up.
+    assert.equal(ctestAncestor(1, { procRoot: root }), undefined);
+    assert.equal(ctestAncestor(40, { procRoot: root }), undefined);
+    assert.equal(ctestAncestor(99, { procRoot: root }), undefined);
   } finally {
     await Deno.remove(root, { recursive: true });
   }

@@ -434,8 +434,8 @@ function checkCommand(
   return {
     kind: "check",
     socket: needSocket(
-      (values.socket as string | undefined) ??
-        rest.env.get("SAI_BUILDER_RESOURCE_PROXY"),
+      (values.socket as string | undefined) ?? rest.env.get(SOCKET_ENV),
+      values.socket !== undefined ? "--socket" : SOCKET_ENV,
     ),
     waitSeconds: values.wait !== undefined
       ? seconds("--wait", values.wait as string)

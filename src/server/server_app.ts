@@ -335,11 +335,11 @@ class ServerApp {
     // Times are kept on the monotonic clock and shown as wall-clock time.
     const now = this.#now();
     const wall = toWallClock(now);
-    const reclaimUntil = this.#guard?.reclaimUntil;
+    const reclaimUntil = this.#guard?.reclaimUntil ?? null;
     return {
       version: 1,
       time: wall(now),
-      reclaimUntil: reclaimUntil == null ? null : wall(reclaimUntil),
+      reclaimUntil: reclaimUntil === null ? null : wall(reclaimUntil),
       policy: this.#allocator.policy.name,
       builders: [...this.#sessions.values()].map((s) => ({
         id: s.publicId,

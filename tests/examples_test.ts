@@ -33,13 +33,18 @@ Deno.test("git ignores the examples' CMake build directories, and only them", as
     const path of [
       "examples/ctest/build/CMakeFiles/fetch.dir/compiler_depend.ts",
       "examples/ctest/build-release/CTestTestfile.cmake",
+      "examples/c/build/x",
     ]
   ) {
     const r = await run("git", ["check-ignore", "--no-index", path], ROOT);
     assert.equal(r.code, 0, `${path} is not ignored: ${r.out}`);
   }
   for (
-    const path of ["examples/ctest/CMakeLists.txt", "examples/ctest/fetch.c"]
+    const path of [
+      "examples/ctest/CMakeLists.txt",
+      "examples/ctest/builder.c",
+      "examples/ctest/build.cmake",
+    ]
   ) {
     const r = await run("git", ["check-ignore", "--no-index", path], ROOT);
     assert.equal(r.code, 1, `${path} is ignored: ${r.out}`);
@@ -66,7 +71,7 @@ Deno.test("deno fmt and deno lint skip the examples' build directories, not the 
     );
     const fmt = await run(Deno.execPath(), ["fmt", "--check"], tmp);
     assert.equal(fmt.code, 0, fmt.out);
-    assert.match(fmt.out, /Checked 1 file/); // builder.ts
+    assert.match(fmt.out, /Checked 2 files/); // deno.json and builder.ts
     const lint = await run(Deno.execPath(), ["lint"], tmp);
     assert.equal(lint.code, 0, lint.out);
     assert.match(lint.out, /Checked 1 file/);

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseBudgets, resourcesFromConfig } from "./src/server/budgets.ts";
+import { budgetsFromConfig, parseBudgets } from "./src/server/budgets.ts";
 import { Logger, parseLevel } from "./src/shared/log.ts";
 import {
   type FlagOptions,
@@ -132,8 +132,10 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
   if (positionals.length > 0) {
     throw new TypeError(`unexpected argument "${positionals[0]}"`);
   }
-  let resources = values.resources;
-  if (resources === undefined && values.config !== undefined) {
+  let budgets: Map<string, number>;
+  if (values.resources !== undefined) {
+    budgets = parseBudgets(values.resources);
+  } else if (values.config !== undefined) {
     let text: string;
     try {
       text = await Deno.readTextFile(values.config);
@@ -142,14 +144,14 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
         `cannot read --config "${values.config}": ${(err as Error).message}`,
       );
     }
-    resources = resourcesFromConfig(text);
-    if (resources === undefined) {
+    try {
+      budgets = budgetsFromConfig(text);
+    } catch (err) {
       throw new TypeError(
-        `--config "${values.config}" has no "resources" in its "com-warmcat-sai" protocol options`,
+        `--config "${values.config}": ${(err as Error).message}`,
       );
     }
-  }
-  if (resources === undefined) {
+  } else {
     throw new TypeError("--resources or --config is required");
   }
   const format = parseLogFormat(values["log-format"]);
@@ -252,7 +254,7 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
     ),
     maxHttpConnections,
     maxEventStreams,
-    budgets: parseBudgets(resources),
+    budgets,
     policy,
     ...listen,
     maxLease: intInRange(
@@ -328,11 +330,7 @@ async function reload(
   }
   let budgets;
   try {
-    const resources = resourcesFromConfig(await Deno.readTextFile(path));
-    if (resources === undefined) {
-      throw new TypeError('no "resources" in its "com-warmcat-sai" options');
-    }
-    budgets = parseBudgets(resources);
+    budgets = budgetsFromConfig(await Deno.readTextFile(path));
   } catch (err) {
     log.error("SIGHUP: config not applied; budgets unchanged", {
       config: path,

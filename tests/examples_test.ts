@@ -1,11 +1,13 @@
 /**
- * The examples as a user runs them: their CMake build directories stay out
+ * The examples as a user runs them: the `--config` file that
+ * docs/operations.md shows, and the CMake build directories, which stay out
  * of git and of `deno task ok`.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
+import { Proc, ServerProc } from "./_harness.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -85,6 +87,46 @@ Deno.test("deno fmt and deno lint skip the examples' build directories, not the 
     assert.notEqual(bad.code, 0, bad.out);
     assert.match(bad.out, /builder\.ts/);
     assert.doesNotMatch(bad.out, /compiler_depend/);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
+Deno.test("examples/sai-server.conf.json is the example in docs/operations.md, and sai-server starts on it", async () => {
+  const file = await Deno.readTextFile(`${ROOT}examples/sai-server.conf.json`);
+  const docs = await Deno.readTextFile(`${ROOT}docs/operations.md`);
+  assert.ok(
+    docs.includes("```json\n" + file + "```\n"),
+    "docs/operations.md does not show examples/sai-server.conf.json as it is",
+  );
+  await using server = await ServerProc.start([
+    "--config",
+    "examples/sai-server.conf.json",
+  ]);
+  assert.deepEqual(
+    (await server.status()).resources.map((r) => [r.name, r.budget]),
+    [["warmcat_conns", 32], ["db", 4]],
+  );
+});
+
+Deno.test("sai-server refuses a --config without budgets, quoting the path it expects", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "sai-config-" });
+  try {
+    // What the issue tried: budgets at the top level.
+    await Deno.writeTextFile(
+      `${tmp}/sai.json`,
+      '{"resources": "warmcat_conns=4"}',
+    );
+    const got = await new Proc(["server.ts", "--config", `${tmp}/sai.json`])
+      .finished();
+    assert.equal(got.code, 2, got.stderr);
+    assert.equal(got.stdout, "");
+    assert.ok(
+      got.stderr.startsWith(
+        `sai-server: --config "${tmp}/sai.json": Cannot find budgets: expected "resources" at .vhosts[]."ws-protocols"[]."com-warmcat-sai".resources, as in {"vhosts":[{"ws-protocols":[{"com-warmcat-sai":{"resources":"warmcat_conns=4"}}]}]}\n`,
+      ),
+      got.stderr,
+    );
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }

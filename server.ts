@@ -19,10 +19,7 @@ import {
 } from "./src/shared/cli_flags.ts";
 import { defaultStatePath } from "./src/server/state_file.ts";
 import { parseTokenFile, type TokenEntry } from "./src/server/auth.ts";
-import {
-  applyBudgets,
-  parseTokenFile as parseAdminTokenFile,
-} from "./src/server/admin.ts";
+import { parseTokenFile as parseAdminTokenFile } from "./src/server/admin.ts";
 import { startServer } from "./src/server/server_app.ts";
 import { startErrorMessage } from "./src/shared/listen_error.ts";
 import { runStatus } from "./src/server/status_cli.ts";
@@ -304,7 +301,10 @@ export async function main(args: string[]): Promise<void> {
       "no builder authentication (--builder-tokens): listening on loopback only",
     );
   }
-  const budgets = [...parsed.budgets].map(([n, b]) => `${n}=${b}`).join(",");
+  // After the overrides a state file kept (see docs/operations.md).
+  const budgets = [...server.admin.budgets()].map(([n, b]) => `${n}=${b}`).join(
+    ",",
+  );
 
   console.log(
     `sai-server: listening on ${server.url} (resources ${budgets}, policy ${parsed.policy.name})`,
@@ -312,7 +312,16 @@ export async function main(args: string[]): Promise<void> {
   const stop = () => server.shutdown();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  Deno.addSignalListener("SIGHUP", () => reload(parsed, server));
+  // One reload at a time, in signal order: two SIGHUPs in a row (an edit,
+  // then another) must not apply the older file's read last.
+  let reloading = Promise.resolve();
+  Deno.addSignalListener("SIGHUP", () => {
+    reloading = reloading.then(() => reload(parsed, server)).catch((err) =>
+      parsed.logger.error("SIGHUP: reload failed", {
+        error: (err as Error).message,
+      })
+    );
+  });
   await server.finished;
   Deno.exit(0);
 }
@@ -339,7 +348,17 @@ async function reload(
     return;
   }
   log.info("SIGHUP: reloading budgets", { config: path });
-  const { draining } = applyBudgets(server.admin, budgets, { addr: "SIGHUP" });
+  const { draining, kept } = server.reloadBudgets(budgets);
+  for (const { resname, budget, config } of kept) {
+    // The config's budget does not apply: say so, each reload.
+    log.warn("SIGHUP: budget set through the admin API kept", {
+      resname,
+      budget,
+      config,
+      hint:
+        `DELETE /api/resources/${resname}/override hands it back to the config`,
+    });
+  }
   for (const name of draining) {
     log.warn("resource not removed: leases are live", {
       resname: name,

@@ -19,7 +19,7 @@ DIST := dist
 SOURCES := $(wildcard *.ts src/*/*.ts) src/server/_web_asset.ts deno.json
 WEB_SOURCES := $(wildcard web/*) src/shared/format.ts scripts/build_web.ts
 
-.PHONY: all build test run ok check fmt lint clean deno web test-tools
+.PHONY: all build test run ok check fmt lint clean deno web test-tools install uninstall
 
 all: build
 
@@ -85,6 +85,41 @@ check: | $(DENO)
 
 run: | $(DENO)
 	$(DENO) run --allow-all scripts/run_local.ts
+
+# `make build`, then (as root) `make install`: the three binaries, the
+# systemd units (their paths rewritten for PREFIX) and the docs they point
+# to.  DESTDIR stages it all under another root (a package), as usual.
+# systemd reads units from /usr/local/lib/systemd/system as well as /etc.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/sai-resource
+BINARIES := $(DIST)/sai-server $(DIST)/sai-builder $(DIST)/sai-resource
+UNITS := deploy/systemd/sai-server.service deploy/systemd/sai-builder.service
+DOCS := docs/deploy.md docs/operations.md docs/reliability.md docs/ctest.md
+
+# Never builds: as root it would run deno as root, and a binary built
+# elsewhere (no denort here) is as good.  Say what is missing instead.
+install:
+	@for b in $(BINARIES); do [ -x "$$b" ] || { \
+	  echo "make install: $$b is missing: run 'make build' first (or DIST=DIR with the built binaries)" >&2; \
+	  exit 1; }; done
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)/examples
+	install -m 0755 $(BINARIES) $(DESTDIR)$(BINDIR)/
+	@for u in $(UNITS); do \
+	  echo "install -m 0644 $$u $(DESTDIR)$(UNITDIR)/ (paths for PREFIX=$(PREFIX))"; \
+	  sed -e 's|/usr/local/bin/|$(BINDIR)/|g' \
+	      -e 's|/usr/local/share/doc/sai-resource|$(DOCDIR)|g' \
+	      $$u > $(DESTDIR)$(UNITDIR)/$${u##*/} && \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; \
+	done
+	install -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	install -m 0644 examples/sai-server.conf.json $(DESTDIR)$(DOCDIR)/examples/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(BINARIES)))
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(notdir $(UNITS)))
+	rm -rf $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -rf $(DIST)

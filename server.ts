@@ -5,7 +5,7 @@
  * @module
  */
 
-import { parseBudgets, resourcesFromConfig } from "./src/server/budgets.ts";
+import { budgetsFromConfig, parseBudgets } from "./src/server/budgets.ts";
 import { Logger, parseLevel } from "./src/shared/log.ts";
 import {
   type FlagOptions,
@@ -19,10 +19,7 @@ import {
 } from "./src/shared/cli_flags.ts";
 import { defaultStatePath } from "./src/server/state_file.ts";
 import { parseTokenFile, type TokenEntry } from "./src/server/auth.ts";
-import {
-  applyBudgets,
-  parseTokenFile as parseAdminTokenFile,
-} from "./src/server/admin.ts";
+import { parseTokenFile as parseAdminTokenFile } from "./src/server/admin.ts";
 import { DEFAULT_MAX_BUILDERS, startServer } from "./src/server/server_app.ts";
 import { startErrorMessage } from "./src/shared/listen_error.ts";
 import { runStatus } from "./src/server/status_cli.ts";
@@ -135,8 +132,10 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
   if (positionals.length > 0) {
     throw new TypeError(`unexpected argument "${positionals[0]}"`);
   }
-  let resources = values.resources;
-  if (resources === undefined && values.config !== undefined) {
+  let budgets: Map<string, number>;
+  if (values.resources !== undefined) {
+    budgets = parseBudgets(values.resources);
+  } else if (values.config !== undefined) {
     let text: string;
     try {
       text = await Deno.readTextFile(values.config);
@@ -145,14 +144,14 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
         `cannot read --config "${values.config}": ${(err as Error).message}`,
       );
     }
-    resources = resourcesFromConfig(text);
-    if (resources === undefined) {
+    try {
+      budgets = budgetsFromConfig(text);
+    } catch (err) {
       throw new TypeError(
-        `--config "${values.config}" has no "resources" in its "com-warmcat-sai" protocol options`,
+        `--config "${values.config}": ${(err as Error).message}`,
       );
     }
-  }
-  if (resources === undefined) {
+  } else {
     throw new TypeError("--resources or --config is required");
   }
   const format = parseLogFormat(values["log-format"]);
@@ -259,7 +258,7 @@ export async function parseServerArgs(args: string[]): Promise<ServerArgs> {
       min: 1,
       max: 100_000,
     }),
-    budgets: parseBudgets(resources),
+    budgets,
     policy,
     ...listen,
     maxLease: intInRange(
@@ -309,7 +308,10 @@ export async function main(args: string[]): Promise<void> {
       "no builder authentication (--builder-tokens): listening on loopback only",
     );
   }
-  const budgets = [...parsed.budgets].map(([n, b]) => `${n}=${b}`).join(",");
+  // After the overrides a state file kept (see docs/operations.md).
+  const budgets = [...server.admin.budgets()].map(([n, b]) => `${n}=${b}`).join(
+    ",",
+  );
 
   console.log(
     `sai-server: listening on ${server.url} (resources ${budgets}, policy ${parsed.policy.name})`,
@@ -317,7 +319,16 @@ export async function main(args: string[]): Promise<void> {
   const stop = () => server.shutdown();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
-  Deno.addSignalListener("SIGHUP", () => reload(parsed, server));
+  // One reload at a time, in signal order: two SIGHUPs in a row (an edit,
+  // then another) must not apply the older file's read last.
+  let reloading = Promise.resolve();
+  Deno.addSignalListener("SIGHUP", () => {
+    reloading = reloading.then(() => reload(parsed, server)).catch((err) =>
+      parsed.logger.error("SIGHUP: reload failed", {
+        error: (err as Error).message,
+      })
+    );
+  });
   await server.finished;
   Deno.exit(0);
 }
@@ -335,11 +346,7 @@ async function reload(
   }
   let budgets;
   try {
-    const resources = resourcesFromConfig(await Deno.readTextFile(path));
-    if (resources === undefined) {
-      throw new TypeError('no "resources" in its "com-warmcat-sai" options');
-    }
-    budgets = parseBudgets(resources);
+    budgets = budgetsFromConfig(await Deno.readTextFile(path));
   } catch (err) {
     log.error("SIGHUP: config not applied; budgets unchanged", {
       config: path,
@@ -348,7 +355,17 @@ async function reload(
     return;
   }
   log.info("SIGHUP: reloading budgets", { config: path });
-  const { draining } = applyBudgets(server.admin, budgets, { addr: "SIGHUP" });
+  const { draining, kept } = server.reloadBudgets(budgets);
+  for (const { resname, budget, config } of kept) {
+    // The config's budget does not apply: say so, each reload.
+    log.warn("SIGHUP: budget set through the admin API kept", {
+      resname,
+      budget,
+      config,
+      hint:
+        `DELETE /api/resources/${resname}/override hands it back to the config`,
+    });
+  }
   for (const name of draining) {
     log.warn("resource not removed: leases are live", {
       resname: name,

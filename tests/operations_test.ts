@@ -240,6 +240,7 @@ Deno.test("admin API: raising a budget grants waiting requests at once; lowering
       previous: 1,
       granted: 1,
       refused: 0,
+      persisted: false, // port 0 and no --state-file: no state file
     });
     assert.equal((await q1).code, 0, "granted by the raise");
     assert.equal((await runClient(["r", "1", "60", "c3"], env)).code, 0);
@@ -380,6 +381,7 @@ Deno.test("admin API: force-release ends the holder and grants the next; resourc
     previous: null,
     granted: 0,
     refused: 0,
+    persisted: false,
   });
   assert.equal((await runClient(["db", "3", "60", "d1"], env)).code, 0);
   assert.equal((await runClient(["--release", "d1"], env)).code, 0);

@@ -196,3 +196,43 @@ Deno.test("status page reconnects by itself after the server restarts", async ()
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("status page shows where each budget comes from, and follows an admin change live", async () => {
+  await requireChromium();
+  const tmp = await Deno.makeTempDir({ prefix: "sai-page-test-" });
+  const token = "page-admin-token-21";
+  await using server = await ServerProc.start([
+    "--resources",
+    "r=3",
+    "--admin-token",
+    token,
+  ]);
+  const browser = await launch(`${tmp}/profile`);
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${server.port}/`);
+    const source = '[data-resource="r"] .source';
+    await page.waitForSelector(`${source}[data-source="config"]`);
+    assert.equal(
+      await page.$eval(source, (el) => el.textContent),
+      "Budget 3 from the config",
+    );
+    const res = await fetch(`http://127.0.0.1:${server.port}/api/resources/r`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+      body: '{"budget":6}',
+    });
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+    await page.waitForSelector(`${source}[data-source="admin"]`, {
+      timeout: 10_000,
+    });
+    assert.equal(
+      await page.$eval(source, (el) => el.textContent),
+      "Budget 6 set through the admin API (config: 3)",
+    );
+  } finally {
+    await browser.close();
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+});

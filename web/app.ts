@@ -66,6 +66,21 @@ function table(
   return el("div", { class: "scroll" }, el("table", {}, thead, tbody));
 }
 
+/** Where the budget comes from: the config, or the admin API (which wins). */
+function budgetSource(r: StatusResource): HTMLElement {
+  const admin = r.budgetSource === "admin";
+  const config = r.configBudget === null
+    ? "not in the config"
+    : `config: ${r.configBudget}`;
+  return el(
+    "p",
+    { class: "source", "data-source": r.budgetSource },
+    admin
+      ? `Budget ${r.budget} set through the admin API (${config})`
+      : `Budget ${r.budget} from the config`,
+  );
+}
+
 function resourceCard(r: StatusResource, now: number): HTMLElement {
   const pct = r.budget > 0
     ? Math.min(100, (r.allocated / r.budget) * 100)
@@ -108,6 +123,7 @@ function resourceCard(r: StatusResource, now: number): HTMLElement {
       ),
     ),
     el("div", { class: "meter" }, bar, queued),
+    budgetSource(r),
   );
   card.append(el("h3", {}, `Leases (${r.leases.length})`));
   card.append(

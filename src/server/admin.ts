@@ -41,13 +41,45 @@ export type ForceReleaseResult =
   | { result: "ambiguous-builder"; ids: string[] }
   | { result: "no-lease" };
 
-/** What the admin API acts on: the server. */
-export interface AdminTarget {
+/** Result of handing a resource's budget back to the config. */
+export type ClearResult =
+  | { result: "none" }
+  | {
+    /**
+     * `config`: the config's budget applies; `removed`: the config does
+     * not name it; `draining`: nor, but leases are live (budget 0).
+     */
+    result: "config" | "removed" | "draining";
+    resource: string;
+    /** The config's budget, or null if it does not name the resource. */
+    budget: number | null;
+    /** The override cleared: a budget, or null for a removal. */
+    override: number | null;
+    granted: number;
+    refused: number;
+  };
+
+/** What budgets are applied to. */
+export interface BudgetTarget {
   /** Current budgets by resource name. */
   budgets(): Map<string, number>;
   setBudget(name: string, budget: number, by: Actor): BudgetChange;
   removeResource(name: string, by: Actor): RemoveResult;
+}
+
+/**
+ * What the admin API acts on: the server.  Budgets set and resources
+ * removed through it override the config until cleared.
+ */
+export interface AdminTarget extends BudgetTarget {
+  /** Drops an override: the config's budget applies again. */
+  clearOverride(name: string, by: Actor): ClearResult;
   forceRelease(builder: string, cookie: string, by: Actor): ForceReleaseResult;
+  /**
+   * Resolves once the last budget change is kept in the state file: true,
+   * or false if it cannot be (no state file, a write failed and is retried).
+   */
+  persisted(): Promise<boolean>;
 }
 
 /**
@@ -57,7 +89,7 @@ export interface AdminTarget {
  * the next reload removes them).
  */
 export function applyBudgets(
-  target: AdminTarget,
+  target: BudgetTarget,
   budgets: Map<string, number>,
   by: Actor,
 ): { draining: string[] } {
@@ -226,14 +258,33 @@ export async function handleAdmin(
         return "\0";
       }
     });
-  // ["api", "resources", NAME] or ["api", "leases", BUILDER, COOKIE]
-  if (parts[1] === "resources" && parts.length === 3) {
+  // ["api", "resources", NAME (, "override")] or
+  // ["api", "leases", BUILDER, COOKIE]
+  if (
+    parts[1] === "resources" &&
+    (parts.length === 3 || (parts.length === 4 && parts[3] === "override"))
+  ) {
     const name = parts[2]!;
     if (!NAME_PATTERN.test(name)) {
       return jsonError(
         400,
         `Resource name must match ${NAME_PATTERN.source}, got "${name}"`,
       );
+    }
+    if (parts.length === 4) {
+      if (req.method !== "DELETE") {
+        return jsonError(405, `Method ${req.method} not allowed here`, {
+          allow: "DELETE",
+        });
+      }
+      const r = target.clearOverride(name, by);
+      if (r.result === "none") {
+        return jsonError(
+          404,
+          `No budget set through the admin API for "${name}": its budget is the config's`,
+        );
+      }
+      return Response.json({ ...r, persisted: await target.persisted() });
     }
     if (req.method === "POST" || req.method === "PUT") {
       let budget: number;
@@ -242,7 +293,8 @@ export async function handleAdmin(
       } catch (err) {
         return jsonError(400, (err as Error).message);
       }
-      return Response.json(target.setBudget(name, budget, by));
+      const change = target.setBudget(name, budget, by);
+      return Response.json({ ...change, persisted: await target.persisted() });
     }
     if (req.method === "DELETE") {
       const r = target.removeResource(name, by);
@@ -255,7 +307,11 @@ export async function handleAdmin(
           `Cannot remove "${name}": ${r.leases} lease(s) are live; set its budget to 0 to drain it, or force-release them`,
         );
       }
-      return Response.json({ resource: name, ...r });
+      return Response.json({
+        resource: name,
+        ...r,
+        persisted: await target.persisted(),
+      });
     }
     return jsonError(405, `Method ${req.method} not allowed here`, {
       allow: "POST, PUT, DELETE",

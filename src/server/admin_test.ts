@@ -48,7 +48,9 @@ function target(alloc: Allocator): AdminTarget {
         ? { result }
         : { result, refused: 0 };
     },
+    clearOverride: () => ({ result: "none" }),
     forceRelease: () => ({ result: "no-lease" }),
+    persisted: () => Promise.resolve(false),
   };
 }
 

@@ -50,13 +50,49 @@ export function parseBudgets(text: string): Map<string, number> {
 }
 
 /**
+ * Where a `--config` file's budgets are, as a jq path: the `resources`
+ * option of the `com-warmcat-sai` protocol of a vhost.  A file holding a
+ * single vhost object (no `vhosts`) is read the same way.
+ */
+export const CONFIG_RESOURCES_PATH =
+  '.vhosts[]."ws-protocols"[]."com-warmcat-sai".resources';
+
+/** The smallest config with budgets, for messages. */
+const CONFIG_EXAMPLE =
+  '{"vhosts":[{"ws-protocols":[{"com-warmcat-sai":{"resources":"warmcat_conns=4"}}]}]}';
+
+/**
+ * Drops lwsws-style comments: `#` outside a string starts a comment that
+ * runs to the end of the line (upstream Sai's config files have them).
+ */
+export function stripComments(text: string): string {
+  let out = "";
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (inString) {
+      out += c;
+      if (c === "\\" && i + 1 < text.length) out += text[++i];
+      else if (c === '"') inString = false;
+    } else if (c === "#") {
+      while (i + 1 < text.length && text[i + 1] !== "\n") i++;
+    } else {
+      if (c === '"') inString = true;
+      out += c;
+    }
+  }
+  return out;
+}
+
+/**
  * Finds the `resources` option of the `com-warmcat-sai` protocol in a Sai
- * server vhost config (JSON), or undefined if it has none.
+ * server vhost config (JSON, `#` comments allowed), or undefined if it has
+ * none: at {@linkcode CONFIG_RESOURCES_PATH}, the first vhost's that has it.
  */
 export function resourcesFromConfig(json: string): string | undefined {
   let config: unknown;
   try {
-    config = JSON.parse(json);
+    config = JSON.parse(stripComments(json));
   } catch (err) {
     throw new SyntaxError(
       `Cannot parse config: not valid JSON (${(err as Error).message})`,
@@ -73,11 +109,27 @@ export function resourcesFromConfig(json: string): string | undefined {
       if (resources === undefined) continue;
       if (typeof resources !== "string") {
         throw new SyntaxError(
-          'Cannot parse config: "resources" of "com-warmcat-sai" must be a string',
+          `Cannot parse config: ${CONFIG_RESOURCES_PATH} must be a string such as "warmcat_conns=4", got ${
+            JSON.stringify(resources)
+          }`,
         );
       }
       return resources;
     }
   }
   return undefined;
+}
+
+/**
+ * The budgets of a Sai server vhost config.  Throws `SyntaxError` if it
+ * cannot be parsed or has none, saying where they are expected.
+ */
+export function budgetsFromConfig(json: string): Map<string, number> {
+  const resources = resourcesFromConfig(json);
+  if (resources === undefined) {
+    throw new SyntaxError(
+      `Cannot find budgets: expected "resources" at ${CONFIG_RESOURCES_PATH}, as in ${CONFIG_EXAMPLE}`,
+    );
+  }
+  return parseBudgets(resources);
 }

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { parseBudgets, resourcesFromConfig } from "./budgets.ts";
+import {
+  budgetsFromConfig,
+  parseBudgets,
+  resourcesFromConfig,
+  stripComments,
+} from "./budgets.ts";
 
 Deno.test("parseBudgets() reads a comma-separated list", () => {
   assert.deepEqual(
@@ -38,4 +43,56 @@ Deno.test("resourcesFromConfig() finds the com-warmcat-sai resources option", ()
   );
   assert.equal(resourcesFromConfig("{}"), undefined);
   assert.throws(() => resourcesFromConfig("{"), /not valid JSON/);
+});
+
+Deno.test("resourcesFromConfig() reads lwsws-style # comments, never inside strings", () => {
+  const text = `# a vhost of sai-server
+{
+  "vhosts": [{ # the only one
+    "name": "a#b", "note": "say \\"#\\" here",
+    "ws-protocols": [{ "com-warmcat-sai": { "resources": "r=2" } }]
+  }]
+}
+`;
+  assert.equal(resourcesFromConfig(text), "r=2");
+  assert.equal(
+    stripComments('{"a": "x#y"} # gone\n'),
+    '{"a": "x#y"} \n',
+  );
+  assert.equal(stripComments('"\\\\" # gone'), '"\\\\" ');
+});
+
+Deno.test("budgetsFromConfig() names the path it expects when there are no budgets", () => {
+  for (
+    const text of [
+      '{"resources": "warmcat_conns=4"}',
+      '{"vhosts": [{"ws-protocols": [{"com-warmcat-sai": {}}]}]}',
+      "{}",
+    ]
+  ) {
+    assert.throws(
+      () => budgetsFromConfig(text),
+      (err: Error) =>
+        err instanceof SyntaxError &&
+        err.message.includes(
+          'expected "resources" at .vhosts[]."ws-protocols"[]."com-warmcat-sai".resources',
+        ),
+      text,
+    );
+  }
+  assert.throws(
+    () =>
+      budgetsFromConfig(
+        '{"ws-protocols":[{"com-warmcat-sai":{"resources":4}}]}',
+      ),
+    /\.resources must be a string such as "warmcat_conns=4", got 4/,
+  );
+  assert.deepEqual(
+    [
+      ...budgetsFromConfig(
+        '{"ws-protocols":[{"com-warmcat-sai":{"resources":"a=1,b=0"}}]}',
+      ),
+    ],
+    [["a", 1], ["b", 0]],
+  );
 });

@@ -27,6 +27,8 @@ Deno.test("renderMetrics() output parses as Prometheus text", () => {
     resources: [{
       name: "r",
       budget: 4,
+      budgetSource: "config",
+      configBudget: 4,
       allocated: 3,
       peak: 4,
       overBudgetGrants: 0,

@@ -1,20 +1,26 @@
 /**
  * Operator actions (issue #5), as the admin API and SIGHUP use them:
  * budgets set live, resources added and removed, leases force-released.
- * Each is logged with who asked.
+ * Each is logged once, with who asked.  What the admin API sets overrides
+ * the config (SIGHUP keeps it) until it is cleared through the API, and is
+ * kept in the state file (issue #21).
  *
  * @module
  */
 
 import type { Allocator, Outcome } from "../allocator/allocator.ts";
 import type { Logger } from "../shared/log.ts";
-import type {
-  Actor,
-  AdminTarget,
-  BudgetChange,
-  ForceReleaseResult,
-  RemoveResult,
+import {
+  type Actor,
+  type AdminTarget,
+  applyBudgets,
+  type BudgetChange,
+  type BudgetTarget,
+  type ClearResult,
+  type ForceReleaseResult,
+  type RemoveResult,
 } from "./admin.ts";
+import { type BudgetSource, BudgetSources } from "./budget_sources.ts";
 import type { QueueProgress } from "./progress.ts";
 import type { Session } from "./sessions.ts";
 import type { ServerStats } from "./status_document.ts";
@@ -31,14 +37,105 @@ export interface OperatorContext {
   /** Delivers outcomes (grants the action allowed). */
   apply: (outcomes: Outcome[]) => void;
   progress: QueueProgress;
+  /** Budgets from `--resources` or `--config`, before any override. */
+  config: Map<string, number>;
+  /**
+   * Writes the overrides to the state file: true once they are on disk,
+   * false if they cannot be (no state file, a failed write being retried).
+   */
+  persist: () => Promise<boolean>;
+}
+
+/** A resource that keeps an override through a new config (SIGHUP). */
+export interface KeptOverride {
+  resname: string;
+  /** The override: a budget, or null for a resource removed through the API. */
+  budget: number | null;
+  /** The config's budget, or null if the config does not name it. */
+  config: number | null;
 }
 
 /** The server's side of the admin API. */
 export class OperatorActions implements AdminTarget {
   #opts: OperatorContext;
+  #sources: BudgetSources;
+  #persisted: Promise<boolean> = Promise.resolve(false);
+  /** SIGHUP's target: applies the config without recording overrides. */
+  #config: BudgetTarget = {
+    budgets: () => this.budgets(),
+    setBudget: (name, budget, by) => this.#setBudget(name, budget, by),
+    removeResource: (name, by) => this.#removeResource(name, by),
+  };
 
   constructor(context: OperatorContext) {
     this.#opts = context;
+    this.#sources = new BudgetSources(context.config);
+  }
+
+  /** Where `name`'s budget comes from. */
+  source(name: string): BudgetSource {
+    return this.#sources.source(name);
+  }
+
+  /** The config's budget for `name`, or null if the config does not name it. */
+  configBudget(name: string): number | null {
+    return this.#sources.configBudget(name);
+  }
+
+  /** The overrides, as the state file records them. */
+  overrides(): Record<string, number | null> {
+    return this.#sources.toRecord();
+  }
+
+  /**
+   * Applies the overrides a state file recorded, at start (no lease is
+   * live yet): one line each, none of the admin action lines.
+   */
+  restore(overrides: Record<string, number | null>): void {
+    for (const [name, budget] of Object.entries(overrides)) {
+      this.#sources.override(name, budget);
+      if (budget === null) this.#opts.allocator.removeResource(name);
+      else this.#opts.allocator.setBudget(name, budget);
+      this.#opts.progress.touch(name);
+      this.#opts.log.info("budget set through the admin API kept", {
+        resname: name,
+        budget,
+        config: this.#sources.configBudget(name),
+        from: "state file",
+      });
+    }
+  }
+
+  /**
+   * A new config (SIGHUP), applied by the admin rules as actions by `by`;
+   * overrides win.  Returns the resources left draining (removed from the
+   * config while leased: budget 0) and those that keep an override.
+   */
+  reload(
+    config: Map<string, number>,
+    by: Actor,
+  ): { draining: string[]; kept: KeptOverride[] } {
+    this.#sources.setConfig(config);
+    const { draining } = applyBudgets(
+      this.#config,
+      this.#sources.effective(),
+      by,
+    );
+    const kept = [...this.#sources.overrides].map(([resname, budget]) => ({
+      resname,
+      budget,
+      config: this.#sources.configBudget(resname),
+    }));
+    return { draining, kept };
+  }
+
+  /** Resolves once the last change through the API is on disk (see persist). */
+  persisted(): Promise<boolean> {
+    return this.#persisted;
+  }
+
+  #persist(): void {
+    this.#persisted = this.#opts.persist();
   }
 
   #audit(action: string, by: Actor, fields: Record<string, unknown>): void {
@@ -50,7 +147,15 @@ export class OperatorActions implements AdminTarget {
     });
   }
 
+  /** The admin API sets a budget: an override. */
   setBudget(name: string, budget: number, by: Actor): BudgetChange {
+    const change = this.#setBudget(name, budget, by);
+    this.#sources.override(name, budget);
+    this.#persist();
+    return change;
+  }
+
+  #setBudget(name: string, budget: number, by: Actor): BudgetChange {
     const { previous, outcomes } = this.#opts.allocator.setBudget(name, budget);
     this.#audit(previous === undefined ? "add-resource" : "set-budget", by, {
       resname: name,
@@ -68,7 +173,61 @@ export class OperatorActions implements AdminTarget {
     };
   }
 
+  /** The admin API removes a resource: an override if the config names it. */
   removeResource(name: string, by: Actor): RemoveResult {
+    const result = this.#removeResource(name, by);
+    if (result.result === "removed") {
+      this.#sources.removed(name);
+      this.#persist();
+    }
+    return result;
+  }
+
+  /**
+   * The admin API hands a resource back to the config: its budget, or, if
+   * the config does not name it, removal (budget 0 while leases are live).
+   */
+  clearOverride(name: string, by: Actor): ClearResult {
+    const override = this.#sources.clear(name);
+    if (override === undefined) {
+      this.#audit("clear-override", by, { resname: name, result: "none" });
+      return { result: "none" };
+    }
+    this.#persist();
+    const budget = this.#sources.configBudget(name);
+    const allocator = this.#opts.allocator;
+    let outcomes: Outcome[] = [];
+    let result: "config" | "removed" | "draining" = "config";
+    if (budget !== null) {
+      outcomes = allocator.setBudget(name, budget).outcomes;
+    } else {
+      const removed = allocator.removeResource(name);
+      outcomes = removed.outcomes;
+      result = "removed";
+      if (removed.result === "busy") {
+        outcomes = allocator.setBudget(name, 0).outcomes;
+        result = "draining";
+      }
+    }
+    this.#audit("clear-override", by, {
+      resname: name,
+      override,
+      budget,
+      result,
+    });
+    this.#opts.progress.touch(name);
+    this.#opts.apply(outcomes);
+    return {
+      result,
+      resource: name,
+      budget,
+      override,
+      granted: outcomes.filter((o) => o.type === "grant").length,
+      refused: outcomes.filter((o) => o.type === "refuse").length,
+    };
+  }
+
+  #removeResource(name: string, by: Actor): RemoveResult {
     const leases = this.#opts.allocator.status().find((r) => r.name === name)
       ?.leases.length ?? 0;
     const { result, outcomes } = this.#opts.allocator.removeResource(name);

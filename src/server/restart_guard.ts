@@ -14,6 +14,7 @@ import {
   ANONYMOUS,
   readState,
   type ServerState,
+  STATE_VERSION,
   StateWriter,
   type StoredState,
 } from "./state_file.ts";
@@ -34,7 +35,18 @@ export interface RestartGuardOptions {
   begin: () => void;
   /** Grant again (the grace ended). */
   end: () => void;
+  /** The budget overrides to record (see budget_sources.ts). */
+  overrides: () => Record<string, number | null>;
+  /**
+   * The overrides a trusted state file recorded, before anything is
+   * written or granted: the server applies them.
+   */
+  restoreOverrides: (overrides: Record<string, number | null>) => void;
 }
+
+/** What an untrusted state file costs besides the reclaim grace. */
+const LOST_OVERRIDES =
+  "budgets set through the admin API, if it recorded any, are the config's again";
 
 /** A hello waiting for the state file to record its session. */
 interface Waiter {
@@ -64,6 +76,11 @@ export class RestartGuard {
   #keepPrevious = true;
   /** When a failed write was last logged (ms, by `now`). */
   #failureLoggedAt = -Infinity;
+  /** Counts calls to persist(): a snapshot records the count it saw. */
+  #generation = 0;
+  #generations = new WeakMap<ServerState, number>();
+  /** persist() calls waiting for a write that includes their change. */
+  #persisting: { generation: number; resolve: (ok: boolean) => void }[] = [];
 
   private constructor(options: RestartGuardOptions) {
     this.#opts = options;
@@ -91,6 +108,9 @@ export class RestartGuard {
       if (stored.kind === "state" && !stored.state.clean) {
         for (const d of stored.state.builders) guard.#previous.add(d);
       }
+      if (stored.kind === "state") {
+        options.restoreOverrides(stored.state.overrides);
+      }
       // Should this run crash before its grace ends, the next start must
       // not trust the file either: ANONYMOUS is never known to be back.
       if (stored.kind === "unknown") guard.#previous.add(ANONYMOUS);
@@ -107,6 +127,13 @@ export class RestartGuard {
     }
     if (options.reclaimMs <= 0) {
       guard.#keepPrevious = false;
+      if (stored.kind === "unknown") {
+        options.log.warn("the state file cannot be trusted", {
+          path,
+          reason: stored.reason,
+          hint: LOST_OVERRIDES,
+        });
+      }
       return guard;
     }
     let graceMs: number;
@@ -149,7 +176,7 @@ export class RestartGuard {
         reason: stored.reason,
         seconds: graceMs / 1000,
         hint:
-          "any builder may hold leases: only restores are admitted until the grace ends",
+          `any builder may hold leases: only restores are admitted until the grace ends; ${LOST_OVERRIDES}`,
       });
     } else {
       options.log.warn("reclaim grace: the last run did not end cleanly", {
@@ -202,6 +229,19 @@ export class RestartGuard {
     return promise;
   }
 
+  /**
+   * The budget overrides changed: resolves true once the state file holds
+   * the change, false if there is no state file or a write failed (it is
+   * retried every second, and logged, until one succeeds).
+   */
+  persist(): Promise<boolean> {
+    if (!this.#writer) return Promise.resolve(false);
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    this.#persisting.push({ generation: ++this.#generation, resolve });
+    this.#writer.schedule();
+    return promise;
+  }
+
   /** A builder connection said hello (see {@linkcode ReclaimGrace}). */
   restoring(connection: string, digest: string): void {
     this.#reclaim?.restoring(connection, digest);
@@ -217,6 +257,7 @@ export class RestartGuard {
     this.#reclaim?.close();
     for (const w of this.#waiters) w.resolve(false);
     this.#waiters.clear();
+    for (const p of this.#persisting.splice(0)) p.resolve(false);
     if (!this.#writer) return;
     this.#writer.close();
     if (!held) this.#builders.clear();
@@ -244,12 +285,15 @@ export class RestartGuard {
       if (!kept) this.#builders.delete(w.digest);
     }
     this.#prune();
-    return {
-      version: 1,
+    const state: ServerState = {
+      version: STATE_VERSION,
       clean: false,
       fence: this.#opts.fence,
       builders: [...this.#builders],
+      overrides: this.#opts.overrides(),
     };
+    this.#generations.set(state, this.#generation);
+    return state;
   }
 
   /**
@@ -268,6 +312,12 @@ export class RestartGuard {
 
   #written(state: ServerState, failures: number): void {
     this.#durable = new Set(state.builders);
+    const generation = this.#generations.get(state) ?? 0;
+    this.#persisting = this.#persisting.filter((p) => {
+      if (p.generation > generation) return true;
+      p.resolve(true);
+      return false;
+    });
     for (const w of this.#waiters) {
       if (!this.#durable.has(w.digest)) continue;
       this.#waiters.delete(w);
@@ -283,6 +333,8 @@ export class RestartGuard {
 
   /** Logged at most once a second, with the count of failures so far. */
   #failed(err: unknown, failures: number): void {
+    // Not on disk yet: an operator is told so rather than kept waiting.
+    for (const p of this.#persisting.splice(0)) p.resolve(false);
     const now = this.#opts.now();
     if (now - this.#failureLoggedAt < 1000) return;
     this.#failureLoggedAt = now;
@@ -291,7 +343,7 @@ export class RestartGuard {
       error: (err as Error).message,
       failures,
       hint:
-        "retrying every second; builders it does not record yet are not welcomed",
+        "retrying every second; builders it does not record yet are not welcomed, budgets set through the admin API since are not kept yet",
     });
   }
 }

@@ -15,7 +15,7 @@ import {
 import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
 import { type Fields, Logger } from "../shared/log.ts";
 import type { AdminTarget } from "./admin.ts";
-import { OperatorActions } from "./operator.ts";
+import { type KeptOverride, OperatorActions } from "./operator.ts";
 import { OutcomeDelivery } from "./delivery.ts";
 import { BuilderGrace } from "./builder_grace.ts";
 import { QueueProgress } from "./progress.ts";
@@ -142,8 +142,16 @@ export interface SaiServer {
   readonly port: number;
   readonly allocator: Allocator;
   status(): StatusDocument;
-  /** Operator actions, as the admin API and SIGHUP use them. */
+  /** Operator actions, as the admin API uses them. */
   readonly admin: AdminTarget;
+  /**
+   * A new config (SIGHUP), applied by the admin rules; budgets set through
+   * the admin API win.  Returns the resources left draining and those that
+   * keep an override.
+   */
+  reloadBudgets(
+    budgets: Map<string, number>,
+  ): { draining: string[]; kept: KeptOverride[] };
   /** Resolves when the server has stopped. */
   readonly finished: Promise<void>;
   /** Stops listening and drops every builder. */
@@ -266,6 +274,8 @@ class ServerApp {
       send: (session, msg) => this.#send(session, msg),
       apply: (outcomes) => this.#apply(outcomes),
       progress: this.#progress,
+      config: options.budgets,
+      persist: () => this.#guard?.persist() ?? Promise.resolve(false),
     });
     this.#routes = new HttpRoutes({
       status: () => this.status(),
@@ -291,6 +301,8 @@ class ServerApp {
           ...this.#sessions.values(),
           ...[...this.#grace.entries()].map(([, d]) => d),
         ].map((s) => s.digest ?? ANONYMOUS),
+      overrides: () => this.#operator.overrides(),
+      restoreOverrides: (overrides) => this.#operator.restore(overrides),
       begin: () => this.#allocator.beginReclaim(),
       end: () => {
         this.#progress.touchAll();
@@ -329,6 +341,8 @@ class ServerApp {
       allocator: this.#allocator,
       status: () => this.status(),
       admin: this.#operator,
+      reloadBudgets: (budgets) =>
+        this.#operator.reload(budgets, { addr: "SIGHUP" }),
       finished: server.finished,
       shutdown: async () => {
         this.#closing = true;
@@ -364,7 +378,7 @@ class ServerApp {
     // Times are kept on the monotonic clock and shown as wall-clock time.
     const now = this.#now();
     const wall = toWallClock(now);
-    const reclaimUntil = this.#guard?.reclaimUntil;
+    const reclaimUntil = this.#guard?.reclaimUntil ?? null;
     return {
       version: 1,
       time: wall(now),
@@ -379,6 +393,8 @@ class ServerApp {
       })),
       resources: this.#allocator.status().map((r) => ({
         ...r,
+        budgetSource: this.#operator.source(r.name),
+        configBudget: this.#operator.configBudget(r.name),
         leases: r.leases.map((l) =>
           named({
             ...l,

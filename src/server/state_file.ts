@@ -7,23 +7,37 @@
  *
  * Written rarely: at start (dirty; a failure stops the start), at each new
  * builder session's first hello (retried until it succeeds: the builder is
- * welcomed only then), when a reclaim grace ends, and at a clean shutdown.
+ * welcomed only then), when a reclaim grace ends, when a budget is set or
+ * cleared through the admin API, and at a clean shutdown.
  * Sessions are stored as SHA-256 digests: they are secrets.  It fails
  * closed: a file that cannot be read or trusted means any builder may hold
- * leases.
+ * leases.  It also keeps the budgets set through the admin API, which
+ * outlive a restart.
  *
  * @module
  */
 
-/** What the state file records. */
+import { NAME_PATTERN } from "../protocol/protocol.ts";
+import { MAX_BUDGET } from "./budgets.ts";
+
+/**
+ * What the state file records.  Version 2 added `overrides`; a version 1
+ * file (none) is still read.
+ */
 export interface ServerState {
-  version: 1;
+  version: 2;
   /** A clean shutdown with nothing held: no reclaim grace needed. */
   clean: boolean;
   /** The fence (seconds) this server announced to its builders. */
   fence: number;
   /** SHA-256 (hex) of every builder session that may hold leases. */
   builders: string[];
+  /**
+   * Budgets set through the admin API, which win over the config's until
+   * cleared through it (see budget_overrides.ts): by resource name, a
+   * budget, or null for a resource removed through the API.
+   */
+  overrides: Record<string, number | null>;
 }
 
 /**
@@ -31,6 +45,9 @@ export interface ServerState {
  * without a session, which can never be known to have restored.
  */
 export const ANONYMOUS = "anonymous";
+
+/** The state file's format, as written. */
+export const STATE_VERSION = 2;
 
 /** The SHA-256 digest (hex) of a builder session. */
 export async function sessionDigest(session: string): Promise<string> {
@@ -142,7 +159,7 @@ export async function readState(path: string): Promise<StoredState> {
   }
   const state = asServerState(value);
   return state === undefined
-    ? unknown("it is not a version 1 state file")
+    ? unknown(`it is not a version 1 or ${STATE_VERSION} state file`)
     : { kind: "state", state };
 }
 
@@ -181,14 +198,18 @@ function notAFile(info: Deno.FileInfo): TypeError {
 }
 
 /**
- * The state as written by {@linkcode StateWriter}, or undefined: anything
- * else (a field missing or of another type, a clean state that names
- * builders) is not trusted to mean what it seems to.
+ * The state as written by {@linkcode StateWriter} (version 2, or version 1
+ * before overrides), or undefined: anything else (a field missing or of
+ * another type, a clean state that names builders, an override that is not
+ * a budget) is not trusted to mean what it seems to.
  */
 function asServerState(v: unknown): ServerState | undefined {
   if (typeof v !== "object" || v === null || Array.isArray(v)) return;
   const o = v as Record<string, unknown>;
-  if (o.version !== 1 || typeof o.clean !== "boolean") return;
+  if (o.version !== 1 && o.version !== STATE_VERSION) return;
+  if (typeof o.clean !== "boolean") return;
+  const overrides = o.version === 1 ? {} : asOverrides(o.overrides);
+  if (overrides === undefined) return;
   const fence = o.fence;
   if (typeof fence !== "number" || !Number.isFinite(fence) || fence < 0) {
     return;
@@ -201,7 +222,27 @@ function asServerState(v: unknown): ServerState | undefined {
     )
   ) return;
   if (o.clean && builders.length > 0) return;
-  return { version: 1, clean: o.clean, fence, builders };
+  return { version: STATE_VERSION, clean: o.clean, fence, builders, overrides };
+}
+
+/**
+ * Overrides as written, or undefined: names and budgets as the API takes
+ * them.  Built by `fromEntries`, so that a resource named `__proto__` is an
+ * own property, a name like any other.
+ */
+function asOverrides(
+  v: unknown,
+): Record<string, number | null> | undefined {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return;
+  const entries = Object.entries(v);
+  for (const [name, budget] of entries) {
+    if (!NAME_PATTERN.test(name)) return;
+    if (
+      budget !== null &&
+      !(Number.isSafeInteger(budget) && budget >= 0 && budget <= MAX_BUDGET)
+    ) return;
+  }
+  return Object.fromEntries(entries);
 }
 
 /** Options for {@linkcode StateWriter}. */

@@ -22,10 +22,11 @@ Deno.test("readState() reads what the writer wrote, and nothing for no file", as
   await withDir(async (dir) => {
     assert.deepEqual(await readState(`${dir}/none.json`), { kind: "none" });
     const state: ServerState = {
-      version: 1,
+      version: 2,
       clean: false,
       fence: 20,
       builders: [DIGEST, ANONYMOUS],
+      overrides: { db: 8, old: null },
     };
     await Deno.writeTextFile(`${dir}/s.json`, JSON.stringify(state) + "\n");
     assert.deepEqual(await readState(`${dir}/s.json`), {
@@ -35,8 +36,40 @@ Deno.test("readState() reads what the writer wrote, and nothing for no file", as
   });
 });
 
+Deno.test("readState() reads a version 1 file (before overrides) as one with none", async () => {
+  await withDir(async (dir) => {
+    const v1 = { version: 1, clean: true, fence: 20, builders: [] };
+    await Deno.writeTextFile(`${dir}/s.json`, JSON.stringify(v1) + "\n");
+    const got = await readState(`${dir}/s.json`);
+    assert.equal(got.kind, "state");
+    if (got.kind !== "state") return;
+    assert.equal(got.state.version, 2);
+    assert.equal(got.state.clean, true);
+    assert.deepEqual(Object.entries(got.state.overrides), []);
+  });
+});
+
+Deno.test("readState() keeps an override of a resource named __proto__ as a name", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      `${dir}/s.json`,
+      '{"version":2,"clean":true,"fence":1,"builders":[],"overrides":{"__proto__":3}}',
+    );
+    const got = await readState(`${dir}/s.json`);
+    assert.equal(got.kind, "state");
+    if (got.kind !== "state") return;
+    assert.deepEqual(Object.entries(got.state.overrides), [["__proto__", 3]]);
+  });
+});
+
 Deno.test("readState() distrusts a file that is empty, garbage, too long or wrongly shaped", async () => {
-  const ok = { version: 1, clean: false, fence: 20, builders: [DIGEST] };
+  const ok = {
+    version: 2,
+    clean: false,
+    fence: 20,
+    builders: [DIGEST],
+    overrides: { db: 8 },
+  };
   const cases: [string, string | Uint8Array][] = [
     ["empty", ""],
     ["garbage", "{not json"],
@@ -44,7 +77,23 @@ Deno.test("readState() distrusts a file that is empty, garbage, too long or wron
     // Valid JSON, but past the limit: never read whole.
     ["too long", JSON.stringify(ok) + " ".repeat(MAX_STATE_BYTES)],
     ["no version", JSON.stringify({ clean: true, fence: 1, builders: [] })],
-    ["another version", JSON.stringify({ ...ok, version: 2 })],
+    ["another version", JSON.stringify({ ...ok, version: 3 })],
+    [
+      "version 2 without overrides",
+      JSON.stringify({ ...ok, overrides: undefined }),
+    ],
+    ["overrides a list", JSON.stringify({ ...ok, overrides: [["db", 8]] })],
+    [
+      "an override's bad name",
+      JSON.stringify({ ...ok, overrides: { "a b": 1 } }),
+    ],
+    ["a negative override", JSON.stringify({ ...ok, overrides: { db: -1 } })],
+    [
+      "a fractional override",
+      JSON.stringify({ ...ok, overrides: { db: 1.5 } }),
+    ],
+    ["an override too big", JSON.stringify({ ...ok, overrides: { db: 2e9 } })],
+    ["an override a string", JSON.stringify({ ...ok, overrides: { db: "8" } })],
     ["clean not a boolean", JSON.stringify({ ...ok, clean: "yes" })],
     ["no fence", JSON.stringify({ ...ok, fence: undefined })],
     ["a negative fence", JSON.stringify({ ...ok, fence: -1 })],
@@ -104,7 +153,13 @@ Deno.test("StateWriter.schedule() retries a failed write until it succeeds, writ
       [ServerState, number]
     >();
     const writer = new StateWriter(`${dir}/s/state.json`, {
-      snapshot: () => ({ version: 1, clean: false, fence: 2, builders }),
+      snapshot: () => ({
+        version: 2,
+        clean: false,
+        fence: 2,
+        builders,
+        overrides: {},
+      }),
       onWritten: (state, n) => onWritten([state, n]),
       onFailed: (_err, n) => {
         failures.push(n);

@@ -13,6 +13,7 @@ import type {
   ResourceStatus,
 } from "../allocator/allocator.ts";
 import type { OwnerProcess } from "../protocol/protocol.ts";
+import type { BudgetSource } from "./budget_sources.ts";
 
 /** Counters since start, for `/api/status` and metrics. */
 export interface ServerStats {
@@ -70,6 +71,14 @@ export type StatusQueued = QueuedStatus & {
 };
 /** A resource in `/api/status`. */
 export type StatusResource = Omit<ResourceStatus, "leases" | "queue"> & {
+  /**
+   * Where the budget comes from: `config` (`--resources` or `--config`) or
+   * `admin` (set through the admin API, which wins until cleared).  Added in
+   * version 1 by issue #21.
+   */
+  budgetSource: BudgetSource;
+  /** The config's budget, or null if the config does not name it. */
+  configBudget: number | null;
   leases: StatusLease[];
   queue: StatusQueued[];
 };

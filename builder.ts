@@ -19,14 +19,91 @@ import {
 } from "./src/shared/cli_flags.ts";
 import { startErrorMessage } from "./src/shared/listen_error.ts";
 import { NAME_PATTERN } from "./src/protocol/protocol.ts";
+import {
+  formatHelp,
+  type Help,
+  usageError,
+  versionLine,
+  wantsVersion,
+} from "./src/shared/help.ts";
 
-const USAGE =
-  `usage: sai-builder --server ws[s]://HOST:PORT [--socket PATH|@NAME] [--name NAME]
-                   [--token-file FILE] [--ca FILE] [--socket-group GROUP]
-                   [--heartbeat SECONDS] [--request-timeout SECONDS]
-                   [--log-level error|warn|info|debug] [--log-format text|json]`;
+/** Everything `sai-builder --help` says. */
+export const HELP: Help = {
+  usage: [
+    "sai-builder --server ws[s]://HOST:PORT [OPTIONS]",
+    "sai-builder --help | --version",
+  ],
+  about:
+    "Keeps one link to sai-server and listens on a Unix socket for sai-resource clients (tests), passing their requests on.  Once listening it prints SAI_BUILDER_RESOURCE_PROXY=PATH on stdout: export that to the tests.",
+  options: [
+    {
+      flag: "--server URL",
+      text: "the server's ws:// or wss:// URL (required)",
+    },
+    {
+      flag: "--socket PATH|@NAME",
+      text:
+        "where clients connect; @NAME is an abstract socket, open to every local user",
+      default:
+        "$XDG_RUNTIME_DIR/sai/NAME.sock, else /tmp/sai-UID/NAME.sock (a private directory if another user made that one)",
+    },
+    {
+      flag: "--name NAME",
+      text: "how the server shows this builder; unique among live builders",
+      default: "the host name",
+    },
+    {
+      flag: "--token-file FILE",
+      text: "the token the server's --builder-tokens expects",
+    },
+    {
+      flag: "--ca FILE",
+      text: "CA certificate(s) to trust for a wss:// server",
+    },
+    {
+      flag: "--socket-group GROUP",
+      text: "open the socket to a group (modes 0770/0660)",
+    },
+    {
+      flag: "--heartbeat SECONDS",
+      text: "a server silent this long counts as lost (0.1 to 3600)",
+      default: "10",
+    },
+    {
+      flag: "--request-timeout SECONDS",
+      text: "time a client has to send its request (0.1 to 3600)",
+      default: "10",
+    },
+    {
+      flag: "--log-level LEVEL",
+      text: "error, warn, info or debug",
+      default: "info",
+    },
+    {
+      flag: "--log-format text|json",
+      text: "log lines on stderr",
+      default: "text",
+    },
+    { flag: "-h, --help", text: "this text" },
+    { flag: "--version", text: "the version, and Deno's" },
+  ],
+  environment: [
+    ["XDG_RUNTIME_DIR", "where the default socket goes"],
+    ["NO_COLOR", "no colour in the log"],
+  ],
+  exitCodes: [
+    ["0", "stopped by SIGINT or SIGTERM"],
+    [
+      "1",
+      "could not start (the socket is unsafe or in use), or another live builder has its name",
+    ],
+    ["2", "usage error"],
+  ],
+  more: "See README.md and docs/reliability.md.",
+};
 
-const OPTIONS = {
+/** The command line's options (each is in {@linkcode HELP}: a test checks). */
+export const OPTIONS = {
   server: { type: "string" },
   socket: { type: "string" },
   name: { type: "string" },
@@ -42,7 +119,11 @@ const OPTIONS = {
 /** Runs `sai-builder` until SIGINT or SIGTERM. */
 export async function main(args: string[]): Promise<void> {
   if (wantsHelp(args, OPTIONS)) {
-    console.log(USAGE);
+    console.log(formatHelp(HELP));
+    return;
+  }
+  if (wantsVersion(args)) {
+    console.log(versionLine("sai-builder"));
     return;
   }
   let options;
@@ -99,7 +180,7 @@ export async function main(args: string[]): Promise<void> {
       logger: new Logger(parseLevel(values["log-level"]), { format }),
     };
   } catch (err) {
-    console.error(`sai-builder: ${(err as Error).message}\n${USAGE}`);
+    console.error(usageError("sai-builder", (err as Error).message));
     Deno.exit(2);
   }
   let builder;

@@ -26,26 +26,134 @@ import { runStatus } from "./src/server/status_cli.ts";
 import { POLICIES, type Policy } from "./src/allocator/policy.ts";
 import { MAX_UINT } from "./src/protocol/protocol.ts";
 import {
+  formatHelp,
+  type Help,
+  usageError,
+  versionLine,
+  wantsVersion,
+} from "./src/shared/help.ts";
+import {
   DEFAULT_MAX_EVENT_STREAMS,
   DEFAULT_MAX_HTTP_CONNECTIONS,
   MAX_HTTP_CONNECTIONS,
 } from "./src/server/http_admission.ts";
 
-const USAGE =
-  `usage: sai-server --resources NAME=BUDGET[,NAME=BUDGET...] [--config FILE]
-                  [--listen HOST:PORT] [--max-lease SECONDS]
-                  [--builder-tokens FILE] [--cert FILE --key FILE]
-                  [--heartbeat SECONDS] [--max-queued-per-builder N]
-                  [--builder-grace SECONDS] [--reclaim-grace SECONDS]
-                  [--state-file PATH]
-                  [--max-http-connections N] [--max-event-streams N]
-                  [--max-builders N]
-                  [--policy backfill|fifo]
-                  [--log-level error|warn|info|debug] [--log-format text|json]
-                  [--admin-token TOKEN | --admin-token-file FILE]
-       sai-server status [--server URL] [--json]`;
+/** Everything `sai-server --help` says. */
+export const HELP: Help = {
+  usage: [
+    "sai-server (--resources NAME=BUDGET,... | --config FILE) [OPTIONS]",
+    "sai-server status [--server URL] [--json]",
+    "sai-server --help | --version",
+  ],
+  about:
+    "The central allocator: builders connect to it over a WebSocket (ws://HOST:PORT, printed at start) and it grants leases within each resource's budget.  The same port serves the status page (/), /api/status, /metrics and the admin API.",
+  options: [
+    {
+      flag: "--resources NAME=BUDGET,...",
+      text: "the resources and their budgets; overrides --config",
+    },
+    {
+      flag: "--config FILE",
+      text:
+        'a Sai vhost config: its "com-warmcat-sai" protocol\'s "resources"; SIGHUP re-reads it',
+    },
+    {
+      flag: "--listen HOST:PORT",
+      text: "where to listen; port 0 picks one",
+      default: "127.0.0.1:4460",
+    },
+    {
+      flag: "--max-lease SECONDS",
+      text: "longest lease granted (1 to 4294967295)",
+      default: "86400",
+    },
+    {
+      flag: "--policy backfill|fifo",
+      text: "how each queue is served",
+      default: "backfill",
+    },
+    {
+      flag: "--heartbeat SECONDS",
+      text: "a builder silent this long is dropped (0.1 to 3600)",
+      default: "10",
+    },
+    {
+      flag: "--builder-grace SECONDS",
+      text:
+        "a lost builder's leases stay counted this long plus a heartbeat; it fences at half (up to 86400)",
+      default: "4 heartbeats",
+    },
+    {
+      flag: "--reclaim-grace SECONDS",
+      text: "after a crash, only restores for this long; 0: off (up to 86400)",
+      default: "the builder grace",
+    },
+    {
+      flag: "--state-file PATH",
+      text: "tells a crash from a first start",
+      default:
+        "$STATE_DIRECTORY, $XDG_STATE_HOME or ~/.local/state, then sai-server/HOST_PORT.json; none with port 0",
+    },
+    {
+      flag: "--max-queued-per-builder N",
+      text: "requests one builder may have queued",
+      default: "10000",
+    },
+    {
+      flag: "--max-http-connections N",
+      text: "HTTP requests served at once, and connections awaiting a head",
+      default: String(DEFAULT_MAX_HTTP_CONNECTIONS),
+    },
+    {
+      flag: "--max-event-streams N",
+      text: "open /api/events streams",
+      default: String(DEFAULT_MAX_EVENT_STREAMS),
+    },
+    {
+      flag: "--max-builders N",
+      text: "builders connected at once",
+      default: String(DEFAULT_MAX_BUILDERS),
+    },
+    {
+      flag: "--builder-tokens FILE",
+      text:
+        "builders must present a token (token or name:token per line); without it only loopback",
+    },
+    { flag: "--cert FILE --key FILE", text: "serve wss:// and https://" },
+    {
+      flag: "--admin-token TOKEN",
+      text: "enables the admin API (at least 8 characters)",
+    },
+    { flag: "--admin-token-file FILE", text: "the same, from a file" },
+    {
+      flag: "--log-level LEVEL",
+      text: "error, warn, info or debug",
+      default: "info",
+    },
+    {
+      flag: "--log-format text|json",
+      text: "log lines on stderr",
+      default: "text",
+    },
+    { flag: "-h, --help", text: "this text" },
+    { flag: "--version", text: "the version, and Deno's" },
+  ],
+  environment: [
+    ["STATE_DIRECTORY", "where the default state file goes (systemd sets it)"],
+    ["XDG_STATE_HOME, HOME", "else there, or in ~/.local/state"],
+    ["NO_COLOR", "no colour in the log"],
+  ],
+  exitCodes: [
+    ["0", "stopped by SIGINT or SIGTERM"],
+    ["1", "could not start (address in use, state file unusable)"],
+    ["2", "usage error"],
+  ],
+  more:
+    "Signals: SIGHUP re-reads --config.  See README.md and docs/operations.md.",
+};
 
-const OPTIONS = {
+/** The command line's options (each is in {@linkcode HELP}: a test checks). */
+export const OPTIONS = {
   resources: { type: "string" },
   config: { type: "string" },
   listen: { type: "string", default: "127.0.0.1:4460" },
@@ -283,14 +391,18 @@ export async function main(args: string[]): Promise<void> {
     );
   }
   if (wantsHelp(args, OPTIONS)) {
-    console.log(USAGE);
+    console.log(formatHelp(HELP));
+    return;
+  }
+  if (wantsVersion(args)) {
+    console.log(versionLine("sai-server"));
     return;
   }
   let parsed: ServerArgs;
   try {
     parsed = await parseServerArgs(args);
   } catch (err) {
-    console.error(`sai-server: ${(err as Error).message}\n${USAGE}`);
+    console.error(usageError("sai-server", (err as Error).message));
     Deno.exit(2);
   }
   let server;

@@ -18,7 +18,7 @@ import {
 } from "../src/allocator/policy.ts";
 import { prng } from "./sim.ts";
 import { publish } from "./_report.ts";
-import { runBench } from "./_main.ts";
+import { BenchUsageError, runBench } from "./_main.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
@@ -164,8 +164,8 @@ export async function main(args: string[]): Promise<void> {
   if (!gc) {
     // Without it, the heap figures count garbage: 200 to 700 bytes from run
     // to run where the real figure is under 200.
-    throw new Error(
-      "Cannot measure the heap: run with --v8-flags=--expose-gc (deno task bench does)",
+    throw new BenchUsageError(
+      "cannot measure the heap: run with --v8-flags=--expose-gc (deno task bench does)",
     );
   }
   const rows = [];

@@ -5,7 +5,7 @@
  * CMake module's fixtures and launcher; times are from the fault to the
  * moment the server's /api/status no longer lists the lease.
  *
- *   deno run -A bench/release_times.ts [--runs 5]
+ *   deno run -A -c bench/deno.json bench/release_times.ts [--quick] [--runs 5]
  *
  * @module
  */
@@ -18,6 +18,7 @@ import {
   waitFor,
 } from "../tests/_harness.ts";
 import { percentile, publish, type Row } from "./_report.ts";
+import { numberFlag, runBench } from "./_main.ts";
 import {
   configure as configureProject,
   SAI_RESOURCE,
@@ -26,11 +27,6 @@ import {
 const ROOT = new URL("..", import.meta.url).pathname;
 const CLIENT = SAI_RESOURCE;
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: { runs: { type: "string" }, quick: { type: "boolean" } },
-});
-const RUNS = Number(values.runs ?? (values.quick ? 2 : 5));
 /** The server's --builder-grace here: a dead builder's units idle that long. */
 const BUILDER_GRACE = 10;
 
@@ -157,57 +153,76 @@ async function once(build: string, fault: Fault): Promise<Sample> {
   return sample;
 }
 
-const dir = await Deno.makeTempDir({ prefix: "sai-release-times-" });
-const rows: Row[] = [];
-try {
-  const build = await configure(dir);
-  const faults: [Fault, string][] = [
-    ["cancel", "job cancelled (SIGTERM to its group, SIGKILL 1 s later)"],
-    ["kill-ctest", "ctest alone killed (SIGKILL)"],
-    [
-      "kill-builder",
-      `builder killed (SIGKILL; server --builder-grace ${BUILDER_GRACE})`,
-    ],
-  ];
-  for (const [fault, label] of faults) {
-    const all: Sample[] = [];
-    for (let i = 0; i < RUNS; i++) all.push(await once(build, fault));
-    const col = (xs: number[], expected: number) =>
-      xs.length < expected
-        ? `${expected - xs.length} of ${expected} still held after ${
-          BUILDER_GRACE + 15
-        } s`
-        : Math.round(percentile([...xs].sort((a, b) => a - b), 0.5));
-    const fixture = all.flatMap((s) => s.fixture);
-    const launcher = all.flatMap((s) => s.launcher);
-    const gone = all.flatMap((s) => s.holdersGone ?? []);
-    rows.push({
-      label,
-      values: [
-        col(fixture, 2 * RUNS),
-        fixture.length ? Math.round(Math.max(...fixture)) : "-",
-        col(launcher, RUNS),
-        gone.length === RUNS ? Math.round(Math.max(...gone)) : "-",
+/** Runs the benchmark and publishes its table. */
+export async function main(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { runs: { type: "string" }, quick: { type: "boolean" } },
+  });
+  const RUNS = numberFlag("--runs", values.runs, {
+    fallback: values.quick ? 2 : 5,
+    min: 1,
+    max: 100,
+  });
+  const dir = await Deno.makeTempDir({ prefix: "sai-release-times-" });
+  const rows: Row[] = [];
+  try {
+    const build = await configure(dir);
+    const faults: [Fault, string][] = [
+      ["cancel", "job cancelled (SIGTERM to its group, SIGKILL 1 s later)"],
+      ["kill-ctest", "ctest alone killed (SIGKILL)"],
+      [
+        "kill-builder",
+        `builder killed (SIGKILL; server --builder-grace ${BUILDER_GRACE})`,
       ],
-    });
+    ];
+    for (const [fault, label] of faults) {
+      const all: Sample[] = [];
+      for (let i = 0; i < RUNS; i++) all.push(await once(build, fault));
+      const col = (xs: number[], expected: number) =>
+        xs.length < expected
+          ? `${expected - xs.length} of ${expected} still held after ${
+            BUILDER_GRACE + 15
+          } s`
+          : Math.round(percentile([...xs].sort((a, b) => a - b), 0.5));
+      const fixture = all.flatMap((s) => s.fixture);
+      const launcher = all.flatMap((s) => s.launcher);
+      const gone = all.flatMap((s) => s.holdersGone ?? []);
+      rows.push({
+        label,
+        values: [
+          col(fixture, 2 * RUNS),
+          fixture.length ? Math.round(Math.max(...fixture)) : "-",
+          col(launcher, RUNS),
+          gone.length === RUNS ? Math.round(Math.max(...gone)) : "-",
+        ],
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-} finally {
-  await Deno.remove(dir, { recursive: true }).catch(() => {});
+
+  await publish({
+    name: "release_times",
+    title:
+      `Capacity held after a fault, ms (${RUNS} runs; ctest -j4, 2 fixtures + 1 launched test)`,
+    columns: [
+      "fixture holder: median",
+      "fixture holder: max",
+      "launcher: median",
+      "no holder left: max",
+    ],
+    rows,
+    notes: [
+      "From the fault to the moment /api/status no longer lists the lease (polled every 5 ms).",
+      "A holder with --no-owner, or whose owner it cannot see, keeps its lease until LEASE ends in the first two rows.",
+    ],
+  });
 }
 
-await publish({
-  name: "release_times",
-  title:
-    `Capacity held after a fault, ms (${RUNS} runs; ctest -j4, 2 fixtures + 1 launched test)`,
-  columns: [
-    "fixture holder: median",
-    "fixture holder: max",
-    "launcher: median",
-    "no holder left: max",
-  ],
-  rows,
-  notes: [
-    "From the fault to the moment /api/status no longer lists the lease (polled every 5 ms).",
-    "A holder with --no-owner, or whose owner it cannot see, keeps its lease until LEASE ends in the first two rows.",
-  ],
-});
+if (import.meta.main) {
+  await runBench(
+    main,
+    "usage: deno run -A -c bench/deno.json bench/release_times.ts [--quick] [--runs N]",
+  );
+}

@@ -11,7 +11,7 @@
 import { parseArgs } from "node:util";
 import { TextLineStream } from "./_lines.ts";
 import { publish } from "./_report.ts";
-import { runBench } from "./_main.ts";
+import { numberFlag, runBench } from "./_main.ts";
 
 const SCHEMA = "com-warmcat-sai-resource";
 
@@ -36,9 +36,22 @@ export async function main(args: string[]): Promise<void> {
       churn: { type: "string" },
     },
   });
-  const builders = Number(values.builders ?? (values.quick ? 100 : 1000));
-  const perBuilder = Number(values.leases);
-  const churnSeconds = Number(values.churn ?? (values.quick ? 2 : 10));
+  const builders = numberFlag("--builders", values.builders, {
+    fallback: values.quick ? 100 : 1000,
+    min: 1,
+    max: 100_000,
+  });
+  const perBuilder = numberFlag("--leases", values.leases, {
+    fallback: 10,
+    min: 1,
+    max: 10_000,
+  });
+  const churnSeconds = numberFlag("--churn", values.churn, {
+    fallback: values.quick ? 2 : 10,
+    min: 0,
+    max: 3600,
+    fraction: true,
+  });
   const total = builders * perBuilder;
   const child = new Deno.Command(Deno.execPath(), {
     args: [

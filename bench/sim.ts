@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { Allocator, type Outcome } from "../src/allocator/allocator.ts";
 import { MinHeap } from "../src/shared/min_heap.ts";
 import { backfill, fifo, type Policy } from "../src/allocator/policy.ts";
-import { runBench } from "./_main.ts";
+import { numberFlag, runBench } from "./_main.ts";
 
 /** What to simulate. */
 export interface SimOptions {
@@ -299,13 +299,27 @@ export function main(args: string[]): void {
       load: { type: "string", default: "0.6,0.95" },
     },
   });
-  for (const load of values.load.split(",")) {
-    console.log(runSim({
-      seed: Number(values.seed),
-      hours: Number(values.hours),
-      budget: Number(values.budget),
-      load: Number(load),
-    }));
+  const seed = numberFlag("--seed", values.seed, {
+    fallback: 1,
+    min: 0,
+    max: 2 ** 31 - 1,
+  });
+  const hours = numberFlag("--hours", values.hours, {
+    fallback: 1000,
+    min: 0.01,
+    max: 1e6,
+    fraction: true,
+  });
+  const budget = numberFlag("--budget", values.budget, {
+    fallback: 32,
+    min: 1,
+    max: 1e6,
+  });
+  const loads = values.load.split(",").map((l) =>
+    numberFlag("--load", l, { fallback: 0, min: 0.01, max: 10, fraction: true })
+  );
+  for (const load of loads) {
+    console.log(runSim({ seed, hours, budget, load }));
   }
 }
 

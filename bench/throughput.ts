@@ -18,7 +18,7 @@ import { BuilderProc, Lines, ServerProc, waitFor } from "../tests/_harness.ts";
 import { makeCertificates } from "../tests/_certs.ts";
 import type { StatusDocument } from "../src/server/status_document.ts";
 import { percentile, publish, type Row } from "./_report.ts";
-import { runBench } from "./_main.ts";
+import { numberFlag, runBench } from "./_main.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -425,15 +425,25 @@ export async function main(args: string[]): Promise<void> {
       repeat: { type: "string", default: "1" },
     },
   });
-  const repeat = Number(values.repeat);
-  if (!Number.isInteger(repeat) || repeat < 1) {
-    throw new RangeError(
-      `Cannot run: --repeat must be a positive integer, got "${values.repeat}"`,
-    );
-  }
-  const seconds = Number(values.seconds ?? (values.quick ? 2 : 10));
-  const rounds = Number(values.rounds ?? (values.quick ? 50 : 300));
-  const clientCounts = values.clients.split(",").map(Number);
+  const repeat = numberFlag("--repeat", values.repeat, {
+    fallback: 1,
+    min: 1,
+    max: 100,
+  });
+  const seconds = numberFlag("--seconds", values.seconds, {
+    fallback: values.quick ? 2 : 10,
+    min: 0.1,
+    max: 3600,
+    fraction: true,
+  });
+  const rounds = numberFlag("--rounds", values.rounds, {
+    fallback: values.quick ? 50 : 300,
+    min: 1,
+    max: 1e6,
+  });
+  const clientCounts = values.clients.split(",").map((c) =>
+    numberFlag("--clients", c, { fallback: 0, min: 1, max: 10_000 })
+  );
   const budget = 32;
   const tputRows: Row[] = [];
   const wakeRows: Row[] = [];

@@ -309,7 +309,9 @@ Deno.test("launcher and scope usage errors exit 2 with the usage line", async ()
     const got = await runClient(args, { ...env, ...extra });
     assert.equal(got.code, 2, `${JSON.stringify(args)}: ${got.stderr}`);
     assert.match(got.stderr, reason, JSON.stringify(args));
-    assert.match(got.stderr, /^usage: sai-resource NAME AMOUNT LEASE_SECONDS/m);
+    // One line saying what is wrong, one saying where help is: no usage.
+    assert.equal(got.stderr.trimEnd().split("\n").length, 2, got.stderr);
+    assert.match(got.stderr, /^Try "sai-resource --help" for the options\.$/m);
   }
 });
 

@@ -108,7 +108,10 @@ Deno.test("sai-server start-up errors exit 2 with a clear message", async () => 
     const got = await new Proc(["server.ts", ...args]).finished();
     assert.equal(got.code, 2, `${args}: ${got.stderr}`);
     assert.match(got.stderr, re);
-    assert.match(got.stderr, /usage: sai-server/);
+    assert.match(
+      got.stderr,
+      /^sai-server: .*\nTry "sai-server --help" for the options\.\n$/,
+    );
     assert.equal(got.stdout, "");
   }
 });
@@ -213,7 +216,7 @@ Deno.test("sai-server refuses a WebSocket peer that never says hello", async () 
 
 Deno.test("every program answers --help and -h with its usage on stdout", async () => {
   const programs: [string[], RegExp][] = [
-    [["server.ts"], /^usage: sai-server --resources/],
+    [["server.ts"], /^usage: sai-server \(--resources/],
     [["server.ts", "status"], /^usage: sai-server status/],
     [["builder.ts"], /^usage: sai-builder --server/],
     [["client.ts"], /^usage: sai-resource NAME AMOUNT/],
@@ -348,4 +351,56 @@ Deno.test({
       await Deno.remove(runtime, { recursive: true });
     }
   },
+});
+
+Deno.test("--help lists every option with the environment and exit codes; --version names ours and Deno's", async () => {
+  // On a builder with only the binaries, --help is all the documentation
+  // there is: every option of the parser is in it (a flag added without
+  // its line fails here).
+  const { OPTIONS: serverOptions } = await import("../server.ts");
+  const { OPTIONS: builderOptions } = await import("../builder.ts");
+  const { CLIENT_OPTIONS } = await import("../src/client/client_args.ts");
+  const version = JSON.parse(
+    await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
+  ).version as string;
+  const programs: [string, string, string[], string[]][] = [
+    ["server.ts", "sai-server", Object.keys(serverOptions), [
+      "STATE_DIRECTORY",
+    ]],
+    ["builder.ts", "sai-builder", Object.keys(builderOptions), [
+      "XDG_RUNTIME_DIR",
+    ]],
+    [
+      "client.ts",
+      "sai-resource",
+      Object.keys(CLIENT_OPTIONS).filter((o) =>
+        o !== "holder" && o !== "owner-start"
+      ),
+      [
+        "SAI_BUILDER_RESOURCE_PROXY",
+        "SAI_RESOURCE_COOKIE_PREFIX",
+        "SAI_RESOURCE_FOREGROUND",
+      ],
+    ],
+  ];
+  for (const [entry, name, options, env] of programs) {
+    const help = await new Proc([entry, "--help"]).finished();
+    assert.equal(help.code, 0);
+    for (const option of options) {
+      assert.match(
+        help.stdout,
+        new RegExp(`--${option}\\b`),
+        `${name} --${option}`,
+      );
+    }
+    for (const variable of env) assert.match(help.stdout, new RegExp(variable));
+    assert.match(help.stdout, /^Exit codes:\n {2}0 /m, name);
+    assert.match(help.stdout, /^ {2}2 +usage error/m, name);
+    for (const line of help.stdout.split("\n").slice(1)) {
+      assert.ok(line.length <= 80, `${name} --help: "${line}" is too long`);
+    }
+    const v = await new Proc([entry, "--version"]).finished();
+    assert.equal(v.code, 0);
+    assert.equal(v.stdout, `${name} ${version} (deno ${Deno.version.deno})\n`);
+  }
 });

@@ -15,17 +15,127 @@ import {
   type ResourceAmount,
 } from "../protocol/protocol.ts";
 import { parseFlags, positiveSeconds, wantsHelp } from "../shared/cli_flags.ts";
+import { type Help, wantsVersion } from "../shared/help.ts";
 import { DEFAULT_GRACE_SECONDS, type LaunchOptions } from "./launcher.ts";
 import { DEFAULT_RELEASE_WAIT_SECONDS } from "./release.ts";
 import { DEFAULT_CHECK_WAIT_SECONDS } from "./check.ts";
 
-export const USAGE =
-  `usage: sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [--wait SECONDS] [--priority N] [--socket PATH] [--quiet] [-d LEVEL] [--optional] [--foreground | [--detach] [--owner-pid PID | --no-owner]]
-       sai-resource NAME=AMOUNT[,NAME=AMOUNT...] LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]
-       sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS] [--kill-on-expiry] [--grace SECONDS] -- CMD [ARGS...]
-       sai-resource (--release COOKIE | --release-scope SCOPE) [--wait SECONDS] [--socket PATH] [--optional] [--strict]
-       sai-resource --check [--socket PATH] [--wait SECONDS]
-PATH may be @NAME: an abstract Unix socket (Linux)`;
+/** Everything `sai-resource --help` says. */
+export const HELP: Help = {
+  usage: [
+    "sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE | --scope SCOPE] [OPTIONS]",
+    "sai-resource NAME=AMOUNT,... LEASE_SECONDS [COOKIE | --scope S] [OPTIONS]",
+    "sai-resource NAME AMOUNT LEASE_SECONDS [COOKIE] [OPTIONS] -- CMD [ARG...]",
+    "sai-resource --release COOKIE | --release-scope SCOPE [OPTIONS]",
+    "sai-resource --check [--socket PATH] [--wait SECONDS]",
+    "sai-resource --help | --version",
+  ],
+  about:
+    "Takes a lease on AMOUNT of the resource NAME for LEASE_SECONDS from the builder (sai-builder) and blocks until it is granted.  Then a detached holder keeps it (the cookie is printed on stdout) until it expires, is released, or the process it was taken for (the nearest ctest, else the caller) is gone; with -- CMD it holds the lease while CMD runs; in the foreground form the started process holds it until signalled or its ctest ends.",
+  options: [
+    {
+      flag: "--wait SECONDS",
+      text: "give up waiting after this long (up to a week)",
+      default: "600; 10 for --release, 5 for --check",
+    },
+    {
+      flag: "--scope SCOPE",
+      text: "the cookie is $SAI_RESOURCE_COOKIE_PREFIX + SCOPE",
+    },
+    {
+      flag: "--priority N",
+      text: "-1000 to 1000, higher first (write --priority=-2)",
+      default: "0",
+    },
+    {
+      flag: "--socket PATH|@NAME",
+      text: "the builder's Unix socket",
+      default: "$SAI_BUILDER_RESOURCE_PROXY",
+    },
+    {
+      flag: "-q, --quiet",
+      text: "no queue progress or link notices on stderr",
+    },
+    {
+      flag: "-d, --debug LEVEL",
+      text:
+        "libwebsockets' log bits (upstream tooling passes -d1039): 0 is --quiet, 8 or 16 print every message; selects the foreground form unless --detach",
+    },
+    {
+      flag: "--optional",
+      text: "no socket is no error: nothing is leased (CMD runs ungated)",
+    },
+    {
+      flag: "--foreground",
+      text: "hold the lease in this process, until signalled or its ctest ends",
+    },
+    { flag: "--detach", text: "hold it in a detached holder, even with -d" },
+    {
+      flag: "--owner-pid PID",
+      text: "the holder follows this process",
+      default: "the nearest ctest, else the caller",
+    },
+    { flag: "--no-owner", text: "the holder follows no process" },
+    {
+      flag: "--kill-on-expiry",
+      text: "launcher: stop CMD's process group when the lease ends",
+    },
+    {
+      flag: "--grace SECONDS",
+      text: "launcher: SIGTERM to SIGKILL with --kill-on-expiry",
+      default: "10",
+    },
+    { flag: "--release COOKIE", text: "release a lease by its cookie" },
+    {
+      flag: "--release-scope SCOPE",
+      text: "release the lease of --scope SCOPE",
+    },
+    {
+      flag: "--strict",
+      text: "--release fails (exit 1) if the lease had already expired",
+    },
+    {
+      flag: "--check",
+      text: "print the builder's name, server and link state",
+    },
+    { flag: "-h, --help", text: "this text" },
+    { flag: "--version", text: "the version, and Deno's" },
+  ],
+  environment: [
+    [
+      "SAI_BUILDER_RESOURCE_PROXY",
+      "the builder's socket, when --socket is not given",
+    ],
+    [
+      "SAI_RESOURCE_COOKIE_PREFIX",
+      "put before the cookies it makes up, and scopes",
+    ],
+    [
+      "SAI_RESOURCE_FOREGROUND",
+      "1: the foreground form; 0: a detached holder even with -d",
+    ],
+  ],
+  exitCodes: [
+    [
+      "0",
+      "granted (or released, or --optional with no socket); --check: linked",
+    ],
+    [
+      "1",
+      "refused, timed out, builder unreachable, no such lease to release; --check: not linked",
+    ],
+    ["2", "usage error; --check: no builder answered"],
+    [
+      "CMD's",
+      "launcher form: CMD's status (128+N if signal N ended it; 126/127: it cannot be run or found)",
+    ],
+  ],
+  more:
+    "PATH may be @NAME, an abstract Unix socket (Linux).  See README.md, docs/ctest.md and docs/compatibility.md.",
+};
+
+/** The first usage line, for messages that show it. */
+export const USAGE = `usage: ${HELP.usage[0]}`;
 
 /**
  * Set to 1, makes an acquire hold the lease in the foreground (`--foreground`);
@@ -51,6 +161,7 @@ export const COOKIE_PREFIX_ENV = "SAI_RESOURCE_COOKIE_PREFIX";
 /** A parsed command line. */
 export type Command =
   | { kind: "help" }
+  | { kind: "version" }
   | {
     /** `--check`: the builder's name, server and link state. */
     kind: "check";
@@ -207,36 +318,41 @@ function parsePriority(value: string): number {
   return priority;
 }
 
+/** The command line's options (each is in {@linkcode HELP}: a test checks). */
+export const CLIENT_OPTIONS = {
+  wait: { type: "string" },
+  socket: { type: "string" },
+  quiet: { type: "boolean", short: "q" },
+  release: { type: "string" },
+  "release-scope": { type: "string" },
+  scope: { type: "string" },
+  optional: { type: "boolean" },
+  "kill-on-expiry": { type: "boolean" },
+  grace: { type: "string" },
+  holder: { type: "boolean" },
+  priority: { type: "string" },
+  foreground: { type: "boolean" },
+  detach: { type: "boolean" },
+  strict: { type: "boolean" },
+  check: { type: "boolean" },
+  // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
+  debug: { type: "string", short: "d" },
+  "owner-pid": { type: "string" },
+  "no-owner": { type: "boolean" },
+  // Internal, parent to holder: the owner's start time as the parent saw it.
+  "owner-start": { type: "string" },
+} as const;
+
 /** Parses the command line; throws `TypeError` for usage errors. */
 export function parseCommand(
   args: string[],
   env: { get(key: string): string | undefined },
 ): Command {
   const { ours, argv } = splitLaunch(args);
-  const options = {
-    wait: { type: "string" },
-    socket: { type: "string" },
-    quiet: { type: "boolean", short: "q" },
-    release: { type: "string" },
-    "release-scope": { type: "string" },
-    scope: { type: "string" },
-    optional: { type: "boolean" },
-    "kill-on-expiry": { type: "boolean" },
-    grace: { type: "string" },
-    holder: { type: "boolean" },
-    priority: { type: "string" },
-    foreground: { type: "boolean" },
-    detach: { type: "boolean" },
-    strict: { type: "boolean" },
-    check: { type: "boolean" },
-    // libwebsockets tooling passes -dLEVEL (a log bitmask) to every tool.
-    debug: { type: "string", short: "d" },
-    "owner-pid": { type: "string" },
-    "no-owner": { type: "boolean" },
-    // Internal, parent to holder: the owner's start time as the parent saw it.
-    "owner-start": { type: "string" },
-  } as const;
+  const options = CLIENT_OPTIONS;
   if (wantsHelp(ours, options)) return { kind: "help" };
+  if (wantsHelp(ours, options)) return { kind: "help" };
+  if (wantsVersion(ours)) return { kind: "version" };
   const { values, positionals } = parseFlags({
     args: ours,
     strict: true,

@@ -19,7 +19,8 @@
  * @module
  */
 
-import { type Command, parseCommand, USAGE } from "./client_args.ts";
+import { type Command, HELP, parseCommand } from "./client_args.ts";
+import { formatHelp, usageError, versionLine } from "../shared/help.ts";
 import { launch, runUnmanaged } from "./launcher.ts";
 import { release } from "./release.ts";
 import { check } from "./check.ts";
@@ -34,13 +35,19 @@ export async function runClient(args: string[]): Promise<number> {
   try {
     command = parseCommand(args, Deno.env);
   } catch (err) {
-    printErr((err as Error).message);
-    Deno.stderr.writeSync(encoder.encode(USAGE + "\n"));
+    Deno.stderr.writeSync(
+      encoder.encode(usageError("sai-resource", (err as Error).message) + "\n"),
+    );
     return EXIT_USAGE;
   }
   switch (command.kind) {
     case "help":
-      Deno.stdout.writeSync(encoder.encode(USAGE + "\n"));
+      Deno.stdout.writeSync(encoder.encode(formatHelp(HELP) + "\n"));
+      return EXIT_OK;
+    case "version":
+      Deno.stdout.writeSync(
+        encoder.encode(versionLine("sai-resource") + "\n"),
+      );
       return EXIT_OK;
     case "release":
       return await release(command.socket, command.cookie, command);

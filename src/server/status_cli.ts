@@ -5,6 +5,7 @@
  * @module
  */
 
+import { usageError } from "../shared/help.ts";
 import { parseFlags, wantsHelp } from "../shared/cli_flags.ts";
 import { formatDuration, formatStart } from "../shared/format.ts";
 import type { StatusDocument } from "./status_document.ts";
@@ -188,14 +189,14 @@ export async function runStatus(
       options,
     }));
   } catch (err) {
-    io.err(`sai-server status: ${(err as Error).message}\n${STATUS_USAGE}\n`);
+    io.err(`${usageError("sai-server status", (err as Error).message)}\n`);
     return 2;
   }
   let url: URL;
   try {
     url = statusUrl(values.server);
   } catch (err) {
-    io.err(`sai-server status: ${(err as Error).message}\n${STATUS_USAGE}\n`);
+    io.err(`${usageError("sai-server status", (err as Error).message)}\n`);
     return 2;
   }
   let doc: StatusDocument;

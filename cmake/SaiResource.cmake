@@ -147,7 +147,7 @@ function(sai_resource NAME AMOUNT LEASE SCOPE)
   endif()
   add_test(NAME sai_resource.${SCOPE}.acquire
     COMMAND ${cmd} ${NAME} ${AMOUNT} ${LEASE} --scope ${key} ${wait}
-      --optional)
+      --optional --detach)
   set_tests_properties(sai_resource.${SCOPE}.acquire PROPERTIES
     FIXTURES_SETUP res_${SCOPE})
   set(strict)

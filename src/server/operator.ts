@@ -20,7 +20,7 @@ import {
   type ForceReleaseResult,
   type RemoveResult,
 } from "./admin.ts";
-import { type BudgetSource, BudgetSources } from "./budget_sources.ts";
+import { type BudgetSource, BudgetSources } from "./core/budget_sources.ts";
 import type { QueueProgress } from "./progress.ts";
 import type { Session } from "./sessions.ts";
 import type { ServerStats } from "./status_document.ts";

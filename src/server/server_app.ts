@@ -24,7 +24,7 @@ import { RestartGuard } from "./restart_guard.ts";
 import { ANONYMOUS, sessionDigest } from "./state_file.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
-import { LeaseProcesses } from "./lease_processes.ts";
+import { LeaseProcesses } from "./core/lease_processes.ts";
 import {
   type ServerStats,
   type StatusDocument,

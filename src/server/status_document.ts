@@ -13,7 +13,7 @@ import type {
   ResourceStatus,
 } from "../allocator/allocator.ts";
 import type { OwnerProcess } from "../protocol/protocol.ts";
-import type { BudgetSource } from "./budget_sources.ts";
+import type { BudgetSource } from "./core/budget_sources.ts";
 
 /** Counters since start, for `/api/status` and metrics. */
 export interface ServerStats {

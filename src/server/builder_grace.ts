@@ -11,7 +11,7 @@ import type { Allocator, Outcome } from "../allocator/allocator.ts";
 import type { Logger } from "../shared/log.ts";
 import type { QueueProgress } from "./progress.ts";
 import type { Detached, Session } from "./sessions.ts";
-import { ANONYMOUS } from "./state_file.ts";
+import { ANONYMOUS } from "./core/state.ts";
 import type { ServerStats } from "./status_document.ts";
 
 /** What the builder grace needs from the server. */

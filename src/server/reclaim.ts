@@ -11,7 +11,7 @@
  * @module
  */
 
-import { ANONYMOUS } from "./state_file.ts";
+import { ANONYMOUS } from "./core/state.ts";
 
 /** Options for {@linkcode ReclaimGrace}. */
 export interface ReclaimOptions {

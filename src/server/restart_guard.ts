@@ -10,14 +10,13 @@
 
 import type { Logger } from "../shared/log.ts";
 import { ReclaimGrace } from "./reclaim.ts";
+import { readState, StateWriter } from "./state_file.ts";
 import {
   ANONYMOUS,
-  readState,
   type ServerState,
   STATE_VERSION,
-  StateWriter,
   type StoredState,
-} from "./state_file.ts";
+} from "./core/state.ts";
 
 /** Options for {@linkcode RestartGuard.load}. */
 export interface RestartGuardOptions {

@@ -1,11 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  ANONYMOUS,
-  MAX_STATE_BYTES,
-  readState,
-  type ServerState,
-  StateWriter,
-} from "./state_file.ts";
+import { readState, StateWriter } from "./state_file.ts";
+import { ANONYMOUS, MAX_STATE_BYTES, type ServerState } from "./core/state.ts";
 
 const DIGEST = "0123456789abcdef".repeat(4);
 

@@ -12,7 +12,8 @@ import {
   type Outcome,
   type RefusalReason,
 } from "../allocator/allocator.ts";
-import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
+import { isLoopback, sha256Hex, tokenDigests } from "./auth.ts";
+import { type TokenDigest, verifyToken } from "./core/tokens.ts";
 import { type Fields, Logger } from "../shared/log.ts";
 import type { AdminTarget } from "./admin.ts";
 import { type KeptOverride, OperatorActions } from "./operator.ts";
@@ -21,7 +22,6 @@ import { BuilderGrace } from "./builder_grace.ts";
 import { QueueProgress } from "./progress.ts";
 import type { Session } from "./sessions.ts";
 import { RestartGuard } from "./restart_guard.ts";
-import { sessionDigest } from "./state_file.ts";
 import { ANONYMOUS } from "./core/state.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
@@ -36,6 +36,7 @@ import { listenServer } from "./listener.ts";
 import { monotonic, toWallClock } from "../shared/clock.ts";
 import { DEFAULT_MAX_HTTP_CONNECTIONS } from "./http_admission.ts";
 import type { ServerWebSocket } from "./ws_server.ts";
+import type { TokenEntry } from "./auth.ts";
 import {
   encode,
   type HelloMessage,
@@ -200,7 +201,7 @@ class ServerApp {
     this.#allocator.lookup(owner, cookie) !== undefined
   );
   #closing = false;
-  #tokens: TokenEntry[] | undefined;
+  #tokens: TokenDigest[] | undefined;
   #tls: { cert: string; key: string } | undefined;
   #waits = new WaitHistogram();
   #routes: HttpRoutes;
@@ -217,7 +218,8 @@ class ServerApp {
     this.#maxBuilders = options.maxBuilders ?? DEFAULT_MAX_BUILDERS;
     this.#maxHttpConnections = options.maxHttpConnections ??
       DEFAULT_MAX_HTTP_CONNECTIONS;
-    this.#tokens = options.builderTokens;
+    this.#tokens = options.builderTokens &&
+      tokenDigests(options.builderTokens);
     this.#tls = options.tls;
     this.#log = options.logger ?? new Logger("info");
     this.#now = options.now ?? monotonic;
@@ -553,7 +555,7 @@ class ServerApp {
   async #admit(conn: Session, hello: HelloMessage["hello"]): Promise<void> {
     if (
       this.#tokens &&
-      !(await verifyToken(this.#tokens, hello.name, hello.token))
+      !verifyToken(this.#tokens, hello.name, hello.token, sha256Hex)
     ) {
       this.#reject(
         conn,
@@ -610,7 +612,7 @@ class ServerApp {
     try {
       digest = hello.session === undefined
         ? ANONYMOUS
-        : await sessionDigest(hello.session);
+        : sha256Hex(hello.session);
       // On disk before the welcome: a restart must wait for this builder.
       // While the state file cannot be written the hello waits (the write
       // is retried), and a builder that leaves meanwhile is never welcomed.

@@ -10,16 +10,16 @@
 
 import type { Allocator, Outcome } from "../allocator/allocator.ts";
 import type { Logger } from "../shared/log.ts";
+import type { AdminTarget } from "./admin.ts";
 import {
   type Actor,
-  type AdminTarget,
   applyBudgets,
   type BudgetChange,
   type BudgetTarget,
   type ClearResult,
   type ForceReleaseResult,
   type RemoveResult,
-} from "./admin.ts";
+} from "./core/admin_rules.ts";
 import { type BudgetSource, BudgetSources } from "./core/budget_sources.ts";
 import type { QueueProgress } from "./progress.ts";
 import type { Session } from "./sessions.ts";

@@ -5,12 +5,16 @@
  * that cannot be read or trusted starts the full grace, and a builder is
  * welcomed only once the file records it.
  *
+ * It decides what to write and when, and retries a failed write every
+ * second; the shell writes ({@linkcode RestartGuardOptions.write}) and
+ * reports the outcome ({@linkcode RestartGuard.written}).  One write is in
+ * flight at a time, and each attempt writes the latest state.
+ *
  * @module
  */
 
-import type { Logger } from "../shared/log.ts";
+import type { Log } from "./core/log.ts";
 import { ReclaimGrace } from "./reclaim.ts";
-import { readState, StateWriter } from "./state_file.ts";
 import {
   ANONYMOUS,
   type ServerState,
@@ -18,16 +22,21 @@ import {
   type StoredState,
 } from "./core/state.ts";
 
-/** Options for {@linkcode RestartGuard.load}. */
-export interface RestartGuardOptions {
-  /** The state file; without one every start counts as a first start. */
+/** Between a failed write and the next attempt, in ms. */
+export const WRITE_RETRY_MS = 1000;
+
+/** Options for {@linkcode RestartGuard}; `K` names a connection. */
+export interface RestartGuardOptions<K> {
+  /**
+   * The state file's path, for logs; without one every start counts as a
+   * first start and nothing is written.
+   */
   path: string | undefined;
   /** Longest reclaim grace, in ms; 0: none. */
   reclaimMs: number;
   /** The fence (seconds) this run announces to its builders. */
   fence: number;
-  log: Logger;
-  now: () => number;
+  log: Log;
   /** Digests of the builders that may hold leases now. */
   current: () => Iterable<string>;
   /** Hold back new grants (the grace begins). */
@@ -41,29 +50,32 @@ export interface RestartGuardOptions {
    * written or granted: the server applies them.
    */
   restoreOverrides: (overrides: Record<string, number | null>) => void;
+  /**
+   * Write `state` atomically and durably, then report the outcome to
+   * {@linkcode RestartGuard.written} with `seq`.
+   */
+  write: (seq: number, state: ServerState) => void;
+  /** The state file records this connection's session: welcome it. */
+  recorded: (conn: K) => void;
+  /** Every {@linkcode RestartGuard.persist} ticket up to `upTo` is settled. */
+  persisted: (upTo: number, ok: boolean) => void;
+  /** The simulator's `no-reclaim-grace` mutant: a crash costs no grace. */
+  noReclaimGrace?: boolean;
 }
 
 /** What an untrusted state file costs besides the reclaim grace. */
 const LOST_OVERRIDES =
   "budgets set through the admin API, if it recorded any, are the config's again";
 
-/** A hello waiting for the state file to record its session. */
-interface Waiter {
-  digest: string;
-  /** Whether its connection has gone: then it is never welcomed. */
-  gone: () => boolean;
-  resolve: (recorded: boolean) => void;
-}
-
 /** The state file and the reclaim grace of one server run. */
-export class RestartGuard {
-  #opts: RestartGuardOptions;
-  #writer: StateWriter | undefined;
+export class RestartGuard<K> {
+  #opts: RestartGuardOptions<K>;
   /** Digests recorded as possibly holding leases (or about to be). */
   #builders = new Set<string>();
   /** Digests in the state file as last written. */
   #durable = new Set<string>();
-  #waiters = new Set<Waiter>();
+  /** Hellos waiting for the state file to record their session. */
+  #waiters = new Map<K, string>();
   #reclaim: ReclaimGrace | undefined;
   /**
    * The sessions that may hold leases from the last run (ANONYMOUS: the
@@ -73,67 +85,65 @@ export class RestartGuard {
   #previous = new Set<string>();
   /** Whether the last run's sessions are still kept (until the grace ends). */
   #keepPrevious = true;
-  /** When a failed write was last logged (ms, by `now`). */
+  /** When a failed write was last logged (monotonic ms). */
   #failureLoggedAt = -Infinity;
-  /** Counts calls to persist(): a snapshot records the count it saw. */
+  /** Failed attempts since the last write that succeeded. */
+  #failures = 0;
+  /** The write in flight, if any. */
+  #inFlight: { seq: number; state: ServerState } | undefined;
+  #seq = 0;
+  /** A newer state is to be written. */
+  #dirty = false;
+  /** When a failed write is tried again (monotonic ms). */
+  #retryAt: number | undefined;
+  /** Stopped: no more writes but the last. */
+  #closed = false;
+  #finalSeq: number | undefined;
+  /** Counts calls to persist(): a write settles the tickets it includes. */
   #generation = 0;
-  #generations = new WeakMap<ServerState, number>();
-  /** persist() calls waiting for a write that includes their change. */
-  #persisting: { generation: number; resolve: (ok: boolean) => void }[] = [];
+  #generations = new Map<number, number>();
+  /** The last ticket settled. */
+  #settled = 0;
 
-  private constructor(options: RestartGuardOptions) {
+  constructor(options: RestartGuardOptions<K>) {
     this.#opts = options;
-    if (options.path !== undefined) {
-      this.#writer = new StateWriter(options.path, {
-        snapshot: () => this.#snapshot(),
-        onWritten: (state, failures) => this.#written(state, failures),
-        onFailed: (err, failures) => this.#failed(err, failures),
-      });
-    }
+  }
+
+  /** Whether there is a state file at all. */
+  get enabled(): boolean {
+    return this.#opts.path !== undefined;
   }
 
   /**
-   * Reads the state file, starts the reclaim grace if the last run did not
-   * end cleanly (or the file cannot be trusted), and marks the file dirty
-   * before anything can be granted.
+   * A start: what the state file held decides whether the reclaim grace
+   * starts (the last run did not end cleanly, or the file cannot be
+   * trusted), and the file is marked dirty before anything can be granted.
+   * That first write must succeed before the server listens.
    */
-  static async load(options: RestartGuardOptions): Promise<RestartGuard> {
-    const guard = new RestartGuard(options);
-    const path = options.path;
-    if (path === undefined) return guard;
-    let stored: StoredState;
-    try {
-      stored = await readState(path);
-      if (stored.kind === "state" && !stored.state.clean) {
-        for (const d of stored.state.builders) guard.#previous.add(d);
-      }
-      if (stored.kind === "state") {
-        options.restoreOverrides(stored.state.overrides);
-      }
-      // Should this run crash before its grace ends, the next start must
-      // not trust the file either: ANONYMOUS is never known to be back.
-      if (stored.kind === "unknown") guard.#previous.add(ANONYMOUS);
-      for (const d of guard.#previous) guard.#builders.add(d);
-      const state = guard.#snapshot();
-      await guard.#writer!.writeOnce(state);
-      guard.#durable = new Set(state.builders);
-    } catch (err) {
-      throw new Error(
-        `Cannot use the state file "${path}": ${
-          (err as Error).message
-        }; pass --state-file PATH, a file only sai-server writes`,
-      );
+  start(stored: StoredState, now: number): void {
+    const options = this.#opts;
+    if (!this.enabled) return;
+    if (stored.kind === "state" && !stored.state.clean) {
+      for (const d of stored.state.builders) this.#previous.add(d);
     }
-    if (options.reclaimMs <= 0) {
-      guard.#keepPrevious = false;
+    if (stored.kind === "state") {
+      options.restoreOverrides(stored.state.overrides);
+    }
+    // Should this run crash before its grace ends, the next start must
+    // not trust the file either: ANONYMOUS is never known to be back.
+    if (stored.kind === "unknown") this.#previous.add(ANONYMOUS);
+    for (const d of this.#previous) this.#builders.add(d);
+    this.#write();
+    if (options.reclaimMs <= 0 || options.noReclaimGrace) {
+      this.#keepPrevious = false;
       if (stored.kind === "unknown") {
         options.log.warn("the state file cannot be trusted", {
-          path,
+          path: options.path,
           reason: stored.reason,
           hint: LOST_OVERRIDES,
         });
       }
-      return guard;
+      return;
     }
     let graceMs: number;
     let expected: string[] | "unknown";
@@ -148,30 +158,30 @@ export class RestartGuard {
       graceMs = Math.max(options.reclaimMs, stored.state.fence * 1000);
       expected = stored.state.builders;
     } else {
-      guard.#keepPrevious = false;
-      return guard;
+      this.#keepPrevious = false;
+      return;
     }
     options.begin();
-    guard.#reclaim = new ReclaimGrace({
+    this.#reclaim = new ReclaimGrace({
       graceMs,
       expected,
       onEnd: (reason) => {
         options.log.info("reclaim grace ended", { reason });
-        guard.#reclaim = undefined;
-        guard.#keepPrevious = false;
+        this.#reclaim = undefined;
+        this.#keepPrevious = false;
         // Builders that never came back have fenced by now; those still
         // waiting for their welcome are yet to be recorded.
-        guard.#builders = new Set([
+        this.#builders = new Set([
           ...options.current(),
-          ...[...guard.#waiters].map((w) => w.digest),
+          ...this.#waiters.values(),
         ]);
-        guard.#writer?.schedule();
+        this.#schedule();
         options.end();
       },
-    }, options.now());
+    }, now);
     if (stored.kind === "unknown") {
       options.log.warn("reclaim grace: the state file cannot be trusted", {
-        path,
+        path: options.path,
         reason: stored.reason,
         seconds: graceMs / 1000,
         hint:
@@ -184,12 +194,27 @@ export class RestartGuard {
         hint: "only restores are admitted until the builders are back",
       });
     }
-    return guard;
   }
 
   /** Until when (monotonic ms) only restores are admitted, or null. */
   get reclaimUntil(): number | null {
     return this.#reclaim?.until ?? null;
+  }
+
+  /** When the guard must be woken next (monotonic ms), if ever. */
+  get next(): number | undefined {
+    const until = this.#reclaim?.until;
+    if (until === undefined) return this.#retryAt;
+    return this.#retryAt === undefined ? until : Math.min(until, this.#retryAt);
+  }
+
+  /** Ends the reclaim grace and retries a failed write, when due. */
+  wake(now: number): void {
+    this.#reclaim?.wake(now);
+    if (this.#retryAt !== undefined && this.#retryAt <= now) {
+      this.#retryAt = undefined;
+      if (this.#dirty && !this.#inFlight && !this.#closed) this.#write();
+    }
   }
 
   /**
@@ -212,137 +237,170 @@ export class RestartGuard {
   }
 
   /**
-   * A builder session said hello: resolves true once the state file
-   * records it, so that a restart waits for it; a failed write is retried
-   * until one succeeds.  Resolves false if `gone()` turns true first (its
-   * connection closed): it must not be welcomed then.
+   * A builder session said hello on `conn`: true if the state file records
+   * it already (welcome it now); else it waits, the file is written (a
+   * failed write is retried until one succeeds), and `recorded(conn)` is
+   * called once it records it, unless {@linkcode abandon} comes first.
    */
-  recordSession(digest: string, gone: () => boolean): Promise<boolean> {
-    if (!this.#writer || this.#durable.has(digest)) {
-      return Promise.resolve(true);
-    }
+  recordSession(conn: K, digest: string): boolean {
+    if (!this.enabled || this.#durable.has(digest)) return true;
     this.#builders.add(digest);
-    const { promise, resolve } = Promise.withResolvers<boolean>();
-    this.#waiters.add({ digest, gone, resolve });
-    this.#writer.schedule();
-    return promise;
+    this.#waiters.set(conn, digest);
+    this.#schedule();
+    return false;
   }
 
   /**
-   * The budget overrides changed: resolves true once the state file holds
-   * the change, false if there is no state file or a write failed (it is
-   * retried every second, and logged, until one succeeds).
+   * A connection waiting for its session to be recorded has gone: it is
+   * never welcomed, and its session leaves the file at the next write
+   * unless something else keeps it (it held nothing).
    */
-  persist(): Promise<boolean> {
-    if (!this.#writer) return Promise.resolve(false);
-    const { promise, resolve } = Promise.withResolvers<boolean>();
-    this.#persisting.push({ generation: ++this.#generation, resolve });
-    this.#writer.schedule();
-    return promise;
+  abandon(conn: K): void {
+    this.#waiters.delete(conn);
+  }
+
+  /**
+   * The budget overrides changed: a ticket that the `persisted` callback
+   * settles once the state file holds the change (true), or a write fails
+   * (false; it is retried every second, and logged, until one succeeds);
+   * false now if there is no state file.
+   */
+  persist(): number | false {
+    if (!this.enabled || this.#closed) return false;
+    const ticket = ++this.#generation;
+    this.#schedule();
+    return ticket;
   }
 
   /** A builder connection said hello (see {@linkcode ReclaimGrace}). */
-  restoring(connection: string, digest: string): void {
+  restoring(connection: K, digest: string): void {
     this.#reclaim?.restoring(connection, digest);
   }
 
   /** A builder connection sent `restored`, or closed (no digest). */
-  restored(connection: string, digest: string | undefined): void {
+  restored(connection: K, digest: string | undefined): void {
     this.#reclaim?.restored(connection, digest);
   }
 
-  /** A clean stop: clean only if nothing is held, else the next start reclaims. */
-  async shutdown(held: boolean): Promise<void> {
-    this.#reclaim?.close();
-    for (const w of this.#waiters) w.resolve(false);
+  /**
+   * A clean stop: the file is clean only if nothing is held, else the next
+   * start reclaims.  Nothing is written after this last write.
+   */
+  shutdown(held: boolean): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#reclaim = undefined;
+    this.#retryAt = undefined;
     this.#waiters.clear();
-    for (const p of this.#persisting.splice(0)) p.resolve(false);
-    if (!this.#writer) return;
-    this.#writer.close();
+    this.#settle(this.#generation, false);
+    if (!this.enabled) return;
     if (!held) this.#builders.clear();
-    await this.#writer.writeOnce({ ...this.#snapshot(), clean: !held })
-      .catch((err) => {
+    this.#finalSeq = this.#write({ ...this.#snapshot(), clean: !held });
+  }
+
+  /** The shell's report on write `seq`: done, or failed with `error`. */
+  written(seq: number, ok: boolean, error: string | undefined, now: number) {
+    if (seq === this.#finalSeq) {
+      if (!ok) {
         this.#opts.log.error("cannot write the state file", {
-          path: this.#writer?.path,
-          error: (err as Error).message,
+          path: this.#opts.path,
+          error,
         });
+      }
+      return;
+    }
+    const inFlight = this.#inFlight;
+    if (inFlight === undefined || inFlight.seq !== seq) return;
+    this.#inFlight = undefined;
+    if (this.#closed) return;
+    if (!ok) {
+      this.#failed(error, now);
+      return;
+    }
+    const state = inFlight.state;
+    this.#durable = new Set(state.builders);
+    this.#settle(this.#generations.get(seq) ?? 0, true);
+    this.#generations.delete(seq);
+    const failures = this.#failures;
+    this.#failures = 0;
+    for (const [conn, digest] of this.#waiters) {
+      if (!this.#durable.has(digest)) continue;
+      this.#waiters.delete(conn);
+      this.#opts.recorded(conn);
+    }
+    if (failures > 0) {
+      this.#opts.log.info("state file written", {
+        path: this.#opts.path,
+        failures,
       });
+    }
+    if (this.#dirty && !this.#inFlight && this.#retryAt === undefined) {
+      this.#write();
+    }
+  }
+
+  /** A newer state is to be written: now, or after the one in flight. */
+  #schedule(): void {
+    this.#dirty = true;
+    if (this.#inFlight || this.#retryAt !== undefined || this.#closed) return;
+    this.#write();
+  }
+
+  /** Hands the latest state (or `state`) to the shell to write. */
+  #write(state: ServerState = this.#snapshot()): number {
+    this.#dirty = false;
+    const seq = ++this.#seq;
+    if (!this.#closed) {
+      this.#inFlight = { seq, state };
+      this.#generations.set(seq, this.#generation);
+    }
+    this.#opts.write(seq, state);
+    return seq;
+  }
+
+  /** Settles every ticket up to `upTo` not settled yet. */
+  #settle(upTo: number, ok: boolean): void {
+    if (upTo <= this.#settled) return;
+    this.#settled = upTo;
+    this.#opts.persisted(upTo, ok);
+  }
+
+  /** Retried after a second; logged at most once a second, with the count. */
+  #failed(error: string | undefined, now: number): void {
+    this.#dirty = true;
+    this.#failures++;
+    this.#retryAt = now + WRITE_RETRY_MS;
+    // Not on disk yet: an operator is told so rather than kept waiting.
+    this.#settle(this.#generation, false);
+    if (now - this.#failureLoggedAt < 1000) return;
+    this.#failureLoggedAt = now;
+    this.#opts.log.error("cannot write the state file", {
+      path: this.#opts.path,
+      error,
+      failures: this.#failures,
+      hint:
+        "retrying every second; builders it does not record yet are not welcomed, budgets set through the admin API since are not kept yet",
+    });
   }
 
   /**
-   * What to write now.  A hello whose connection has gone is dropped
-   * first, with its session unless something else keeps it: it was never
-   * welcomed, so it holds nothing.
+   * What to write now: the sessions that may hold leases, the connected,
+   * those in their builder grace, those waiting to be recorded and, until
+   * the reclaim grace ends, the last run's.  A session that left holding
+   * nothing holds nothing, so the file stays as small as the live farm
+   * (sessions that came and went cannot swell it past what can be read).
    */
   #snapshot(): ServerState {
-    for (const w of this.#waiters) {
-      if (!w.gone()) continue;
-      this.#waiters.delete(w);
-      w.resolve(false);
-      const kept = this.#durable.has(w.digest) ||
-        [...this.#waiters].some((o) => o.digest === w.digest);
-      if (!kept) this.#builders.delete(w.digest);
-    }
-    this.#prune();
-    const state: ServerState = {
+    const keep = new Set<string>(this.#opts.current());
+    for (const d of this.#waiters.values()) keep.add(d);
+    if (this.#keepPrevious) { for (const d of this.#previous) keep.add(d); }
+    for (const d of this.#builders) if (!keep.has(d)) this.#builders.delete(d);
+    return {
       version: STATE_VERSION,
       clean: false,
       fence: this.#opts.fence,
       builders: [...this.#builders],
       overrides: this.#opts.overrides(),
     };
-    this.#generations.set(state, this.#generation);
-    return state;
-  }
-
-  /**
-   * Keeps only the sessions that may hold leases: the connected, those in
-   * their builder grace, those waiting to be recorded and, until the
-   * reclaim grace ends, the last run's.  A session that left holding
-   * nothing holds nothing, so the file stays as small as the live farm
-   * (sessions that came and went cannot swell it past what can be read).
-   */
-  #prune(): void {
-    const keep = new Set<string>(this.#opts.current());
-    for (const w of this.#waiters) keep.add(w.digest);
-    if (this.#keepPrevious) { for (const d of this.#previous) keep.add(d); }
-    for (const d of this.#builders) if (!keep.has(d)) this.#builders.delete(d);
-  }
-
-  #written(state: ServerState, failures: number): void {
-    this.#durable = new Set(state.builders);
-    const generation = this.#generations.get(state) ?? 0;
-    this.#persisting = this.#persisting.filter((p) => {
-      if (p.generation > generation) return true;
-      p.resolve(true);
-      return false;
-    });
-    for (const w of this.#waiters) {
-      if (!this.#durable.has(w.digest)) continue;
-      this.#waiters.delete(w);
-      w.resolve(true);
-    }
-    if (failures > 0) {
-      this.#opts.log.info("state file written", {
-        path: this.#writer?.path,
-        failures,
-      });
-    }
-  }
-
-  /** Logged at most once a second, with the count of failures so far. */
-  #failed(err: unknown, failures: number): void {
-    // Not on disk yet: an operator is told so rather than kept waiting.
-    for (const p of this.#persisting.splice(0)) p.resolve(false);
-    const now = this.#opts.now();
-    if (now - this.#failureLoggedAt < 1000) return;
-    this.#failureLoggedAt = now;
-    this.#opts.log.error("cannot write the state file", {
-      path: this.#writer?.path,
-      error: (err as Error).message,
-      failures,
-      hint:
-        "retrying every second; builders it does not record yet are not welcomed, budgets set through the admin API since are not kept yet",
-    });
   }
 }

@@ -22,6 +22,7 @@ import { BuilderGrace } from "./builder_grace.ts";
 import { QueueProgress } from "./progress.ts";
 import type { Session } from "./sessions.ts";
 import { RestartGuard } from "./restart_guard.ts";
+import { readState, StateWriter } from "./state_file.ts";
 import { ANONYMOUS } from "./core/state.ts";
 import { HttpRoutes } from "./http_routes.ts";
 import { renderMetrics, WaitHistogram } from "./metrics.ts";
@@ -181,7 +182,14 @@ class ServerApp {
   /** Seconds a builder may go without a round trip before it fences. */
   #fence: number;
   /** The state file and the reclaim grace. */
-  #guard: RestartGuard | undefined;
+  #guard!: RestartGuard<Session>;
+  #writer: StateWriter | undefined;
+  /** The first write, which must succeed before the server listens. */
+  #firstWrite: Promise<void> | undefined;
+  /** Hellos waiting for the state file to record their session. */
+  #recording = new Map<Session, (recorded: boolean) => void>();
+  /** Admin changes waiting for the state file to hold them. */
+  #persisting: { ticket: number; resolve: (ok: boolean) => void }[] = [];
   /** Public ids by session, kept while the session lives. */
   #publicIds = new Map<string, string>();
   /**
@@ -243,7 +251,6 @@ class ServerApp {
       allocator: this.#allocator,
       send: (owner, msg) => this.#send(this.#sessions.get(owner), msg),
       intervalMs: options.progressIntervalMs ?? 250,
-      now: this.#now,
     });
     this.#grace = new BuilderGrace({
       allocator: this.#allocator,
@@ -255,7 +262,6 @@ class ServerApp {
       // less than the builder grace wakes, and fences, before its leases
       // are dropped here, with half a heartbeat to spare.
       graceMs: this.#builderGraceMs + this.#heartbeat * 1000,
-      now: this.#now,
       apply: (outcomes) => this.#apply(outcomes),
       forget: (owner) => this.#publicIds.delete(owner),
     });
@@ -278,7 +284,7 @@ class ServerApp {
       apply: (outcomes) => this.#apply(outcomes),
       progress: this.#progress,
       config: options.budgets,
-      persist: () => this.#guard?.persist() ?? Promise.resolve(false),
+      persist: () => this.#persist(),
     });
     this.#routes = new HttpRoutes({
       status: () => this.status(),
@@ -293,12 +299,13 @@ class ServerApp {
 
   /** Reads the state file; starts the reclaim grace after a crash. */
   async loadState(options: ServerOptions): Promise<void> {
-    this.#guard = await RestartGuard.load({
-      path: options.stateFile,
+    const path = options.stateFile;
+    this.#writer = path === undefined ? undefined : new StateWriter(path);
+    this.#guard = new RestartGuard<Session>({
+      path,
       reclaimMs: (options.reclaimGrace ?? this.#builderGraceMs / 1000) * 1000,
       fence: this.#fence,
       log: this.#log,
-      now: this.#now,
       current: () =>
         [
           ...this.#sessions.values(),
@@ -311,7 +318,54 @@ class ServerApp {
         this.#progress.touchAll();
         this.#apply(this.#allocator.endReclaim());
       },
+      write: (seq, state) => {
+        const done = this.#writer!.write(state);
+        this.#firstWrite ??= done;
+        done.then(
+          () => this.#guard.written(seq, true, undefined, this.#now()),
+          (err) =>
+            this.#guard.written(
+              seq,
+              false,
+              (err as Error).message,
+              this.#now(),
+            ),
+        ).finally(() => this.#arm());
+      },
+      recorded: (conn) => {
+        this.#recording.get(conn)?.(true);
+        this.#recording.delete(conn);
+      },
+      persisted: (upTo, ok) => {
+        this.#persisting = this.#persisting.filter((p) => {
+          if (p.ticket > upTo) return true;
+          p.resolve(ok);
+          return false;
+        });
+      },
     });
+    if (path === undefined) return;
+    try {
+      const stored = await readState(path);
+      this.#guard.start(stored, this.#now());
+      await this.#firstWrite;
+    } catch (err) {
+      throw new Error(
+        `Cannot use the state file "${path}": ${
+          (err as Error).message
+        }; pass --state-file PATH, a file only sai-server writes`,
+      );
+    }
+    this.#arm();
+  }
+
+  #persist(): Promise<boolean> {
+    const ticket = this.#guard.persist();
+    if (ticket === false) return Promise.resolve(false);
+    const { promise, resolve } = Promise.withResolvers<boolean>();
+    this.#persisting.push({ ticket, resolve });
+    this.#arm();
+    return promise;
   }
 
   async listen(hostname: string, port: number): Promise<SaiServer> {
@@ -352,10 +406,12 @@ class ServerApp {
         this.#routes.close();
         clearTimeout(this.#timer);
         this.#progress.close();
-        this.#grace.close();
-        await this.#guard?.shutdown(
+        for (const resolve of this.#recording.values()) resolve(false);
+        this.#recording.clear();
+        this.#guard.shutdown(
           this.#allocator.status().some((r) => r.allocated > 0),
         );
+        await this.#writer?.idle();
         for (const s of this.#sessions.values()) {
           s.socket.close(1001, "server shutting down");
         }
@@ -381,7 +437,7 @@ class ServerApp {
     // Times are kept on the monotonic clock and shown as wall-clock time.
     const now = this.#now();
     const wall = toWallClock(now);
-    const reclaimUntil = this.#guard?.reclaimUntil ?? null;
+    const reclaimUntil = this.#guard.reclaimUntil;
     return {
       version: 1,
       time: wall(now),
@@ -502,7 +558,10 @@ class ServerApp {
     socket.onclose = () => {
       clearTimeout(helloTimer);
       this.#pending.delete(conn);
-      this.#guard?.restored(conn.id, undefined);
+      this.#guard.restored(conn, undefined);
+      this.#guard.abandon(conn);
+      this.#recording.get(conn)?.(false);
+      this.#recording.delete(conn);
       const owner = conn.owner;
       // A connection replaced by a newer one of the same builder owns nothing.
       if (owner === undefined || this.#sessions.get(owner) !== conn) return;
@@ -512,7 +571,8 @@ class ServerApp {
         name: conn.name,
       });
       if (this.#closing) return;
-      this.#grace.detach(conn, owner);
+      this.#grace.detach(conn, owner, this.#now());
+      this.#arm();
     };
     socket.onerror = () => {};
   }
@@ -616,10 +676,12 @@ class ServerApp {
       // On disk before the welcome: a restart must wait for this builder.
       // While the state file cannot be written the hello waits (the write
       // is retried), and a builder that leaves meanwhile is never welcomed.
-      recorded = await this.#guard?.recordSession(
-        digest,
-        () => conn.socket.readyState !== WebSocket.OPEN,
-      );
+      if (!this.#guard.recordSession(conn, digest)) {
+        const { promise, resolve } = Promise.withResolvers<boolean>();
+        this.#recording.set(conn, resolve);
+        this.#arm();
+        recorded = await promise;
+      }
     } finally {
       this.#claims.delete(conn);
     }
@@ -644,7 +706,7 @@ class ServerApp {
       conn.unconfirmed = new Set(this.#allocator.cookiesOf(owner));
       previous?.socket.close(1000, "replaced by a new connection");
     }
-    this.#guard?.restoring(conn.id, digest);
+    this.#guard.restoring(conn, digest);
     this.#log.info(
       previous || detached ? "builder reconnected" : "builder connected",
       { builder: publicId, name: conn.name, peer: conn.peer },
@@ -697,7 +759,7 @@ class ServerApp {
     }
     if (isRestored(msg)) {
       this.#dropUnconfirmed(conn, owner);
-      this.#guard?.restored(conn.id, conn.digest);
+      this.#guard.restored(conn, conn.digest);
       return;
     }
     // Only a re-sent restore confirms a cookie: a new request refused as a
@@ -708,7 +770,7 @@ class ServerApp {
         this.#log.debug("request", { builder: this.#pid(owner), ...msg });
       }
       if (msg.restore === "lease") {
-        const why = this.#guard?.restoreRefusal(conn.digest ?? ANONYMOUS);
+        const why = this.#guard.restoreRefusal(conn.digest ?? ANONYMOUS);
         if (why !== undefined) {
           this.#count("restore-not-recorded");
           this.#log.warn("restore refused", {
@@ -736,7 +798,13 @@ class ServerApp {
       if (msg.progress) {
         const queued = this.#allocator.lookup(owner, msg.cookie);
         if (queued?.state === "queued") {
-          this.#progress.watch(owner, msg.cookie, queued.resnames);
+          this.#progress.watch(
+            owner,
+            msg.cookie,
+            queued.resnames,
+            this.#now(),
+          );
+          this.#arm();
         }
       }
       return;
@@ -859,11 +927,11 @@ class ServerApp {
     session.socket.send(encode(msg));
   }
 
-  /** Delivers outcomes, then re-arms the expiry timer. */
+  /** Delivers outcomes, then re-arms the timer. */
   #apply(outcomes: Outcome[]): void {
     this.#delivery.deliver(outcomes);
-    this.#armExpiry();
-    this.#progress.arm();
+    this.#progress.arm(this.#now());
+    this.#arm();
     this.#routes.changed();
   }
 
@@ -871,8 +939,20 @@ class ServerApp {
     this.#progress.forget(owner, cookie);
   }
 
-  #armExpiry(): void {
-    const at = this.#allocator.nextExpiry();
+  /** When the next deadline is due (monotonic ms), if any. */
+  #next(): number | undefined {
+    let at = this.#allocator.nextExpiry();
+    for (
+      const t of [this.#progress.due, this.#grace.next, this.#guard?.next]
+    ) {
+      if (t !== undefined && (at === undefined || t < at)) at = t;
+    }
+    return at;
+  }
+
+  /** Arms the one timer for the next deadline: lease ends, graces, pushes, retries. */
+  #arm(): void {
+    const at = this.#next();
     // A timer armed for an earlier time stays: it finds nothing due, and
     // re-arms for what is next then.  The earliest lease is the one most
     // often released, so re-arming at every change cost a clearTimeout and
@@ -884,7 +964,12 @@ class ServerApp {
     const delay = Math.min(Math.max(0, at - this.#now()), 2 ** 31 - 1);
     this.#timer = setTimeout(() => {
       this.#timerAt = undefined;
+      const now = this.#now();
       this.#apply(this.#allocator.expire());
+      this.#progress.wake(now);
+      this.#grace.wake(now);
+      this.#guard.wake(now);
+      this.#arm();
     }, delay);
   }
 }

@@ -33,12 +33,3 @@ export interface Session {
   /** The session's digest, for the state file (no session: anonymous). */
   digest?: string;
 }
-
-/** A builder whose link is lost while its leases are still counted. */
-export interface Detached {
-  name: string;
-  publicId: string;
-  digest: string | undefined;
-  /** Drops its leases when the builder grace runs out. */
-  timer: ReturnType<typeof setTimeout> | undefined;
-}

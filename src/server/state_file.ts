@@ -125,39 +125,17 @@ function notAFile(info: Deno.FileInfo): TypeError {
   return new TypeError(`it is ${what}, not a regular file`);
 }
 
-/** Options for {@linkcode StateWriter}. */
-export interface StateWriterOptions {
-  /** The state to write, taken anew before each attempt of a retried write. */
-  snapshot: () => ServerState;
-  /** A retried write succeeded, after `failures` failed attempts. */
-  onWritten: (state: ServerState, failures: number) => void;
-  /** An attempt failed (the `failures`th in a row); it is retried. */
-  onFailed: (err: unknown, failures: number) => void;
-  /** Between attempts, in ms (default 1000). */
-  retryMs?: number;
-}
-
 /**
- * Writes state files one at a time, each atomically and durably: once and
- * now ({@linkcode StateWriter.writeOnce}), or retried until one attempt
- * succeeds ({@linkcode StateWriter.schedule}), each attempt writing the
- * latest snapshot.
+ * Writes state files one at a time, in the order asked, each atomically
+ * (a temporary file renamed over it) and durably (synced first).  When to
+ * write, and whether to retry a failure, is the core's decision.
  */
 export class StateWriter {
   #path: string;
-  #opts: StateWriterOptions;
   #chain: Promise<void> = Promise.resolve();
-  /** A snapshot is to be written. */
-  #dirty = false;
-  #draining = false;
-  #closed = false;
-  #failures = 0;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #wake: (() => void) | undefined;
 
-  constructor(path: string, options: StateWriterOptions) {
+  constructor(path: string) {
     this.#path = path;
-    this.#opts = options;
   }
 
   get path(): string {
@@ -165,54 +143,15 @@ export class StateWriter {
   }
 
   /** Resolves once `state` is on disk (after any earlier write). */
-  writeOnce(state: ServerState): Promise<void> {
+  write(state: ServerState): Promise<void> {
     const next = this.#chain.then(() => this.#write(state));
     this.#chain = next.catch(() => {});
     return next;
   }
 
-  /**
-   * Writes the current snapshot soon, and again after each failure (about
-   * once a second) until an attempt succeeds.
-   */
-  schedule(): void {
-    this.#dirty = true;
-    if (this.#draining || this.#closed) return;
-    this.#draining = true;
-    this.#drain();
-  }
-
-  /** No more retries; a write in progress completes. */
-  close(): void {
-    this.#closed = true;
-    clearTimeout(this.#timer);
-    this.#wake?.();
-  }
-
-  async #drain(): Promise<void> {
-    try {
-      while (this.#dirty && !this.#closed) {
-        this.#dirty = false;
-        const state = this.#opts.snapshot();
-        try {
-          await this.writeOnce(state);
-        } catch (err) {
-          if (this.#closed) return;
-          this.#dirty = true;
-          this.#opts.onFailed(err, ++this.#failures);
-          await new Promise<void>((resolve) => {
-            this.#wake = resolve;
-            this.#timer = setTimeout(resolve, this.#opts.retryMs ?? 1000);
-          });
-          continue;
-        }
-        const failures = this.#failures;
-        this.#failures = 0;
-        this.#opts.onWritten(state, failures);
-      }
-    } finally {
-      this.#draining = false;
-    }
+  /** Resolves once every write asked for so far has ended. */
+  idle(): Promise<void> {
+    return this.#chain;
   }
 
   async #write(state: ServerState): Promise<void> {

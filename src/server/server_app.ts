@@ -214,6 +214,9 @@ class ServerApp {
   #waits = new WaitHistogram();
   #routes: HttpRoutes;
   #operator: OperatorActions;
+  #admin: AdminTarget;
+  /** Resolves once the last change through the admin API is on disk. */
+  #persisted: Promise<boolean> = Promise.resolve(false);
   #delivery: OutcomeDelivery;
   #maxHttpConnections: number;
   #maxBuilders: number;
@@ -270,26 +273,38 @@ class ServerApp {
       waits: this.#waits,
       log: this.#log,
       progress: this.#progress,
-      session: (owner) => this.#sessions.get(owner),
-      send: (session, msg) => this.#send(session, msg),
+      send: (owner, msg) => this.#send(this.#sessions.get(owner), msg),
       pid: (owner) => this.#pid(owner),
       now: this.#now,
+      wall: (at) => toWallClock(this.#now())(at),
     });
     this.#operator = new OperatorActions({
       allocator: this.#allocator,
       log: this.#log,
       stats: this.#stats,
       sessions: () => this.#sessions.values(),
-      send: (session, msg) => this.#send(session, msg),
+      send: (owner, msg) => this.#send(this.#sessions.get(owner), msg),
       apply: (outcomes) => this.#apply(outcomes),
       progress: this.#progress,
       config: options.budgets,
-      persist: () => this.#persist(),
+      persist: () => {
+        this.#persisted = this.#persist();
+      },
     });
+    const operator = this.#operator;
+    this.#admin = {
+      budgets: () => operator.budgets(),
+      setBudget: (name, budget, by) => operator.setBudget(name, budget, by),
+      removeResource: (name, by) => operator.removeResource(name, by),
+      clearOverride: (name, by) => operator.clearOverride(name, by),
+      forceRelease: (builder, cookie, by) =>
+        operator.forceRelease(builder, cookie, by),
+      persisted: () => this.#persisted,
+    };
     this.#routes = new HttpRoutes({
       status: () => this.status(),
       metrics: () => renderMetrics(this.status(), this.#waits),
-      admin: this.#operator,
+      admin: this.#admin,
       adminToken: options.adminToken,
       logger: this.#log,
       ...(options.maxEventStreams !== undefined &&
@@ -397,7 +412,7 @@ class ServerApp {
       port: addr.port,
       allocator: this.#allocator,
       status: () => this.status(),
-      admin: this.#operator,
+      admin: this.#admin,
       reloadBudgets: (budgets) =>
         this.#operator.reload(budgets, { addr: "SIGHUP" }),
       finished: server.finished,

@@ -13,8 +13,8 @@
  * @module
  */
 
-import type { Allocator, QueuedStatus } from "../allocator/allocator.ts";
-import { type QueuedMessage, SCHEMA } from "../protocol/protocol.ts";
+import type { Allocator, QueuedStatus } from "../../allocator/allocator.ts";
+import { type QueuedMessage, SCHEMA } from "../../protocol/protocol.ts";
 
 /** Options for {@linkcode QueueProgress}. */
 export interface QueueProgressOptions {

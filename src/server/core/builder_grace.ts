@@ -10,11 +10,11 @@
  * @module
  */
 
-import type { Allocator, Outcome } from "../allocator/allocator.ts";
-import type { Log } from "./core/log.ts";
+import type { Allocator, Outcome } from "../../allocator/allocator.ts";
+import type { Log } from "./log.ts";
 import type { QueueProgress } from "./progress.ts";
-import { ANONYMOUS } from "./core/state.ts";
-import type { ServerStats } from "./core/stats.ts";
+import { ANONYMOUS } from "./state.ts";
+import type { ServerStats } from "./stats.ts";
 
 /** A builder whose link is lost while its leases are still counted. */
 export interface Detached {

@@ -13,14 +13,14 @@
  * @module
  */
 
-import type { Log } from "./core/log.ts";
+import type { Log } from "./log.ts";
 import { ReclaimGrace } from "./reclaim.ts";
 import {
   ANONYMOUS,
   type ServerState,
   STATE_VERSION,
   type StoredState,
-} from "./core/state.ts";
+} from "./state.ts";
 
 /** Between a failed write and the next attempt, in ms. */
 export const WRITE_RETRY_MS = 1000;

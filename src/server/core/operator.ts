@@ -8,8 +8,8 @@
  * @module
  */
 
-import type { Allocator, Outcome } from "../allocator/allocator.ts";
-import type { Log } from "./core/log.ts";
+import type { Allocator, Outcome } from "../../allocator/allocator.ts";
+import type { Log } from "./log.ts";
 import {
   type Actor,
   applyBudgets,
@@ -18,11 +18,11 @@ import {
   type ClearResult,
   type ForceReleaseResult,
   type RemoveResult,
-} from "./core/admin_rules.ts";
-import { type BudgetSource, BudgetSources } from "./core/budget_sources.ts";
+} from "./admin_rules.ts";
+import { type BudgetSource, BudgetSources } from "./budget_sources.ts";
 import type { QueueProgress } from "./progress.ts";
-import type { ServerStats } from "./core/stats.ts";
-import { SCHEMA, type ServerMessage } from "../protocol/protocol.ts";
+import type { ServerStats } from "./stats.ts";
+import { SCHEMA, type ServerMessage } from "../../protocol/protocol.ts";
 
 /** A connected builder, as an operator names it. */
 export interface OperatorSession {

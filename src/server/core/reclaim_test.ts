@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ReclaimGrace } from "./reclaim.ts";
-import { ANONYMOUS } from "./core/state.ts";
+import { ANONYMOUS } from "./state.ts";
 
 const D1 = "a".repeat(64);
 

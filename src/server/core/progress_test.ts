@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { Allocator } from "../allocator/allocator.ts";
-import type { QueuedMessage } from "../protocol/protocol.ts";
+import { Allocator } from "../../allocator/allocator.ts";
+import type { QueuedMessage } from "../../protocol/protocol.ts";
 import { QueueProgress } from "./progress.ts";
 
 function setup() {

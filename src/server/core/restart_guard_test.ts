@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { Logger } from "../shared/log.ts";
+import { Logger } from "../../shared/log.ts";
 import { RestartGuard, type RestartGuardOptions } from "./restart_guard.ts";
-import type { ServerState } from "./core/state.ts";
+import type { ServerState } from "./state.ts";
 
 const D1 = "1".repeat(64);
 const D2 = "2".repeat(64);

@@ -5,11 +5,11 @@
  * @module
  */
 
-import type { Outcome } from "../allocator/allocator.ts";
-import type { Log } from "./core/log.ts";
-import { SCHEMA, type ServerMessage } from "../protocol/protocol.ts";
+import type { Outcome } from "../../allocator/allocator.ts";
+import type { Log } from "./log.ts";
+import { SCHEMA, type ServerMessage } from "../../protocol/protocol.ts";
 import type { QueueProgress } from "./progress.ts";
-import type { ServerStats, WaitHistogram } from "./core/stats.ts";
+import type { ServerStats, WaitHistogram } from "./stats.ts";
 
 /** What delivery needs from the server. */
 export interface DeliveryOptions {

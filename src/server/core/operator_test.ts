@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { Allocator } from "../allocator/allocator.ts";
-import { Logger } from "../shared/log.ts";
+import { Allocator } from "../../allocator/allocator.ts";
+import { Logger } from "../../shared/log.ts";
 import { OperatorActions } from "./operator.ts";
 import { QueueProgress } from "./progress.ts";
 import type { OperatorSession } from "./operator.ts";
-import type { ServerStats } from "./status_document.ts";
+import type { ServerStats } from "./stats.ts";
 
 function session(
   owner: string,

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { ANONYMOUS } from "./core/state.ts";
+import { ANONYMOUS } from "./state.ts";
 
 /** Options for {@linkcode ReclaimGrace}. */
 export interface ReclaimOptions {

@@ -52,6 +52,15 @@ export class ReclaimGrace {
     this.until = now + options.graceMs;
   }
 
+  /**
+   * When it must be woken to end by time (monotonic ms); undefined once its
+   * time is up, when only a restore under way keeps it (its `restored`, or
+   * its connection's end, ends it then).
+   */
+  get next(): number | undefined {
+    return this.#timeUp || this.#ended ? undefined : this.until;
+  }
+
   /** Its time is up at `now` or before: it ends unless a restore is under way. */
   wake(now: number): void {
     if (this.#ended || this.#timeUp || now < this.until) return;

@@ -53,8 +53,10 @@ Deno.test("ReclaimGrace with an unknown set of builders ends only when its time 
 Deno.test("ReclaimGrace.wake() past its time waits for a restore under way, which then ends it", () => {
   const { grace: g, ended } = grace([D1]);
   g.restoring("c1", D1);
+  assert.equal(g.next, 100);
   g.wake(500);
   assert.equal(ended(), undefined, "c1 is halfway through its restore");
+  assert.equal(g.next, undefined, "nothing left to wake it for");
   g.restored("c1", undefined);
   assert.equal(ended(), "time");
 });

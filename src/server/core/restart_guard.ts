@@ -203,7 +203,7 @@ export class RestartGuard<K> {
 
   /** When the guard must be woken next (monotonic ms), if ever. */
   get next(): number | undefined {
-    const until = this.#reclaim?.until;
+    const until = this.#reclaim?.next;
     if (until === undefined) return this.#retryAt;
     return this.#retryAt === undefined ? until : Math.min(until, this.#retryAt);
   }

@@ -618,16 +618,18 @@ export class ServerCore {
     return out;
   }
 
-  /** The earliest deadline (monotonic ms), if any. */
+  /** The earliest deadline (monotonic ms), if any: after every event. */
   #next(): number | undefined {
+    // Plain comparisons: no closure or array on the hot path.
     let at = this.#allocator.nextExpiry();
-    const consider = (t: number | undefined) => {
-      if (t !== undefined && (at === undefined || t < at)) at = t;
-    };
-    consider(this.#nextCheck());
-    consider(this.#grace.next);
-    consider(this.#guard.next);
-    consider(this.#progress.due);
+    let t = this.#nextCheck();
+    if (t !== undefined && (at === undefined || t < at)) at = t;
+    t = this.#grace.next;
+    if (t !== undefined && (at === undefined || t < at)) at = t;
+    t = this.#guard.next;
+    if (t !== undefined && (at === undefined || t < at)) at = t;
+    t = this.#progress.due;
+    if (t !== undefined && (at === undefined || t < at)) at = t;
     return at;
   }
 

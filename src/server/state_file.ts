@@ -8,6 +8,7 @@
  */
 
 import {
+  formatState,
   MAX_STATE_BYTES,
   parseState,
   type ServerState,
@@ -166,7 +167,7 @@ export class StateWriter {
     });
     try {
       try {
-        const bytes = new TextEncoder().encode(JSON.stringify(state) + "\n");
+        const bytes = new TextEncoder().encode(formatState(state));
         let at = 0;
         while (at < bytes.length) at += await file.write(bytes.subarray(at));
         await file.sync();

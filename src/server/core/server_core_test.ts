@@ -3,7 +3,12 @@ import { createHash } from "node:crypto";
 import type { LogAction, Mutant } from "../../shared/core_io.ts";
 import type { ConnId, ServerAction } from "./actions.ts";
 import { ServerCore, type ServerCoreOptions } from "./server_core.ts";
-import type { ServerState, StoredState } from "./state.ts";
+import {
+  formatState,
+  parseState,
+  type ServerState,
+  type StoredState,
+} from "./state.ts";
 
 const SCHEMA = "com-warmcat-sai-resource";
 const WALL = 1_700_000_000_000;
@@ -431,4 +436,22 @@ Deno.test("ServerCore asks for one wake-up at its earliest deadline, and not aga
   for (let i = 0; i < 2; i++) t.send("c1", request(`k${i}`));
   t.send("c1", { cookie: "k0", yield: true });
   assert.equal(wakes(), before);
+});
+
+Deno.test("ServerCore after a crash, on what its last run wrote: the state file round trip a simulator's disk makes", () => {
+  const first = harness({ stateFile: "/state.json" });
+  first.hello("c1", "alpha", SESSION_A);
+  const [w] = first.writes.splice(0);
+  first.run(first.core.written(w!.seq, true, undefined, first.tick()));
+  first.send("c1", request("k"));
+  // A crash: the next run reads the bytes the last write left.
+  const disk = new TextEncoder().encode(formatState(w!.state));
+  const next = harness({ stateFile: "/state.json" }, parseState(disk));
+  assert.equal(next.core.status(next.tick()).reclaimUntil !== null, true);
+  next.hello("c9", "beta", SESSION_B);
+  next.writes.splice(0).forEach((x) =>
+    next.run(next.core.written(x.seq, true, undefined, next.tick()))
+  );
+  next.send("c9", request("new"));
+  assert.equal(next.allocated(), 0, "alpha may still hold its lease");
 });

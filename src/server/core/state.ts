@@ -62,6 +62,11 @@ export type StoredState =
 
 const DIGEST = /^[0-9a-f]{64}$/;
 
+/** The state file's content for `state`, as the shell writes it. */
+export function formatState(state: ServerState): string {
+  return JSON.stringify(state) + "\n";
+}
+
 /**
  * Judges a state file's content: its bytes as read (at most
  * {@linkcode MAX_STATE_BYTES} and one more, to tell a longer file), or its

@@ -68,6 +68,7 @@ export class Allocator {
   #reclaiming = false;
   #marginMs: number;
   #idPrefix: string;
+  #restoreUnbounded: boolean;
   /** Grants so far: the serial of the next lease id. */
   #grants = 0;
 
@@ -78,6 +79,7 @@ export class Allocator {
     this.#maxQueuedPerOwner = options.maxQueuedPerOwner ?? 10_000;
     this.#marginMs = options.expiryMarginMs ?? 0;
     this.#idPrefix = options.idPrefix ?? "";
+    this.#restoreUnbounded = options.restoreUnbounded ?? false;
     for (const [name, budget] of budgets) {
       this.#resources.set(name, new Resource(name, budget));
     }
@@ -194,6 +196,8 @@ export class Allocator {
         `Cannot restore "${label}": lease ${req.lease} s exceeds the limit of ${this.#maxLease} s`,
       );
     }
+    // The simulator's mutant: no budget check at all.
+    if (this.#restoreUnbounded) return undefined;
     for (const [res, amount] of targets) {
       const held = res.heldBy.get(owner) ?? 0;
       if (held + amount > res.budget) {

@@ -207,6 +207,21 @@ Deno.test("Allocator.restore() refuses a lease that would take the resource past
   assert.equal(r!.queuedRequests, 0);
 });
 
+Deno.test("Allocator.restore() with the restoreUnbounded mutant admits a lease past the budget, and counts it", () => {
+  const alloc = new Allocator([["r", 1]], {
+    now: () => 0,
+    restoreUnbounded: true,
+  });
+  alloc.request("near", req("n", 1));
+  assert.deepEqual(
+    summary(alloc.restore("far", req("f", 1, 30), "lease")),
+    ["grant:far/f"],
+  );
+  const [r] = alloc.status();
+  assert.equal(r!.allocated, 2);
+  assert.equal(r!.overBudgetGrants, 1, "the audit sees what the mutant did");
+});
+
 Deno.test("Allocator.restore() never counts a known cookie twice", () => {
   const { alloc } = setup({ r: 2 });
   alloc.request("b", req("held", 1));

@@ -122,6 +122,12 @@ export interface AllocatorOptions {
    * later, has let go before the amount is granted again.
    */
   expiryMarginMs?: number;
+  /**
+   * Admit a restored lease without checking it against the budget: the
+   * simulator's `restore-unbounded` mutant (see `src/shared/core_io.ts`),
+   * a deliberate bug it must find.  Never set outside the simulator.
+   */
+  restoreUnbounded?: boolean;
 }
 
 /** A live lease in a status snapshot. */

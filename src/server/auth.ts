@@ -1,11 +1,13 @@
 /**
- * Builder authentication: the server's token file and a constant-time check.
+ * Builder authentication, the shell's part: the server's token file, and
+ * the SHA-256 the core is given (the core checks tokens: `core/tokens.ts`).
  *
  * @module
  */
 
-import { timingSafeEqual } from "node:crypto";
+import { createHash } from "node:crypto";
 import { NAME_PATTERN } from "../protocol/protocol.ts";
+import type { TokenDigest } from "./core/tokens.ts";
 
 /** One accepted token, optionally bound to one builder name. */
 export interface TokenEntry {
@@ -56,29 +58,21 @@ export async function parseTokenFile(text: string): Promise<TokenEntry[]> {
   return entries;
 }
 
-/**
- * Whether `token` is accepted for builder `name`: a token bound to that
- * name, or a shared one unless some token is bound to it.  Compares SHA-256
- * digests in constant time, and checks every entry so the time does not
- * depend on which one matched.
- */
-export async function verifyToken(
-  entries: TokenEntry[],
-  name: string,
-  token: string | undefined,
-): Promise<boolean> {
-  if (token === undefined) return false;
-  const d = await digest(token);
-  // A name bound to a token is reserved: a shared token cannot log in as it.
-  const reserved = entries.some((e) => e.name === name);
-  let ok = false;
-  for (const e of entries) {
-    const match = timingSafeEqual(d, e.digest);
-    if (match && (e.name === name || (e.name === undefined && !reserved))) {
-      ok = true;
-    }
-  }
-  return ok;
+/** The digests of token entries as the core checks them (hex). */
+export function tokenDigests(entries: readonly TokenEntry[]): TokenDigest[] {
+  return entries.map((e) => ({
+    ...(e.name !== undefined && { name: e.name }),
+    digest: toHex(e.digest),
+  }));
+}
+
+/** SHA-256 of a text, as lowercase hex: the core's injected hash. */
+export function sha256Hex(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+function toHex(bytes: Uint8Array): string {
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Whether a listen address only accepts connections from this machine. */

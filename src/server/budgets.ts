@@ -6,9 +6,9 @@
  */
 
 import { NAME_PATTERN } from "../protocol/protocol.ts";
+import { MAX_BUDGET } from "./core/budget_sources.ts";
 
-/** Largest budget accepted. */
-export const MAX_BUDGET = 1_000_000_000;
+export { MAX_BUDGET };
 
 /**
  * Parses `warmcat_conns=32,db=4` into a map of budgets.  Throws a

@@ -71,7 +71,6 @@ export interface ListenerOptions {
   /** Every other request. */
   http: (req: Request, peer: string) => Response | Promise<Response>;
   maxMessageBytes: number;
-  idleTimeoutMs: number;
   /**
    * Most requests proxied at once, and most connections waiting for their
    * request head (`--max-http-connections`).
@@ -346,7 +345,6 @@ class Listener {
     );
     const socket = new ServerWebSocket(conn, rest, {
       maxMessageBytes: this.#opts.maxMessageBytes,
-      idleTimeoutMs: this.#opts.idleTimeoutMs,
     });
     const { promise: closed, resolve } = Promise.withResolvers<void>();
     this.#opts.onSocket(socket, peer);

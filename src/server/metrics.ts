@@ -7,47 +7,9 @@
  */
 
 import type { StatusDocument } from "./status_document.ts";
+import { WAIT_BUCKETS, WaitHistogram } from "./core/stats.ts";
 
-/** Upper bounds of the wait histogram, in seconds. */
-export const WAIT_BUCKETS = [
-  0.01,
-  0.1,
-  0.5,
-  1,
-  5,
-  10,
-  30,
-  60,
-  300,
-  900,
-  3600,
-] as const;
-
-/**
- * How long granted requests waited in the queue, over all resources: one
- * series keeps the exposition simple for every parser (per-resource waits
- * can be told apart in the logs, which carry `waited_ms` per grant).
- */
-export class WaitHistogram {
-  /** Counts per bucket in {@linkcode WAIT_BUCKETS}, not cumulative. */
-  #counts: number[] = WAIT_BUCKETS.map(() => 0);
-  sum = 0;
-  count = 0;
-
-  /** Records one grant that waited `seconds`. */
-  observe(seconds: number): void {
-    const i = WAIT_BUCKETS.findIndex((le) => seconds <= le);
-    if (i >= 0) this.#counts[i]!++;
-    this.sum += seconds;
-    this.count++;
-  }
-
-  /** Cumulative counts for each bound in {@linkcode WAIT_BUCKETS}. */
-  cumulative(): number[] {
-    let total = 0;
-    return this.#counts.map((n) => total += n);
-  }
-}
+export { WAIT_BUCKETS, WaitHistogram };
 
 /** Escapes a label value as the exposition format requires. */
 export function escapeLabel(value: string): string {

@@ -1,54 +1,42 @@
 /**
- * The server shell: a WebSocket listener for builders that turns their
- * messages into calls on the {@linkcode Allocator} and delivers what comes
- * back.  Plain HTTP (status page, `/api/status`, `/metrics`, admin API) is
- * served by {@linkcode HttpRoutes}; operator actions are at the end.
+ * The server shell: it turns the listener's WebSockets, one timer and the
+ * state file into events for the {@linkcode ServerCore}, which holds every
+ * decision, and carries out the actions it returns, in order.  Plain HTTP
+ * (status page, `/api/status`, `/metrics`, admin API) is served by
+ * {@linkcode HttpRoutes}, which asks the core for status and admin actions.
  *
  * @module
  */
 
-import {
-  Allocator,
-  type Outcome,
-  type RefusalReason,
-} from "../allocator/allocator.ts";
-import { isLoopback, type TokenEntry, verifyToken } from "./auth.ts";
-import { type Fields, Logger } from "../shared/log.ts";
-import type { AdminTarget } from "./admin.ts";
-import { type KeptOverride, OperatorActions } from "./operator.ts";
-import { OutcomeDelivery } from "./delivery.ts";
-import { BuilderGrace } from "./builder_grace.ts";
-import { QueueProgress } from "./progress.ts";
-import type { Session } from "./sessions.ts";
-import { RestartGuard } from "./restart_guard.ts";
-import { ANONYMOUS, sessionDigest } from "./state_file.ts";
-import { HttpRoutes } from "./http_routes.ts";
-import { renderMetrics, WaitHistogram } from "./metrics.ts";
-import { LeaseProcesses } from "./lease_processes.ts";
-import {
-  type ServerStats,
-  type StatusDocument,
-  zeroStats,
-} from "./status_document.ts";
+import type { Allocator } from "../allocator/allocator.ts";
 import type { Policy } from "../allocator/policy.ts";
-import { listenServer } from "./listener.ts";
-import { monotonic, toWallClock } from "../shared/clock.ts";
-import { DEFAULT_MAX_HTTP_CONNECTIONS } from "./http_admission.ts";
-import type { ServerWebSocket } from "./ws_server.ts";
+import type { Tick } from "../shared/core_io.ts";
+import { LEVELS, Logger } from "../shared/log.ts";
+import { monotonic, wallClock } from "../shared/clock.ts";
+import { MAX_MESSAGE_BYTES } from "../protocol/protocol.ts";
+import type { Actor, AdminTarget } from "./admin.ts";
 import {
-  encode,
-  type HelloMessage,
-  isHello,
-  isPing,
-  isRequest,
-  isRestored,
-  MAX_MESSAGE_BYTES,
-  NAME_IN_USE,
-  parseBuilderMessage,
-  ProtocolError,
-  SCHEMA,
-  type ServerMessage,
-} from "../protocol/protocol.ts";
+  isLoopback,
+  sha256Hex,
+  tokenDigests,
+  type TokenEntry,
+} from "./auth.ts";
+import type { ServerAction } from "./core/actions.ts";
+import type { KeptOverride } from "./core/operator.ts";
+import {
+  type AdminCall,
+  DEFAULT_MAX_BUILDERS,
+  ServerCore,
+} from "./core/server_core.ts";
+import { DEFAULT_MAX_HTTP_CONNECTIONS } from "./http_admission.ts";
+import { HttpRoutes } from "./http_routes.ts";
+import { listenServer } from "./listener.ts";
+import { renderMetrics } from "./metrics.ts";
+import { readState, StateWriter } from "./state_file.ts";
+import type { StatusDocument } from "./status_document.ts";
+import type { ServerWebSocket } from "./ws_server.ts";
+
+export { DEFAULT_MAX_BUILDERS };
 
 /** Options for {@linkcode startServer}. */
 export interface ServerOptions {
@@ -109,31 +97,6 @@ export interface ServerOptions {
   maxBuilders?: number;
 }
 
-/**
- * An expired lease stays counted this long past its end: a builder ends
- * its holder at the end by its own clock, started when the grant reached
- * it, a moment after the server's.
- */
-const EXPIRY_MARGIN_MS = 1000;
-
-/**
- * Most characters of messages a connection may have waiting behind its
- * hello (bytes for binary frames): room for a builder's whole restore,
- * sent right after its hello.  More is closed with 1013 (try again later).
- */
-const MAX_QUEUED_CHARS = 16 * 1024 * 1024;
-
-/**
- * Most connections that have not said hello yet: a newcomer past it closes
- * the oldest (code 1013), so upgrades that never say hello hold at most
- * this many descriptors and cannot keep out a builder, which says hello at
- * once.
- */
-const MAX_PENDING_HELLOS = 64;
-
-/** Default of `--max-builders`. */
-export const DEFAULT_MAX_BUILDERS = 256;
-
 /** A running server. */
 export interface SaiServer {
   /** `ws://HOST:PORT`, what `sai-builder --server` takes. */
@@ -161,126 +124,104 @@ export interface SaiServer {
 /** Starts a server; resolves once it is listening. */
 export async function startServer(options: ServerOptions): Promise<SaiServer> {
   const app = new ServerApp(options);
-  await app.loadState(options);
+  await app.start(options.stateFile);
   return await app.listen(
     options.hostname ?? "127.0.0.1",
     options.port ?? 4460,
   );
 }
 
+/** Longest delay setTimeout takes (about 24.8 days); a longer one fires at once. */
+const MAX_DELAY_MS = 2 ** 31 - 1;
+
 class ServerApp {
+  #core: ServerCore;
   #log: Logger;
-  #now: () => number;
-  #allocator: Allocator;
-  #sessions = new Map<string, Session>();
-  /** Builders whose link is lost, their leases still counted. */
-  #grace: BuilderGrace;
-  #builderGraceMs: number;
-  /** Seconds a builder may go without a round trip before it fences. */
-  #fence: number;
-  /** The state file and the reclaim grace. */
-  #guard: RestartGuard | undefined;
-  /** Public ids by session, kept while the session lives. */
-  #publicIds = new Map<string, string>();
-  /**
-   * Connections whose hello passed the name check and waits for the state
-   * file: their names are taken already.
-   */
-  #claims = new Map<Session, { name: string; owner: string }>();
+  #clock: () => number;
+  /** Read once per event; the core keeps no reference to it. */
+  #tick = { mono: 0, wall: 0 };
+  #sockets = new Map<string, ServerWebSocket>();
   #nextId = 1;
-  #nextPublicId = 1;
+  /** The one timer, for the core's next wake-up. */
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt: number | undefined;
-  #helloTimeoutMs: number;
-  #heartbeat: number;
-  #progress: QueueProgress;
-  #stats: ServerStats = zeroStats();
-  #processes = new LeaseProcesses((owner, cookie) =>
-    this.#allocator.lookup(owner, cookie) !== undefined
-  );
-  #closing = false;
-  #tokens: TokenEntry[] | undefined;
-  #tls: { cert: string; key: string } | undefined;
-  #waits = new WaitHistogram();
+  #writer: StateWriter | undefined;
   #routes: HttpRoutes;
-  #operator: OperatorActions;
-  #delivery: OutcomeDelivery;
+  #admin: AdminTarget;
+  #reload: SaiServer["reloadBudgets"];
+  /** Admin changes waiting for the state file, by ticket. */
+  #persisting: { ticket: number; resolve: (ok: boolean) => void }[] = [];
+  /** Resolves once the last change through the admin API is on disk. */
+  #persisted: Promise<boolean> = Promise.resolve(false);
+  #closing = false;
+  #hasTokens: boolean;
+  #tls: { cert: string; key: string } | undefined;
   #maxHttpConnections: number;
-  #maxBuilders: number;
-  /** Connections yet to say hello, oldest first. */
-  #pending = new Set<Session>();
-  /** Hellos of new sessions being checked, counted against the cap. */
-  #helloing = 0;
 
   constructor(options: ServerOptions) {
-    this.#maxBuilders = options.maxBuilders ?? DEFAULT_MAX_BUILDERS;
+    this.#log = options.logger ?? new Logger("info");
+    this.#clock = options.now ?? monotonic;
+    this.#hasTokens = options.builderTokens !== undefined;
+    this.#tls = options.tls;
     this.#maxHttpConnections = options.maxHttpConnections ??
       DEFAULT_MAX_HTTP_CONNECTIONS;
-    this.#tokens = options.builderTokens;
-    this.#tls = options.tls;
-    this.#log = options.logger ?? new Logger("info");
-    this.#now = options.now ?? monotonic;
-    this.#helloTimeoutMs = options.helloTimeoutMs ?? 5000;
-    this.#heartbeat = options.heartbeat ?? 10;
-    const grace = options.builderGrace ?? 4 * this.#heartbeat;
-    this.#builderGraceMs = grace * 1000;
-    this.#fence = Math.round(grace / 2 * 1000) / 1000;
-    this.#allocator = new Allocator(options.budgets, {
-      now: this.#now,
+    const log = this.#log;
+    this.#core = new ServerCore({
+      budgets: options.budgets,
+      hash: sha256Hex,
+      // The core builds the fields of the lines the logger writes only.
+      logLevel: LEVELS.findLast((l) => log.enabled(l)) ?? "error",
       // Lease ids unique across restarts: a builder restores its leases'
       // ids into the next run.
       idPrefix: `${crypto.randomUUID().slice(0, 6)}.`,
-      expiryMarginMs: EXPIRY_MARGIN_MS,
-      ...(options.maxLease !== undefined && { maxLease: options.maxLease }),
+      stateFile: options.stateFile,
+      builderTokens: options.builderTokens &&
+        tokenDigests(options.builderTokens),
       ...(options.policy !== undefined && { policy: options.policy }),
+      ...(options.maxLease !== undefined && { maxLease: options.maxLease }),
+      ...(options.heartbeat !== undefined && { heartbeat: options.heartbeat }),
+      ...(options.builderGrace !== undefined &&
+        { builderGrace: options.builderGrace }),
+      ...(options.reclaimGrace !== undefined &&
+        { reclaimGrace: options.reclaimGrace }),
       ...(options.maxQueuedPerBuilder !== undefined &&
-        { maxQueuedPerOwner: options.maxQueuedPerBuilder }),
+        { maxQueuedPerBuilder: options.maxQueuedPerBuilder }),
+      ...(options.maxBuilders !== undefined &&
+        { maxBuilders: options.maxBuilders }),
+      ...(options.helloTimeoutMs !== undefined &&
+        { helloTimeoutMs: options.helloTimeoutMs }),
+      ...(options.progressIntervalMs !== undefined &&
+        { progressIntervalMs: options.progressIntervalMs }),
     });
-    this.#progress = new QueueProgress({
-      allocator: this.#allocator,
-      send: (owner, msg) => this.#send(this.#sessions.get(owner), msg),
-      intervalMs: options.progressIntervalMs ?? 250,
-      now: this.#now,
-    });
-    this.#grace = new BuilderGrace({
-      allocator: this.#allocator,
-      stats: this.#stats,
-      log: this.#log,
-      progress: this.#progress,
-      // From when the server last heard the builder, which pings at least
-      // every half heartbeat (the welcome says so): a builder frozen for
-      // less than the builder grace wakes, and fences, before its leases
-      // are dropped here, with half a heartbeat to spare.
-      graceMs: this.#builderGraceMs + this.#heartbeat * 1000,
-      now: this.#now,
-      apply: (outcomes) => this.#apply(outcomes),
-      forget: (owner) => this.#publicIds.delete(owner),
-    });
-    this.#delivery = new OutcomeDelivery({
-      stats: this.#stats,
-      waits: this.#waits,
-      log: this.#log,
-      progress: this.#progress,
-      session: (owner) => this.#sessions.get(owner),
-      send: (session, msg) => this.#send(session, msg),
-      pid: (owner) => this.#pid(owner),
-      now: this.#now,
-    });
-    this.#operator = new OperatorActions({
-      allocator: this.#allocator,
-      log: this.#log,
-      stats: this.#stats,
-      sessions: () => this.#sessions.values(),
-      send: (session, msg) => this.#send(session, msg),
-      apply: (outcomes) => this.#apply(outcomes),
-      progress: this.#progress,
-      config: options.budgets,
-      persist: () => this.#guard?.persist() ?? Promise.resolve(false),
-    });
+    const admin = <R>(call: (tick: Tick) => AdminCall<R>): R => {
+      const { result, actions, persist } = call(this.#now());
+      if (persist === false) this.#persisted = Promise.resolve(false);
+      else if (persist !== undefined) {
+        const { promise, resolve } = Promise.withResolvers<boolean>();
+        this.#persisting.push({ ticket: persist, resolve });
+        this.#persisted = promise;
+      }
+      this.#run(actions);
+      return result;
+    };
+    const core = this.#core;
+    this.#admin = {
+      budgets: () => core.budgets(),
+      setBudget: (name, budget, by: Actor) =>
+        admin((t) => core.setBudget(name, budget, by, t)),
+      removeResource: (name, by) =>
+        admin((t) => core.removeResource(name, by, t)),
+      clearOverride: (name, by) =>
+        admin((t) => core.clearOverride(name, by, t)),
+      forceRelease: (builder, cookie, by) =>
+        admin((t) => core.forceRelease(builder, cookie, by, t)),
+      persisted: () => this.#persisted,
+    };
+    this.#reload = (budgets) => admin((t) => core.reload(budgets, t));
     this.#routes = new HttpRoutes({
-      status: () => this.status(),
-      metrics: () => renderMetrics(this.status(), this.#waits),
-      admin: this.#operator,
+      status: () => core.status(this.#now()),
+      metrics: () => renderMetrics(core.status(this.#now()), core.waits),
+      admin: this.#admin,
       adminToken: options.adminToken,
       logger: this.#log,
       ...(options.maxEventStreams !== undefined &&
@@ -288,132 +229,106 @@ class ServerApp {
     });
   }
 
-  /** Reads the state file; starts the reclaim grace after a crash. */
-  async loadState(options: ServerOptions): Promise<void> {
-    this.#guard = await RestartGuard.load({
-      path: options.stateFile,
-      reclaimMs: (options.reclaimGrace ?? this.#builderGraceMs / 1000) * 1000,
-      fence: this.#fence,
-      log: this.#log,
-      now: this.#now,
-      current: () =>
-        [
-          ...this.#sessions.values(),
-          ...[...this.#grace.entries()].map(([, d]) => d),
-        ].map((s) => s.digest ?? ANONYMOUS),
-      overrides: () => this.#operator.overrides(),
-      restoreOverrides: (overrides) => this.#operator.restore(overrides),
-      begin: () => this.#allocator.beginReclaim(),
-      end: () => {
-        this.#progress.touchAll();
-        this.#apply(this.#allocator.endReclaim());
-      },
-    });
+  /**
+   * Reads the state file (bounded, regular files only) and starts the
+   * core; the state file's first write must succeed before the server
+   * listens.
+   */
+  async start(path: string | undefined): Promise<void> {
+    if (path === undefined) {
+      this.#run(this.#core.start({ kind: "none" }, this.#now()));
+      return;
+    }
+    this.#writer = new StateWriter(path);
+    let actions: ServerAction[];
+    const written: number[] = [];
+    try {
+      const stored = await readState(path);
+      actions = this.#core.start(stored, this.#now());
+      // The state file marked dirty before anything is granted: its
+      // failure is a start-up error, and nothing else is done.
+      for (const a of actions) {
+        if (a.type !== "write") continue;
+        await this.#writer.write(a.state);
+        written.push(a.seq);
+      }
+    } catch (err) {
+      this.#stop();
+      throw new Error(
+        `Cannot use the state file "${path}": ${
+          (err as Error).message
+        }; pass --state-file PATH, a file only sai-server writes`,
+      );
+    }
+    this.#run(actions.filter((a) => a.type !== "write"));
+    for (const seq of written) {
+      this.#run(this.#core.written(seq, true, undefined, this.#now()));
+    }
   }
 
   async listen(hostname: string, port: number): Promise<SaiServer> {
-    if (!this.#tokens && !isLoopback(hostname)) {
+    if (!this.#hasTokens && !isLoopback(hostname)) {
+      this.#stop();
       throw new TypeError(
         `Cannot listen on "${hostname}" without builder authentication: pass --builder-tokens, or listen on loopback`,
       );
     }
-    const server = await listenServer({
-      hostname,
-      port,
-      tls: this.#tls,
-      checkUpgrade: (headers) => this.#checkUpgrade(headers),
-      onSocket: (socket, peer) => this.#accept(socket, peer),
-      http: (req, peer) => this.#routes.handle(req, peer),
-      maxMessageBytes: MAX_MESSAGE_BYTES,
-      idleTimeoutMs: this.#heartbeat * 1000,
-      maxHttpConnections: this.#maxHttpConnections,
-      logger: this.#log,
-    });
+    let server;
+    try {
+      server = await listenServer({
+        hostname,
+        port,
+        tls: this.#tls,
+        checkUpgrade: (headers) => this.#checkUpgrade(headers),
+        onSocket: (socket, peer) => this.#accept(socket, peer),
+        http: (req, peer) => this.#routes.handle(req, peer),
+        maxMessageBytes: MAX_MESSAGE_BYTES,
+        maxHttpConnections: this.#maxHttpConnections,
+        logger: this.#log,
+      });
+    } catch (err) {
+      this.#stop();
+      throw err;
+    }
     const addr = server.addr;
     const host = addr.hostname.includes(":")
       ? `[${addr.hostname}]`
       : addr.hostname;
     const url = `${this.#tls ? "wss" : "ws"}://${host}:${addr.port}`;
+    const core = this.#core;
     return {
       url,
       hostname: addr.hostname,
       port: addr.port,
-      allocator: this.#allocator,
-      status: () => this.status(),
-      admin: this.#operator,
-      reloadBudgets: (budgets) =>
-        this.#operator.reload(budgets, { addr: "SIGHUP" }),
+      allocator: core.allocator,
+      status: () => core.status(this.#now()),
+      admin: this.#admin,
+      reloadBudgets: (budgets) => this.#reload(budgets),
       finished: server.finished,
       shutdown: async () => {
-        this.#closing = true;
-        this.#routes.close();
-        clearTimeout(this.#timer);
-        this.#progress.close();
-        this.#grace.close();
-        await this.#guard?.shutdown(
-          this.#allocator.status().some((r) => r.allocated > 0),
-        );
-        for (const s of this.#sessions.values()) {
-          s.socket.close(1001, "server shutting down");
+        if (!this.#closing) {
+          this.#routes.close();
+          this.#run(core.shutdown(this.#now()));
+          this.#stop();
         }
+        await this.#writer?.idle();
         await server.shutdown();
       },
     };
   }
 
-  status(): StatusDocument {
-    const names = new Map<string, string>(
-      [...this.#sessions.values()].map((s) => [s.owner!, s.name ?? ""]),
-    );
-    for (const [owner, d] of this.#grace.entries()) names.set(owner, d.name);
-    const named = <T extends { owner: string; cookie: string }>(x: T) => {
-      const process = this.#processes.get(x.owner, x.cookie);
-      return {
-        ...x,
-        owner: this.#pid(x.owner),
-        builder: names.get(x.owner) ?? "",
-        ...(process && { process }),
-      };
-    };
-    // Times are kept on the monotonic clock and shown as wall-clock time.
-    const now = this.#now();
-    const wall = toWallClock(now);
-    const reclaimUntil = this.#guard?.reclaimUntil ?? null;
-    return {
-      version: 1,
-      time: wall(now),
-      reclaimUntil: typeof reclaimUntil === "number"
-        ? wall(reclaimUntil)
-        : null,
-      policy: this.#allocator.policy.name,
-      builders: [...this.#sessions.values()].map((s) => ({
-        id: s.publicId,
-        name: s.name ?? "",
-        connectedAt: wall(s.connectedAt),
-      })),
-      resources: this.#allocator.status().map((r) => ({
-        ...r,
-        budgetSource: this.#operator.source(r.name),
-        configBudget: this.#operator.configBudget(r.name),
-        leases: r.leases.map((l) =>
-          named({
-            ...l,
-            grantedAt: wall(l.grantedAt),
-            expires: wall(l.expires),
-          })
-        ),
-        queue: r.queue.map((q) =>
-          named({
-            ...q,
-            enqueuedAt: wall(q.enqueuedAt),
-            estimatedStart: q.estimatedStart === null
-              ? null
-              : wall(q.estimatedStart),
-          })
-        ),
-      })),
-      stats: structuredClone(this.#stats),
-    };
+  /** No timer any more; the core is told nothing more. */
+  #stop(): void {
+    this.#closing = true;
+    clearTimeout(this.#timer);
+    this.#timer = this.#timerAt = undefined;
+  }
+
+  #now(): Tick {
+    const tick = this.#tick;
+    tick.mono = this.#clock();
+    tick.wall = wallClock();
+    return tick;
   }
 
   #checkUpgrade(
@@ -432,456 +347,88 @@ class ServerApp {
     };
   }
 
+  /** One builder connection: each callback is one event of the core. */
   #accept(socket: ServerWebSocket, peer: string): void {
-    const conn: Session = {
-      id: `c${this.#nextId++}`,
-      owner: undefined,
-      publicId: "",
-      name: undefined,
-      socket,
-      peer,
-      connectedAt: this.#now(),
-      lastHeard: this.#now(),
-    };
-    const helloTimer = setTimeout(() => {
-      this.#reject(conn, "no hello in time");
-    }, this.#helloTimeoutMs);
-    this.#pending.add(conn);
-    if (this.#pending.size > MAX_PENDING_HELLOS) {
-      const [oldest] = this.#pending;
-      this.#pending.delete(oldest!);
-      this.#reject(oldest!, "too many connections waiting to say hello", {
-        limit: MAX_PENDING_HELLOS,
-      }, 1013);
-    }
-    // Messages are handled one at a time, in order, even though checking a
-    // hello's token and recording its session are asynchronous: at once
-    // while nothing is pending (every message after the hello, in
-    // practice), else queued behind, up to a bound: a hello may wait for
-    // as long as the state file cannot be written.
-    let queue: Promise<void> | undefined;
-    let queuedChars = 0;
-    const handle = (data: string | Uint8Array): Promise<void> | void => {
-      if (socket.readyState !== WebSocket.OPEN) return;
-      if (typeof data !== "string") {
-        this.#reject(conn, "binary frames are not accepted");
-        return;
-      }
-      return this.#receive(conn, data, helloTimer);
-    };
+    const id = `c${this.#nextId++}`;
+    const core = this.#core;
+    this.#sockets.set(id, socket);
     socket.onmessage = (ev) => {
-      conn.lastHeard = this.#now();
       const data = ev.data;
-      let pending;
-      if (queue === undefined) pending = handle(data);
-      else {
-        const size = data.length;
-        queuedChars += size;
-        if (queuedChars > MAX_QUEUED_CHARS) {
-          this.#log.warn("builder refused", {
-            connection: conn.id,
-            reason: "too much sent before its hello was answered",
-          });
-          socket.close(1013, "too much sent before the welcome; try again");
-          return;
-        }
-        pending = queue.then(() => {
-          queuedChars -= size;
-          return handle(data);
-        });
-      }
-      if (pending === undefined) return;
-      const mine: Promise<void> = pending.finally(() => {
-        if (queue === mine) queue = undefined;
-      });
-      queue = mine;
+      this.#run(
+        typeof data === "string"
+          ? core.message(id, data, this.#now())
+          : core.binary(id, data.length, this.#now()),
+      );
     };
+    socket.onheard = () => this.#run(core.heard(id, this.#now()));
     socket.onclose = () => {
-      clearTimeout(helloTimer);
-      this.#pending.delete(conn);
-      this.#guard?.restored(conn.id, undefined);
-      const owner = conn.owner;
-      // A connection replaced by a newer one of the same builder owns nothing.
-      if (owner === undefined || this.#sessions.get(owner) !== conn) return;
-      this.#sessions.delete(owner);
-      this.#log.info("builder disconnected", {
-        builder: conn.publicId,
-        name: conn.name,
-      });
-      if (this.#closing) return;
-      this.#grace.detach(conn, owner);
+      this.#sockets.delete(id);
+      this.#run(core.closed(id, this.#now()));
     };
     socket.onerror = () => {};
+    this.#run(core.open(id, peer, this.#now()));
   }
 
-  async #hello(
-    conn: Session,
-    hello: HelloMessage["hello"],
-    helloTimer: ReturnType<typeof setTimeout>,
-  ): Promise<void> {
-    if (conn.name !== undefined || !this.#pending.delete(conn)) {
-      this.#reject(conn, "hello sent twice");
-      return;
-    }
-    clearTimeout(helloTimer);
-    // A builder resuming its session always gets back in; a new one only
-    // while there is room (the cap keeps descriptors for everyone else).
-    const resuming = hello.session !== undefined &&
-      (this.#sessions.has(hello.session) ||
-        this.#grace.get(hello.session) !== undefined);
-    if (
-      !resuming && this.#sessions.size + this.#helloing >= this.#maxBuilders
-    ) {
-      this.#reject(
-        conn,
-        `too many builders: the server takes --max-builders ${this.#maxBuilders}`,
-        { name: hello.name },
-        1013,
-      );
-      return;
-    }
-    if (!resuming) this.#helloing++;
-    try {
-      await this.#admit(conn, hello);
-    } finally {
-      if (!resuming) this.#helloing--;
-    }
-  }
-
-  /** The rest of a hello: authentication, the state file, the welcome. */
-  async #admit(conn: Session, hello: HelloMessage["hello"]): Promise<void> {
-    if (
-      this.#tokens &&
-      !(await verifyToken(this.#tokens, hello.name, hello.token))
-    ) {
-      this.#reject(
-        conn,
-        hello.token === undefined
-          ? "authentication failed: no token"
-          : "authentication failed: wrong token for this builder name",
-        { name: hello.name },
-      );
-      return;
-    }
-    if (hello.session !== undefined && hello.session.length < 16) {
-      this.#reject(conn, "a session must be 16 to 64 characters", {
-        name: hello.name,
-      });
-      return;
-    }
-    // Without a session a builder gets an owner nobody can name: nothing
-    // it holds can be resumed, or taken over.
-    const owner = hello.session ?? `anonymous:${crypto.randomUUID()}`;
-    const previous = this.#sessions.get(owner);
-    const detached = this.#grace.get(owner);
-    if (
-      (previous && previous.name !== hello.name) ||
-      (detached && detached.name !== hello.name)
-    ) {
-      this.#reject(conn, "this session belongs to another builder", {
-        name: hello.name,
-      });
-      return;
-    }
-    const other = this.#nameHolder(conn, { name: hello.name, owner });
-    if (other && !previous && !detached) {
-      // Two machines under one name (a cloned host name, the default):
-      // the newcomer is refused, and exits naming the other.
-      this.#reject(conn, `${NAME_IN_USE}${other.peer}`, {
-        name: hello.name,
-        peer: conn.peer,
-      });
-      return;
-    }
-    if (other) {
-      // Resuming its own session: its holders keep their leases.  The
-      // other took the name while this one was away.
-      this.#log.warn("two live builders share a name", {
-        name: hello.name,
-        peer: conn.peer,
-        other: other.peer,
-        hint: "give one of them another --name",
-      });
-    }
-    this.#claims.set(conn, { name: hello.name, owner });
-    let digest: string;
-    let recorded: boolean | undefined;
-    try {
-      digest = hello.session === undefined
-        ? ANONYMOUS
-        : await sessionDigest(hello.session);
-      // On disk before the welcome: a restart must wait for this builder.
-      // While the state file cannot be written the hello waits (the write
-      // is retried), and a builder that leaves meanwhile is never welcomed.
-      recorded = await this.#guard?.recordSession(
-        digest,
-        () => conn.socket.readyState !== WebSocket.OPEN,
-      );
-    } finally {
-      this.#claims.delete(conn);
-    }
-    if (recorded === false) return;
-    if (conn.socket.readyState !== WebSocket.OPEN) return;
-    conn.digest = digest;
-    conn.name = hello.name;
-    conn.owner = owner;
-    let publicId = this.#publicIds.get(owner);
-    if (publicId === undefined) {
-      publicId = `b${this.#nextPublicId++}`;
-      this.#publicIds.set(owner, publicId);
-    }
-    conn.publicId = publicId;
-    this.#sessions.set(owner, conn);
-    this.#grace.resume(owner);
-    if (previous || detached) {
-      // The same builder process is back (perhaps before its old
-      // connection was seen to drop): keep its leases and queue places,
-      // close the old, and drop at its `restored` marker whatever it does
-      // not re-send (a yield lost with the old link, a lease it fenced).
-      conn.unconfirmed = new Set(this.#allocator.cookiesOf(owner));
-      previous?.socket.close(1000, "replaced by a new connection");
-    }
-    this.#guard?.restoring(conn.id, digest);
-    this.#log.info(
-      previous || detached ? "builder reconnected" : "builder connected",
-      { builder: publicId, name: conn.name, peer: conn.peer },
-    );
-    this.#send(conn, {
-      schema: SCHEMA,
-      welcome: { id: publicId, fence: this.#fence, heartbeat: this.#heartbeat },
-    });
-    this.#routes.changed();
-  }
-
-  /** Returns a promise only for a hello (its token is checked async). */
-  #receive(
-    conn: Session,
-    text: string,
-    helloTimer: ReturnType<typeof setTimeout>,
-  ): Promise<void> | undefined {
-    let msg;
-    try {
-      msg = parseBuilderMessage(text);
-    } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
-      if (conn.owner === undefined) {
-        this.#reject(conn, err.message);
-        return;
-      }
-      this.#log.warn("bad message from builder", {
-        builder: conn.owner,
-        error: err.message,
-      });
-      this.#send(conn, {
-        schema: SCHEMA,
-        cookie: err.cookie ?? "",
-        error: err.message,
-      });
-      if (err.cookie !== undefined) this.#count("invalid");
-      return;
-    }
-    if (isHello(msg)) {
-      return this.#hello(conn, msg.hello, helloTimer);
-    }
-    const owner = conn.owner;
-    if (owner === undefined) {
-      this.#reject(conn, "the first message must be a hello");
-      return;
-    }
-    if (isPing(msg)) {
-      this.#send(conn, { schema: SCHEMA, pong: msg.ping });
-      return;
-    }
-    if (isRestored(msg)) {
-      this.#dropUnconfirmed(conn, owner);
-      this.#guard?.restored(conn.id, conn.digest);
-      return;
-    }
-    // Only a re-sent restore confirms a cookie: a new request refused as a
-    // duplicate must not keep a lease whose holder is gone.
-    if (isRequest(msg) && msg.restore) conn.unconfirmed?.delete(msg.cookie);
-    if (isRequest(msg)) {
-      if (this.#log.enabled("debug")) {
-        this.#log.debug("request", { builder: this.#pid(owner), ...msg });
-      }
-      if (msg.restore === "lease") {
-        const why = this.#guard?.restoreRefusal(conn.digest ?? ANONYMOUS);
-        if (why !== undefined) {
-          this.#count("restore-not-recorded");
-          this.#log.warn("restore refused", {
-            builder: this.#pid(owner),
-            cookie: msg.cookie,
-            reason: why,
-          });
-          this.#send(conn, {
-            schema: SCHEMA,
-            cookie: msg.cookie,
-            error: `Cannot restore "${
-              (msg.resources ?? [msg]).map((r) => r.resname).join(",")
-            }": ${why}; the lease is lost`,
-          });
-          return;
+  /** Carries out the core's actions, in order. */
+  #run(actions: ServerAction[]): void {
+    for (const a of actions) {
+      switch (a.type) {
+        case "send":
+          this.#sockets.get(a.conn as string)?.send(a.text);
+          break;
+        case "log":
+          this.#log.log(a.level, a.msg, a.fields);
+          break;
+        case "changed":
+          this.#routes.changed();
+          break;
+        case "wake":
+          this.#arm(a.at);
+          break;
+        case "close": {
+          const socket = this.#sockets.get(a.conn as string);
+          if (a.code === 1006) socket?.abort();
+          else socket?.close(a.code, a.reason);
+          break;
         }
+        case "ping":
+          this.#sockets.get(a.conn as string)?.ping();
+          break;
+        case "write":
+          this.#write(a.seq, a.state);
+          break;
+        case "persisted":
+          this.#persisting = this.#persisting.filter((p) => {
+            if (p.ticket > a.upTo) return true;
+            p.resolve(a.ok);
+            return false;
+          });
+          break;
       }
-      for (const r of msg.resources ?? [msg]) this.#progress.touch(r.resname);
-      this.#processes.note(owner, msg.cookie, msg.process);
-      this.#apply(
-        msg.restore
-          ? this.#allocator.restore(owner, msg, msg.restore)
-          : this.#allocator.request(owner, msg),
-      );
-      if (msg.progress) {
-        const queued = this.#allocator.lookup(owner, msg.cookie);
-        if (queued?.state === "queued") {
-          this.#progress.watch(owner, msg.cookie, queued.resnames);
-        }
-      }
-      return;
     }
-    if (this.#progress.watching) {
-      const held = this.#allocator.lookup(owner, msg.cookie);
-      for (const name of held?.resnames ?? []) this.#progress.touch(name);
-    }
-    const { found, expires, outcomes } = this.#allocator.release(
-      owner,
-      msg.cookie,
-      msg.id,
+  }
+
+  #write(seq: number, state: Parameters<StateWriter["write"]>[0]): void {
+    const core = this.#core;
+    this.#writer!.write(state).then(
+      () => this.#run(core.written(seq, true, undefined, this.#now())),
+      (err) =>
+        this.#run(
+          core.written(seq, false, (err as Error).message, this.#now()),
+        ),
     );
-    if (found === "stale") {
-      // About a lease that has ended (a yield sent late): the cookie's
-      // live lease or request is another, and is not touched.
-      this.#log.info("ignored: a yield for an ended lease", {
-        builder: this.#pid(owner),
-        cookie: msg.cookie,
-        id: msg.id,
-      });
-      return;
-    }
-    // A yield at or after the lease's end is the builder ending it by its
-    // own clock, inside the expiry margin: an expiry, not a release.
-    const ran = found === "lease" && expires <= this.#now();
-    if (found === "lease" && !ran) this.#stats.releases++;
-    if (found === "lease" && !ran && msg.reason === "owner gone") {
-      this.#stats.ownerGone++;
-    }
-    if (ran) this.#stats.expiries++;
-    if (found === "queued") this.#stats.withdrawals++;
-    if (found) {
-      if (this.#log.enabled("info")) {
-        this.#log.info(
-          ran ? "expired" : found === "lease" ? "released" : "withdrawn",
-          {
-            builder: this.#pid(owner),
-            cookie: msg.cookie,
-            ...(msg.reason && { reason: msg.reason }),
-          },
-        );
-      }
-      this.#processes.forget(owner, msg.cookie);
-      this.#forget(owner, msg.cookie);
-    }
-    this.#apply(outcomes);
   }
 
-  /** Drops what a reconnected builder did not re-send. */
-  #dropUnconfirmed(conn: Session, owner: string): void {
-    const stale = conn.unconfirmed;
-    conn.unconfirmed = undefined;
-    for (const cookie of stale ?? []) {
-      const held = this.#allocator.lookup(owner, cookie);
-      for (const name of held?.resnames ?? []) this.#progress.touch(name);
-      const { found, outcomes } = this.#allocator.release(owner, cookie);
-      if (found === "lease") this.#stats.drops++;
-      if (found === "queued") this.#stats.withdrawals++;
-      this.#log.info("dropped after reconnect: not restored", {
-        builder: conn.publicId,
-        cookie,
-        was: found,
-      });
-      this.#forget(owner, cookie);
-      this.#apply(outcomes);
-    }
-  }
-
-  /**
-   * A live connection of another session that holds `name`: welcomed, or
-   * with its hello past this check.  A builder whose link is lost holds
-   * none: a restarted builder (a new session) takes its name back at once.
-   */
-  #nameHolder(
-    conn: Session,
-    wanted: { name: string; owner: string },
-  ): Session | undefined {
-    const { name, owner } = wanted;
-    // A scan: hellos are rare (a thousand builders reconnecting at once
-    // cost a million comparisons, a few ms).
-    for (const s of this.#sessions.values()) {
-      if (s !== conn && s.name === name && s.owner !== owner) return s;
-    }
-    for (const [s, claim] of this.#claims) {
-      if (s !== conn && claim.name === name && claim.owner !== owner) {
-        return s;
-      }
-    }
-    return undefined;
-  }
-
-  /** The public id of a builder session, for status and logs. */
-  #pid(owner: string): string {
-    return this.#publicIds.get(owner) ?? "";
-  }
-
-  #reject(
-    conn: Session,
-    reason: string,
-    fields: Fields = {},
-    code = 1008,
-  ): void {
-    this.#log.warn("builder refused", {
-      connection: conn.id,
-      ...(conn.name !== undefined && { name: conn.name }),
-      ...fields,
-      reason,
-    });
-    // A close reason is limited to 123 bytes.
-    conn.socket.close(code, reason.slice(0, 120));
-  }
-
-  #count(reason: RefusalReason): void {
-    this.#stats.refusals[reason] = (this.#stats.refusals[reason] ?? 0) + 1;
-  }
-
-  #send(session: Session | undefined, msg: ServerMessage): void {
-    if (session?.socket.readyState !== WebSocket.OPEN) return;
-    session.socket.send(encode(msg));
-  }
-
-  /** Delivers outcomes, then re-arms the expiry timer. */
-  #apply(outcomes: Outcome[]): void {
-    this.#delivery.deliver(outcomes);
-    this.#armExpiry();
-    this.#progress.arm();
-    this.#routes.changed();
-  }
-
-  #forget(owner: string, cookie: string): void {
-    this.#progress.forget(owner, cookie);
-  }
-
-  #armExpiry(): void {
-    const at = this.#allocator.nextExpiry();
-    // A timer armed for an earlier time stays: it finds nothing due, and
-    // re-arms for what is next then.  The earliest lease is the one most
-    // often released, so re-arming at every change cost a clearTimeout and
-    // a setTimeout per lease under load.
-    if (at === undefined || this.#closing) return;
+  /** The one timer: at the core's next wake-up, unless one is armed earlier. */
+  #arm(at: number): void {
+    if (this.#closing) return;
     if (this.#timerAt !== undefined && this.#timerAt <= at) return;
     clearTimeout(this.#timer);
     this.#timerAt = at;
-    const delay = Math.min(Math.max(0, at - this.#now()), 2 ** 31 - 1);
+    const delay = Math.min(Math.max(0, at - this.#clock()), MAX_DELAY_MS);
     this.#timer = setTimeout(() => {
       this.#timerAt = undefined;
-      this.#apply(this.#allocator.expire());
+      this.#run(this.#core.wake(this.#now()));
     }, delay);
   }
 }

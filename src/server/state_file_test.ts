@@ -1,11 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  ANONYMOUS,
-  MAX_STATE_BYTES,
-  readState,
-  type ServerState,
-  StateWriter,
-} from "./state_file.ts";
+import { readState, StateWriter } from "./state_file.ts";
+import { ANONYMOUS, MAX_STATE_BYTES, type ServerState } from "./core/state.ts";
 
 const DIGEST = "0123456789abcdef".repeat(4);
 
@@ -139,51 +134,32 @@ Deno.test("readState() refuses a path that is not a regular file, without readin
   });
 });
 
-Deno.test("StateWriter.schedule() retries a failed write until it succeeds, writing the latest snapshot", async () => {
+Deno.test("StateWriter.write() fails without leaving a temporary file, and a later write succeeds", async () => {
   await withDir(async (dir) => {
-    // A directory, not empty, where the state file should be: every
-    // attempt fails at its last step, the rename, until it is gone.
+    // A directory, not empty, where the state file should be: a write
+    // fails at its last step, the rename, until it is gone.
     await Deno.mkdir(`${dir}/s/state.json`, { recursive: true });
     await Deno.writeTextFile(`${dir}/s/state.json/x`, "");
-    let builders: string[] = [];
-    const failures: number[] = [];
-    const { promise: failedTwice, resolve: onSecond } = Promise
-      .withResolvers<void>();
-    const { promise: written, resolve: onWritten } = Promise.withResolvers<
-      [ServerState, number]
-    >();
-    const writer = new StateWriter(`${dir}/s/state.json`, {
-      snapshot: () => ({
-        version: 2,
-        clean: false,
-        fence: 2,
-        builders,
-        overrides: {},
-      }),
-      onWritten: (state, n) => onWritten([state, n]),
-      onFailed: (_err, n) => {
-        failures.push(n);
-        if (n === 2) onSecond();
-      },
-      retryMs: 10,
+    const state = (builders: string[]): ServerState => ({
+      version: 2,
+      clean: false,
+      fence: 2,
+      builders,
+      overrides: {},
     });
-    try {
-      writer.schedule();
-      await failedTwice;
-      builders = [DIGEST];
-      await Deno.remove(`${dir}/s/state.json`, { recursive: true });
-      const [state, n] = await written;
-      assert.deepEqual(state.builders, [DIGEST], "the latest snapshot");
-      assert.ok(n >= 2, `${n} failures counted`);
-      assert.deepEqual(failures, Array.from({ length: n }, (_, i) => i + 1));
-      const got = await readState(`${dir}/s/state.json`);
-      assert.deepEqual(got, { kind: "state", state });
-      // No temporary file is left by the failed attempts.
-      const names = [];
-      for await (const e of Deno.readDir(`${dir}/s`)) names.push(e.name);
-      assert.deepEqual(names, ["state.json"]);
-    } finally {
-      writer.close();
-    }
+    const writer = new StateWriter(`${dir}/s/state.json`);
+    await assert.rejects(() => writer.write(state([])));
+    await assert.rejects(() => writer.write(state([])));
+    await Deno.remove(`${dir}/s/state.json`, { recursive: true });
+    await writer.write(state([DIGEST]));
+    await writer.idle();
+    assert.deepEqual(await readState(`${dir}/s/state.json`), {
+      kind: "state",
+      state: state([DIGEST]),
+    });
+    // No temporary file is left by the failed attempts.
+    const names = [];
+    for await (const e of Deno.readDir(`${dir}/s`)) names.push(e.name);
+    assert.deepEqual(names, ["state.json"]);
   });
 });

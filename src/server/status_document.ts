@@ -9,51 +9,13 @@
 import type {
   LeaseStatus,
   QueuedStatus,
-  RefusalReason,
   ResourceStatus,
 } from "../allocator/allocator.ts";
 import type { OwnerProcess } from "../protocol/protocol.ts";
-import type { BudgetSource } from "./budget_sources.ts";
+import type { BudgetSource } from "./core/budget_sources.ts";
+import type { ServerStats } from "./core/stats.ts";
 
-/** Counters since start, for `/api/status` and metrics. */
-export interface ServerStats {
-  grants: number;
-  refusals: Partial<Record<RefusalReason, number>>;
-  expiries: number;
-  releases: number;
-  withdrawals: number;
-  /** Leases ended by an operator (also counted in `releases`). */
-  forcedReleases: number;
-  /**
-   * Leases given back because the process they were held for was gone (a
-   * cancelled CI job, a killed ctest); also counted in `releases`.
-   */
-  ownerGone: number;
-  /** Leases newly admitted by a builder's restore after a reconnect. */
-  restores: number;
-  /**
-   * Leases ended because their builder was gone past the builder grace,
-   * or did not re-send them when it came back.  With these,
-   * `grants + restores − releases − expiries − drops` is the number of
-   * live leases.
-   */
-  drops: number;
-}
-
-/** Counters at start: all zero. */
-export function zeroStats(): ServerStats {
-  return {
-    grants: 0,
-    refusals: {},
-    expiries: 0,
-    releases: 0,
-    withdrawals: 0,
-    forcedReleases: 0,
-    ownerGone: 0,
-    restores: 0,
-    drops: 0,
-  };
-}
+export { type ServerStats, zeroStats } from "./core/stats.ts";
 
 /**
  * A lease in `/api/status`: the allocator's view plus the builder's name

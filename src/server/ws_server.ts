@@ -6,7 +6,8 @@
  * first and refuses a frame or message longer than the protocol's limit
  * before reading its payload.
  *
- * It offers the part of the `WebSocket` interface the server uses.
+ * It offers the part of the `WebSocket` interface the server uses, and
+ * pings when asked: whether a silent peer is dropped is the core's call.
  *
  * @module
  */
@@ -18,9 +19,9 @@ import {
   readFrameHeader,
   roomFor,
 } from "../shared/ws_frames.ts";
-import { monotonic } from "../shared/clock.ts";
 
 const encoder = new TextEncoder();
+const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Text is encoded here before it is framed (JavaScript runs one at a time). */
@@ -33,11 +34,6 @@ const MAX_UNSENT = 1 << 20;
 export interface ServerWebSocketOptions {
   /** Largest message (and frame) payload accepted, in bytes. */
   maxMessageBytes: number;
-  /**
-   * A peer silent this long (no frame of any kind) is dropped; it is
-   * pinged twice in that time.  0: never.
-   */
-  idleTimeoutMs: number;
 }
 
 /** The answer to a WebSocket key, for the 101 response. */
@@ -56,13 +52,16 @@ export class ServerWebSocket {
   onmessage: ((ev: { data: string | Uint8Array }) => void) | null = null;
   onclose: ((ev: CloseEvent) => void) | null = null;
   onerror: ((ev: Event) => void) | null = null;
+  /**
+   * Called for a frame that shows the peer alive without being a message:
+   * a pong, a ping, a fragment of a message still to come.
+   */
+  onheard: (() => void) | null = null;
   #conn: Deno.Conn;
   #opts: ServerWebSocketOptions;
   #writes: Promise<void> = Promise.resolve();
   #batch = new FrameBatch();
   #unsent = 0;
-  #lastHeard = monotonic();
-  #idleTimer: ReturnType<typeof setInterval> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #closeCode = 1006;
   #closeReason = "";
@@ -75,12 +74,6 @@ export class ServerWebSocket {
   ) {
     this.#conn = conn;
     this.#opts = options;
-    if (options.idleTimeoutMs > 0) {
-      this.#idleTimer = setInterval(
-        () => this.#idle(),
-        options.idleTimeoutMs / 2,
-      );
-    }
     this.#run(initial);
   }
 
@@ -104,14 +97,14 @@ export class ServerWebSocket {
     this.#closeTimer = setTimeout(() => this.#drop(), 1000);
   }
 
-  #idle(): void {
-    if (monotonic() - this.#lastHeard > this.#opts.idleTimeoutMs) {
-      this.#drop();
-      return;
-    }
-    if (this.readyState === WebSocket.OPEN) {
-      this.#frame(0x9, new Uint8Array(0));
-    }
+  /** Sends a ping frame; the pong comes to {@linkcode onheard}. */
+  ping(): void {
+    if (this.readyState === WebSocket.OPEN) this.#frame(0x9, EMPTY);
+  }
+
+  /** Drops the connection at once, without a closing handshake. */
+  abort(): void {
+    this.#drop();
   }
 
   /** Refuses the peer: a close frame with the reason, then the end. */
@@ -168,7 +161,6 @@ export class ServerWebSocket {
     ]);
     clearTimeout(timer);
     this.#drop();
-    clearInterval(this.#idleTimer);
     clearTimeout(this.#closeTimer);
     if (this.#closed) return;
     this.#closed = true;
@@ -195,7 +187,6 @@ export class ServerWebSocket {
     let messageOpcode = 0;
     const header = newFrameHeader();
     for (;;) {
-      if (end > start) this.#lastHeard = monotonic();
       for (;;) {
         if (!readFrameHeader(buf, start, end, header)) break;
         const { fin, opcode, masked, length: len, size } = header;
@@ -241,9 +232,13 @@ export class ServerWebSocket {
         }
         if (opcode === 0x9) {
           this.#frame(0xa, payload.slice());
+          this.onheard?.();
           continue;
         }
-        if (opcode === 0xa) continue;
+        if (opcode === 0xa) {
+          this.onheard?.();
+          continue;
+        }
         if (opcode !== 0x0) messageOpcode = opcode;
         let whole: Uint8Array;
         if (fin && message.length === 0) {
@@ -252,7 +247,10 @@ export class ServerWebSocket {
         } else {
           message.push(payload.slice());
           messageLength += len;
-          if (!fin) continue;
+          if (!fin) {
+            this.onheard?.();
+            continue;
+          }
           whole = concat(message);
           message = [];
           messageLength = 0;

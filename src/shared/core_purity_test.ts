@@ -95,7 +95,18 @@ Deno.test("the cores and what they import do no I/O, read no clock and arm no ti
     problems.push(...check(path, await Deno.readTextFile(url)));
   }
   assert.ok(checked.some((p) => p.startsWith("src/allocator/")), "checked");
+  assert.ok(checked.includes(SERVER_CORE), "the server's core is checked");
   assert.deepEqual(problems, []);
+});
+
+const SERVER_CORE = "src/server/core/server_core.ts";
+
+Deno.test("the purity check fails the server's core with a Deno call or a clock added", async () => {
+  const text = await Deno.readTextFile(new URL(SERVER_CORE, ROOT));
+  assert.deepEqual(check(SERVER_CORE, text), []);
+  for (const line of ["Deno.exit(1);", "const t = performance.now();"]) {
+    assert.equal(check(SERVER_CORE, `${text}\n${line}\n`).length, 1, line);
+  }
 });
 
 Deno.test("the purity check catches a timer, a clock, Deno and an impure import", () => {

@@ -7,11 +7,14 @@
  * most of the server's messages (a snapshot of the queue and one message
  * per queued request, four times a second, that the builder dropped).
  *
+ * It keeps the time of its next push ({@linkcode QueueProgress.due}); the
+ * server wakes it then ({@linkcode QueueProgress.wake}).
+ *
  * @module
  */
 
-import type { Allocator, QueuedStatus } from "../allocator/allocator.ts";
-import { type QueuedMessage, SCHEMA } from "../protocol/protocol.ts";
+import type { Allocator, QueuedStatus } from "../../allocator/allocator.ts";
+import { type QueuedMessage, SCHEMA } from "../../protocol/protocol.ts";
 
 /** Options for {@linkcode QueueProgress}. */
 export interface QueueProgressOptions {
@@ -20,13 +23,13 @@ export interface QueueProgressOptions {
   send: (owner: string, msg: QueuedMessage) => void;
   /** How often positions are pushed at most, in ms. */
   intervalMs: number;
-  now: () => number;
 }
 
 /** Tracks changed resources and pushes the positions that moved. */
 export class QueueProgress {
   #opts: QueueProgressOptions;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the next push is due (monotonic ms), if one is. */
+  #due: number | undefined;
   #dirty = new Set<string>();
   /**
    * The requests that asked for progress, by owner then cookie, with what
@@ -62,12 +65,12 @@ export class QueueProgress {
    * A queued request asked for progress: push it its positions in the
    * queues of `resnames`, the first soon.
    */
-  watch(owner: string, cookie: string, resnames: string[]): void {
+  watch(owner: string, cookie: string, resnames: string[], now: number): void {
     let mine = this.#last.get(owner);
     if (!mine) this.#last.set(owner, mine = new Map());
     if (!mine.has(cookie)) mine.set(cookie, "");
     for (const name of resnames) this.#dirty.add(name);
-    this.arm();
+    this.arm(now);
   }
 
   /** A request is no longer queued: forget what was last pushed for it. */
@@ -82,8 +85,8 @@ export class QueueProgress {
     this.#last.delete(owner);
   }
 
-  /** Pushes soon if anything changed. */
-  arm(): void {
+  /** Pushes within the interval from `now` if anything changed. */
+  arm(now: number): void {
     if (this.#dirty.size === 0) return;
     if (this.#last.size === 0) {
       // Nobody is watching: nothing to push, and nothing to compare with
@@ -91,21 +94,30 @@ export class QueueProgress {
       this.#dirty.clear();
       return;
     }
-    if (this.#timer !== undefined || this.#closed) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#push();
-    }, this.#opts.intervalMs);
+    if (this.#due !== undefined || this.#closed) return;
+    this.#due = now + this.#opts.intervalMs;
   }
 
+  /** When the next push is due (monotonic ms), if one is. */
+  get due(): number | undefined {
+    return this.#due;
+  }
+
+  /** Pushes what moved, if the push is due by `now`. */
+  wake(now: number): void {
+    if (this.#due === undefined || this.#due > now) return;
+    this.#due = undefined;
+    this.#push(now);
+  }
+
+  /** No more pushes (the server is stopping). */
   close(): void {
     this.#closed = true;
-    clearTimeout(this.#timer);
+    this.#due = undefined;
   }
 
-  #push(): void {
+  #push(now: number): void {
     const allocator = this.#opts.allocator;
-    const now = this.#opts.now();
     const dirty = this.#dirty;
     this.#dirty = new Set();
     // One snapshot per resource, taken only for those that changed (and

@@ -8,10 +8,13 @@
  * never known to be back; when the state file could not be trusted, any
  * builder may hold leases, and only time ends the grace.
  *
+ * Its end by time is {@linkcode ReclaimGrace.until}; the server wakes it
+ * then ({@linkcode ReclaimGrace.wake}).
+ *
  * @module
  */
 
-import { ANONYMOUS } from "./state_file.ts";
+import { ANONYMOUS } from "./state.ts";
 
 /** Options for {@linkcode ReclaimGrace}. */
 export interface ReclaimOptions {
@@ -31,14 +34,15 @@ export class ReclaimGrace {
   #waiting: Set<string>;
   /** Every builder may hold leases: nobody's `restored` ends the grace. */
   #unknown: boolean;
-  #restoring = new Set<string>();
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Connections between their hello and their `restored`. */
+  #restoring = new Set<unknown>();
   #timeUp = false;
   #ended = false;
   #onEnd: ReclaimOptions["onEnd"];
-  /** When the grace runs out, by the server's clock (epoch ms). */
+  /** When the grace runs out (monotonic ms). */
   readonly until: number;
 
+  /** A grace that starts at `now` (monotonic ms). */
   constructor(options: ReclaimOptions, now: number) {
     this.#unknown = options.expected === "unknown";
     this.#waiting = new Set(
@@ -46,10 +50,22 @@ export class ReclaimGrace {
     );
     this.#onEnd = options.onEnd;
     this.until = now + options.graceMs;
-    this.#timer = setTimeout(() => {
-      this.#timeUp = true;
-      this.#check("time");
-    }, options.graceMs);
+  }
+
+  /**
+   * When it must be woken to end by time (monotonic ms); undefined once its
+   * time is up, when only a restore under way keeps it (its `restored`, or
+   * its connection's end, ends it then).
+   */
+  get next(): number | undefined {
+    return this.#timeUp || this.#ended ? undefined : this.until;
+  }
+
+  /** Its time is up at `now` or before: it ends unless a restore is under way. */
+  wake(now: number): void {
+    if (this.#ended || this.#timeUp || now < this.until) return;
+    this.#timeUp = true;
+    this.#check("time");
   }
 
   get ended(): boolean {
@@ -60,14 +76,14 @@ export class ReclaimGrace {
    * A builder said hello: if it may hold leases from before, it is
    * restoring until its `restored` marker.
    */
-  restoring(connection: string, digest: string): void {
+  restoring(connection: unknown, digest: string): void {
     if (this.#unknown || this.#waiting.has(digest)) {
       this.#restoring.add(connection);
     }
   }
 
   /** A builder connection sent `restored` (or closed). */
-  restored(connection: string, digest: string | undefined): void {
+  restored(connection: unknown, digest: string | undefined): void {
     this.#restoring.delete(connection);
     // Any builder without a session is "anonymous": its `restored` says
     // nothing about the one recorded.
@@ -77,16 +93,10 @@ export class ReclaimGrace {
     this.#check(this.#timeUp ? "time" : "all builders restored");
   }
 
-  /** Stops the timer (server shutting down). */
-  close(): void {
-    clearTimeout(this.#timer);
-  }
-
   #check(reason: "time" | "all builders restored"): void {
     if (this.#ended || this.#restoring.size > 0) return;
     if (!this.#timeUp && (this.#unknown || this.#waiting.size > 0)) return;
     this.#ended = true;
-    clearTimeout(this.#timer);
     this.#onEnd(reason);
   }
 }

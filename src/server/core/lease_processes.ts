@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { OwnerProcess } from "../protocol/protocol.ts";
+import type { OwnerProcess } from "../../protocol/protocol.ts";
 
 /** Process tags by builder session and cookie. */
 export class LeaseProcesses {

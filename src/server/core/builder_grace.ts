@@ -4,28 +4,47 @@
  * whichever comes first.  The builder fences itself well before that if it
  * cannot resume its session, so no holder outlives its count.
  *
+ * It keeps the time of the next drop ({@linkcode BuilderGrace.next}); the
+ * server wakes it then ({@linkcode BuilderGrace.wake}).
+ *
  * @module
  */
 
-import type { Allocator, Outcome } from "../allocator/allocator.ts";
-import type { Logger } from "../shared/log.ts";
+import type { Allocator, Outcome } from "../../allocator/allocator.ts";
+import type { Log } from "./log.ts";
 import type { QueueProgress } from "./progress.ts";
-import type { Detached, Session } from "./sessions.ts";
-import { ANONYMOUS } from "./state_file.ts";
-import type { ServerStats } from "./status_document.ts";
+import { ANONYMOUS } from "./state.ts";
+import type { ServerStats } from "./stats.ts";
+
+/** A builder whose link is lost while its leases are still counted. */
+export interface Detached {
+  name: string;
+  publicId: string;
+  digest: string | undefined;
+  /** When its leases are dropped (monotonic ms). */
+  dropAt: number;
+}
+
+/** What a lost builder's connection tells the grace. */
+export interface LostLink {
+  name: string | undefined;
+  publicId: string;
+  digest?: string | undefined;
+  /** When the server last heard from it (monotonic ms). */
+  lastHeard: number;
+}
 
 /** What the builder grace needs from the server. */
 export interface BuilderGraceOptions {
   allocator: Allocator;
   stats: ServerStats;
-  log: Logger;
+  log: Log;
   progress: QueueProgress;
   /**
    * How long after the server last heard a lost builder its leases are
-   * dropped, in ms: the builder grace plus a heartbeat (see server_app.ts).
+   * dropped, in ms: the builder grace plus a heartbeat (see server_core.ts).
    */
   graceMs: number;
-  now: () => number;
   /** Delivers outcomes. */
   apply: (outcomes: Outcome[]) => void;
   /** The builder session is gone for good (its public id may go). */
@@ -36,6 +55,8 @@ export interface BuilderGraceOptions {
 export class BuilderGrace {
   #opts: BuilderGraceOptions;
   #detached = new Map<string, Detached>();
+  /** The earliest dropAt, kept as builders come and go. */
+  #next: number | undefined;
 
   constructor(options: BuilderGraceOptions) {
     this.#opts = options;
@@ -51,17 +72,14 @@ export class BuilderGrace {
     return this.#detached.entries();
   }
 
-  /** The builder is back with its session: its grace ends, it keeps all. */
-  resume(owner: string): void {
-    const d = this.#detached.get(owner);
-    if (!d) return;
-    clearTimeout(d.timer);
-    this.#detached.delete(owner);
+  /** When the next builder's leases are dropped (monotonic ms), if any. */
+  get next(): number | undefined {
+    return this.#next;
   }
 
-  /** Stops every timer (server shutting down). */
-  close(): void {
-    for (const d of this.#detached.values()) clearTimeout(d.timer);
+  /** The builder is back with its session: its grace ends, it keeps all. */
+  resume(owner: string): void {
+    if (this.#detached.delete(owner)) this.#recompute();
   }
 
   /**
@@ -70,7 +88,7 @@ export class BuilderGrace {
    * own end or the builder grace, from when it was last heard: the builder
    * fences itself before that if it cannot resume its session.
    */
-  detach(conn: Session, owner: string): void {
+  detach(link: LostLink, owner: string, now: number): void {
     this.#opts.progress.forgetOwner(owner);
     this.#opts.progress.touchAll();
     const out: Outcome[] = [];
@@ -89,41 +107,46 @@ export class BuilderGrace {
       this.#opts.apply(out);
       return;
     }
-    if (conn.digest === ANONYMOUS) {
+    const detached: Detached = {
+      name: link.name ?? "",
+      publicId: link.publicId,
+      digest: link.digest,
+      dropAt: link.lastHeard + this.#opts.graceMs,
+    };
+    if (link.digest === ANONYMOUS) {
       // Without a session it can never resume: nothing to keep them for.
       this.#opts.apply(out);
-      this.#detached.set(owner, {
-        name: conn.name ?? "",
-        publicId: conn.publicId,
-        digest: conn.digest,
-        timer: undefined,
-      });
-      this.drop(owner);
+      this.#detached.set(owner, detached);
+      this.#drop(owner);
       return;
     }
-    const wait = Math.max(
-      0,
-      conn.lastHeard + this.#opts.graceMs - this.#opts.now(),
-    );
-    this.#detached.set(owner, {
-      name: conn.name ?? "",
-      publicId: conn.publicId,
-      digest: conn.digest,
-      timer: setTimeout(() => this.drop(owner), wait),
-    });
+    const wait = Math.max(0, detached.dropAt - now);
+    this.#detached.set(owner, detached);
+    if (this.#next === undefined || detached.dropAt < this.#next) {
+      this.#next = detached.dropAt;
+    }
     this.#opts.log.info("builder leases kept for the builder grace", {
-      builder: conn.publicId,
+      builder: link.publicId,
       leases,
       seconds: Math.round(wait) / 1000,
     });
     this.#opts.apply(out);
   }
 
+  /** Drops the leases of every builder whose grace ran out by `now`. */
+  wake(now: number): void {
+    if (this.#next === undefined || this.#next > now) return;
+    for (const [owner, d] of [...this.#detached]) {
+      if (d.dropAt <= now) this.#drop(owner);
+    }
+  }
+
   /** The builder grace ran out: its leases are dropped. */
-  drop(owner: string): void {
+  #drop(owner: string): void {
     const d = this.#detached.get(owner);
     if (!d) return;
     this.#detached.delete(owner);
+    this.#recompute();
     this.#opts.forget(owner);
     let leases = 0;
     for (const cookie of this.#opts.allocator.cookiesOf(owner)) {
@@ -142,5 +165,13 @@ export class BuilderGrace {
     );
     this.#opts.progress.touchAll();
     this.#opts.apply(this.#opts.allocator.dropOwner(owner));
+  }
+
+  #recompute(): void {
+    let next: number | undefined;
+    for (const d of this.#detached.values()) {
+      if (next === undefined || d.dropAt < next) next = d.dropAt;
+    }
+    this.#next = next;
   }
 }

@@ -8,42 +8,46 @@
  * @module
  */
 
-import type { Allocator, Outcome } from "../allocator/allocator.ts";
-import type { Logger } from "../shared/log.ts";
+import type { Allocator, Outcome } from "../../allocator/allocator.ts";
+import type { Log } from "./log.ts";
 import {
   type Actor,
-  type AdminTarget,
   applyBudgets,
   type BudgetChange,
   type BudgetTarget,
   type ClearResult,
   type ForceReleaseResult,
   type RemoveResult,
-} from "./admin.ts";
+} from "./admin_rules.ts";
 import { type BudgetSource, BudgetSources } from "./budget_sources.ts";
 import type { QueueProgress } from "./progress.ts";
-import type { Session } from "./sessions.ts";
-import type { ServerStats } from "./status_document.ts";
-import { SCHEMA, type ServerMessage } from "../protocol/protocol.ts";
+import type { ServerStats } from "./stats.ts";
+import { SCHEMA, type ServerMessage } from "../../protocol/protocol.ts";
+
+/** A connected builder, as an operator names it. */
+export interface OperatorSession {
+  /** Its session (the allocator's owner). */
+  owner: string | undefined;
+  publicId: string;
+  name: string | undefined;
+}
 
 /** What operator actions need from the server. */
 export interface OperatorContext {
   allocator: Allocator;
-  log: Logger;
+  log: Log;
   stats: ServerStats;
   /** The builders connected now. */
-  sessions: () => Iterable<Session>;
-  send: (session: Session, msg: ServerMessage) => void;
+  sessions: () => Iterable<OperatorSession>;
+  /** Sends to a connected builder, by its owner. */
+  send: (owner: string, msg: ServerMessage) => void;
   /** Delivers outcomes (grants the action allowed). */
   apply: (outcomes: Outcome[]) => void;
   progress: QueueProgress;
   /** Budgets from `--resources` or `--config`, before any override. */
   config: Map<string, number>;
-  /**
-   * Writes the overrides to the state file: true once they are on disk,
-   * false if they cannot be (no state file, a failed write being retried).
-   */
-  persist: () => Promise<boolean>;
+  /** The overrides changed: the state file must record them. */
+  persist: () => void;
 }
 
 /** A resource that keeps an override through a new config (SIGHUP). */
@@ -56,10 +60,9 @@ export interface KeptOverride {
 }
 
 /** The server's side of the admin API. */
-export class OperatorActions implements AdminTarget {
+export class OperatorActions implements BudgetTarget {
   #opts: OperatorContext;
   #sources: BudgetSources;
-  #persisted: Promise<boolean> = Promise.resolve(false);
   /** SIGHUP's target: applies the config without recording overrides. */
   #config: BudgetTarget = {
     budgets: () => this.budgets(),
@@ -129,13 +132,8 @@ export class OperatorActions implements AdminTarget {
     return { draining, kept };
   }
 
-  /** Resolves once the last change through the API is on disk (see persist). */
-  persisted(): Promise<boolean> {
-    return this.#persisted;
-  }
-
   #persist(): void {
-    this.#persisted = this.#opts.persist();
+    this.#opts.persist();
   }
 
   #audit(action: string, by: Actor, fields: Record<string, unknown>): void {
@@ -277,7 +275,7 @@ export class OperatorActions implements AdminTarget {
     this.#opts.progress.touch(lease.resname);
     // A refusal after the grant: the builder drops the client, so the
     // holder's connection closes and it exits.
-    this.#opts.send(session, {
+    this.#opts.send(session.owner!, {
       schema: SCHEMA,
       cookie,
       error: "Lease revoked by an operator",

@@ -5,27 +5,26 @@
  * @module
  */
 
-import type { Outcome } from "../allocator/allocator.ts";
-import type { Logger } from "../shared/log.ts";
-import { SCHEMA, type ServerMessage } from "../protocol/protocol.ts";
-import type { WaitHistogram } from "./metrics.ts";
+import type { Outcome } from "../../allocator/allocator.ts";
+import type { Log } from "./log.ts";
+import { SCHEMA, type ServerMessage } from "../../protocol/protocol.ts";
 import type { QueueProgress } from "./progress.ts";
-import type { Session } from "./sessions.ts";
-import { toWallClock } from "../shared/clock.ts";
-import type { ServerStats } from "./status_document.ts";
+import type { ServerStats, WaitHistogram } from "./stats.ts";
 
 /** What delivery needs from the server. */
 export interface DeliveryOptions {
   stats: ServerStats;
   waits: WaitHistogram;
-  log: Logger;
+  log: Log;
   progress: QueueProgress;
-  /** The connected builder that owns a request, if any. */
-  session: (owner: string) => Session | undefined;
-  send: (session: Session | undefined, msg: ServerMessage) => void;
+  /** Sends to the builder that owns a request, if it is connected. */
+  send: (owner: string, msg: ServerMessage) => void;
   /** A builder's public id, for logs. */
   pid: (owner: string) => string;
+  /** Monotonic milliseconds now. */
   now: () => number;
+  /** A monotonic time shown as wall-clock time (epoch ms), by the clocks now. */
+  wall: (at: number) => number;
 }
 
 /** Counts, logs and sends the allocator's outcomes. */
@@ -38,7 +37,6 @@ export class OutcomeDelivery {
 
   deliver(outcomes: Outcome[]): void {
     for (const o of outcomes) {
-      const session = this.#opts.session(o.owner);
       if (o.type !== "refuse") {
         for (const r of o.resources ?? [o]) {
           this.#opts.progress.touch(r.resname);
@@ -72,7 +70,7 @@ export class OutcomeDelivery {
               });
             }
           }
-          this.#opts.send(session, {
+          this.#opts.send(o.owner, {
             schema: SCHEMA,
             cookie: o.cookie,
             amount: o.amount,
@@ -83,7 +81,7 @@ export class OutcomeDelivery {
               ? Math.max(1, Math.ceil((o.expires - this.#opts.now()) / 1000))
               : o.lease,
             // Shown as wall-clock time: the allocator keeps monotonic time.
-            expires: toWallClock(this.#opts.now())(o.expires),
+            expires: this.#opts.wall(o.expires),
             ...(o.resources && { resources: o.resources }),
             id: o.id,
           });
@@ -99,7 +97,7 @@ export class OutcomeDelivery {
             reason: o.reason,
             error: o.message,
           });
-          this.#opts.send(session, {
+          this.#opts.send(o.owner, {
             schema: SCHEMA,
             cookie: o.cookie,
             error: o.message,
@@ -113,7 +111,7 @@ export class OutcomeDelivery {
             resname: o.resname,
             amount: o.amount,
           });
-          this.#opts.send(session, {
+          this.#opts.send(o.owner, {
             schema: SCHEMA,
             cookie: o.cookie,
             expired: true,

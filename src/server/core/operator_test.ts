@@ -1,23 +1,17 @@
 import assert from "node:assert/strict";
-import { Allocator } from "../allocator/allocator.ts";
-import { Logger } from "../shared/log.ts";
+import { Allocator } from "../../allocator/allocator.ts";
+import { Logger } from "../../shared/log.ts";
 import { OperatorActions } from "./operator.ts";
 import { QueueProgress } from "./progress.ts";
-import type { Session } from "./sessions.ts";
-import type { ServerStats } from "./status_document.ts";
-import type { ServerWebSocket } from "./ws_server.ts";
+import type { OperatorSession } from "./operator.ts";
+import type { ServerStats } from "./stats.ts";
 
-function session(owner: string, publicId: string, name: string): Session {
-  return {
-    id: `c-${owner}`,
-    owner,
-    publicId,
-    name,
-    socket: { readyState: 3 } as unknown as ServerWebSocket,
-    connectedAt: 0,
-    lastHeard: 0,
-    peer: "127.0.0.1:1",
-  };
+function session(
+  owner: string,
+  publicId: string,
+  name: string,
+): OperatorSession {
+  return { owner, publicId, name };
 }
 
 Deno.test("OperatorActions.forceRelease() refuses a builder that matches one builder's id and another's name", () => {
@@ -40,10 +34,9 @@ Deno.test("OperatorActions.forceRelease() refuses a builder that matches one bui
       allocator,
       send: () => {},
       intervalMs: 1,
-      now: () => 0,
     }),
     config: new Map([["r", 2]]),
-    persist: () => Promise.resolve(false),
+    persist: () => {},
   });
   const by = { addr: "test" };
   assert.deepEqual(ops.forceRelease("b3", "c", by), {
@@ -76,10 +69,11 @@ function operator(config: Record<string, number>) {
       allocator,
       send: () => {},
       intervalMs: 1,
-      now: () => 0,
     }),
     config: budgets,
-    persist: () => Promise.resolve(++persists > 0),
+    persist: () => {
+      persists++;
+    },
   });
   /** The admin lines logged since the last call, as "action resname". */
   const actions = () =>

@@ -7,6 +7,9 @@
  * @module
  */
 
+/** Largest budget accepted. */
+export const MAX_BUDGET = 1_000_000_000;
+
 /** Where a resource's budget comes from, as `/api/status` says. */
 export type BudgetSource = "config" | "admin";
 

@@ -239,22 +239,28 @@ Deno.test("a cookie reused while the link is down does not keep the dead holder'
 });
 
 Deno.test("a builder ends a lease at its own end while the link is frozen, before the server grants it again", async () => {
+  // Fence 2 s, past the 1 s lease: the builder ends it by its own clock.
+  // The server notices the silence after a heartbeat (2 s), then keeps the
+  // lease for the builder grace, past its end: a frozen builder could not
+  // have told its holder.
   await using server = await ServerProc.start([
     "--resources",
     "r=1",
     "--heartbeat",
-    "30",
+    "2",
+    "--builder-grace",
+    "4",
   ]);
   await using proxy = new FaultProxy(server.port);
   await using far = await BuilderProc.start(server, {
     url: proxy.url,
     name: "far",
-    args: ["--heartbeat", "30"],
+    args: ["--heartbeat", "2"],
   });
   await using near = await BuilderProc.start(server, { name: "near" });
   await using c = await RawClient.connect(far.socket);
   await c.send(
-    `{"schema":"${SCHEMA}","resname":"r","cookie":"brief","amount":1,"lease":2}`,
+    `{"schema":"${SCHEMA}","resname":"r","cookie":"brief","amount":1,"lease":1}`,
   );
   await c.until((t) => t.includes('"amount":1'));
   proxy.blackhole();
@@ -268,7 +274,7 @@ Deno.test("a builder ends a lease at its own end while the link is frozen, befor
     c.until((t) => t.includes('"expired":true'), 10_000).then(() =>
       farEnded = performance.now()
     ),
-    d.until((t) => t.includes('"amount":1'), 10_000).then(() =>
+    d.until((t) => t.includes('"amount":1'), 15_000).then(() =>
       nearGranted = performance.now()
     ),
   ]);
@@ -749,9 +755,13 @@ Deno.test("a restore never takes a resource past its budget, and its holder is t
 
 Deno.test("an expiry that arrives late does not touch a later lease under the same cookie", async () => {
   // Leases are known by their grant's id end to end, not by their cookie:
-  // here the server's expiry of A's lease crosses B's request for the same
-  // cookie.  On eb93bea the builder told B its lease had expired before B
-  // was granted, then gave B's grant straight back.
+  // here A's lease ends while the link is frozen, and B asks for the same
+  // cookie before the server has heard of it.  On eb93bea the server
+  // expired A's lease by its own clock a second past its end, the expiry
+  // crossed B's request, and the builder told B its lease had expired
+  // before B was granted, then gave B's grant straight back.  Now the
+  // server waits a heartbeat more, and hears the builder's yield of A's
+  // grant (named by its id) first.
   await using server = await ServerProc.start(["--resources", "r=1"]);
   await using proxy = new FaultProxy(server.port);
   await using builder = await BuilderProc.start(server, { url: proxy.url });
@@ -760,13 +770,17 @@ Deno.test("an expiry that arrives late does not touch a later lease under the sa
   await a.send(cRequest("r", cookie, 1, 1));
   await a.until((t) => /"amount"/.test(t));
   // The builder ends A's lease at its own end and yields it, but the link
-  // is frozen: the server expires it by its own clock, a margin later.
+  // is frozen, past the old margin of a second (well within the heartbeat).
   proxy.freeze();
+  const frozenAt = performance.now();
   try {
     await a.until((t) => /"expired"/.test(t), 5000);
     await using b = await RawClient.connect(builder.socket);
     await b.send(cRequest("r", cookie, 1, 30));
-    await server.stderr.wait(new RegExp(`expired .*cookie=${cookie}`));
+    // The fault's length is the point: past a second after A's end.
+    await new Promise((r) =>
+      setTimeout(r, Math.max(0, 2_500 - (performance.now() - frozenAt)))
+    );
     proxy.thaw();
     const text = await b.until((t) => /"amount"|"expired"|"error"/.test(t));
     assert.match(text, /"amount":1/, "B is granted");

@@ -67,6 +67,11 @@ export class Allocator {
   #maxQueuedPerOwner: number;
   #reclaiming = false;
   #marginMs: number;
+  /**
+   * Owners whose leases do not expire by their end until resumed, with the
+   * leases that came due meanwhile (see {@linkcode holdExpiries}).
+   */
+  #held = new Map<string, Entry[]>();
   #idPrefix: string;
   #restoreUnbounded: boolean;
   /** Grants so far: the serial of the next lease id. */
@@ -404,8 +409,31 @@ export class Allocator {
     };
   }
 
+  /**
+   * The owner's leases no longer expire by their end, until
+   * {@linkcode resumeExpiries} (or {@linkcode dropOwner}): the server does
+   * this for a builder whose link is lost, which may be frozen and unable
+   * to tell its holders that a lease ended.
+   */
+  holdExpiries(owner: string): void {
+    if (!this.#held.has(owner)) this.#held.set(owner, []);
+  }
+
+  /** Leases of `owner` expire by their end again (those past it at once). */
+  resumeExpiries(owner: string): void {
+    const parked = this.#held.get(owner);
+    if (!parked) return;
+    this.#held.delete(owner);
+    for (const e of parked) {
+      if (this.#isLive(e) && e.state === "leased") {
+        this.#expiries.push(e.expires + this.#marginMs, e);
+      }
+    }
+  }
+
   /** Ends everything an owner holds or waits for (its connection closed). */
   dropOwner(owner: string): Outcome[] {
+    this.#held.delete(owner);
     const owned = this.#owners.get(owner);
     if (!owned) return [];
     const touched = new Set<Resource>();
@@ -426,6 +454,11 @@ export class Allocator {
       if (at === undefined || at > now) break;
       const entry = this.#expiries.pop()!;
       if (!this.#isLive(entry) || entry.expires + this.#marginMs !== at) {
+        continue;
+      }
+      const parked = this.#held.get(entry.owner);
+      if (parked) {
+        parked.push(entry);
         continue;
       }
       this.#remove(entry);
@@ -468,9 +501,12 @@ export class Allocator {
     resnames: string[];
     /** When a lease ends (epoch ms by the clock); 0 while queued. */
     expires: number;
+    /** The grant's id ("" while queued). */
+    id: string;
   } | undefined {
     const e = this.#owners.get(owner)?.get(cookie);
     return e && {
+      id: e.id,
       state: e.state,
       resname: e.parts[0]!.res.name,
       resnames: e.parts.map((p) => p.res.name),

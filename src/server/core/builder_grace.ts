@@ -79,14 +79,18 @@ export class BuilderGrace {
 
   /** The builder is back with its session: its grace ends, it keeps all. */
   resume(owner: string): void {
-    if (this.#detached.delete(owner)) this.#recompute();
+    if (!this.#detached.delete(owner)) return;
+    this.#opts.allocator.resumeExpiries(owner);
+    this.#recompute();
   }
 
   /**
    * A builder's link is lost.  Its queued requests are withdrawn (it
-   * re-sends them when it is back); its leases stay counted until their
-   * own end or the builder grace, from when it was last heard: the builder
-   * fences itself before that if it cannot resume its session.
+   * re-sends them when it is back); its leases stay counted until the
+   * builder grace, from when it was last heard, even past their own end:
+   * a builder that is frozen cannot tell its holders that a lease ended
+   * until it wakes, and it wakes (and fences) within the grace.  A builder
+   * that is not frozen ends them itself at their end, link or no link.
    */
   detach(link: LostLink, owner: string, now: number): void {
     this.#opts.progress.forgetOwner(owner);
@@ -122,6 +126,7 @@ export class BuilderGrace {
     }
     const wait = Math.max(0, detached.dropAt - now);
     this.#detached.set(owner, detached);
+    this.#opts.allocator.holdExpiries(owner);
     if (this.#next === undefined || detached.dropAt < this.#next) {
       this.#next = detached.dropAt;
     }

@@ -228,7 +228,11 @@ export class ServerCore {
     const allocator = this.#allocator = new Allocator(options.budgets, {
       now: () => this.#now,
       idPrefix: options.idPrefix ?? "",
-      expiryMarginMs: EXPIRY_MARGIN_MS,
+      // Past a lease's end, its builder ends it and tells the holder; a
+      // builder frozen across that end cannot.  Its silence is noticed
+      // within a heartbeat, and then its leases wait for the builder grace
+      // (builder_grace.ts): until then the margin keeps them counted.
+      expiryMarginMs: this.#heartbeatMs + EXPIRY_MARGIN_MS,
       ...(options.maxLease !== undefined && { maxLease: options.maxLease }),
       ...(options.policy !== undefined && { policy: options.policy }),
       ...(options.maxQueuedPerBuilder !== undefined &&
@@ -791,6 +795,23 @@ export class ServerCore {
       this.#guard.restored(c, c.digest);
       return;
     }
+    // A lease the server counts that the builder re-sends as waiting (its
+    // grant never arrived, or a yield of it was lost and the cookie is in
+    // use again), or re-sends as held under another grant: nobody holds
+    // this one.  It is dropped, so that the re-sent request is taken for
+    // what it is, never answered with that old grant (whose time was
+    // running out, or whose amount was another).
+    if (isRequest(msg) && msg.restore) {
+      const known = this.#allocator.lookup(owner, msg.cookie);
+      if (
+        known?.state === "leased" &&
+        (msg.restore === "queued" ||
+          (msg.id !== undefined && msg.id !== known.id &&
+            this.#mutant !== "stale-yield"))
+      ) {
+        this.#dropLease(c, owner, msg.cookie, `re-sent as ${msg.restore}`);
+      }
+    }
     // Only a re-sent restore confirms a cookie: a new request refused as a
     // duplicate must not keep a lease whose holder is gone.
     if (isRequest(msg) && msg.restore) c.unconfirmed?.delete(msg.cookie);
@@ -875,6 +896,22 @@ export class ServerCore {
       this.#processes.forget(owner, msg.cookie);
       this.#progress.forget(owner, msg.cookie);
     }
+    this.#apply(outcomes);
+  }
+
+  /** Drops a lease nobody holds (see where the builder re-sends it). */
+  #dropLease(c: Conn, owner: string, cookie: string, why: string): void {
+    const held = this.#allocator.lookup(owner, cookie);
+    for (const name of held?.resnames ?? []) this.#progress.touch(name);
+    const { found, outcomes } = this.#allocator.release(owner, cookie);
+    if (found === "lease") this.#stats.drops++;
+    this.#log.info("dropped: nobody holds it", {
+      builder: c.publicId,
+      cookie,
+      why,
+    });
+    this.#processes.forget(owner, cookie);
+    this.#progress.forget(owner, cookie);
     this.#apply(outcomes);
   }
 

@@ -151,7 +151,7 @@ Deno.test("ServerCore: a hello is welcomed with the fence and heartbeat; the fir
 });
 
 Deno.test("ServerCore: a grant shows its end as wall-clock time, and the lease expires at its deadline through wake", () => {
-  const t = harness({ heartbeat: 3600 });
+  const t = harness({ heartbeat: 10 });
   t.hello("c1", "alpha", SESSION_A);
   t.received("c1");
   t.send("c1", request("k", 1, 30));
@@ -159,10 +159,12 @@ Deno.test("ServerCore: a grant shows its end as wall-clock time, and the lease e
   assert.equal(grant!.cookie, "k");
   assert.equal(grant!.lease, 30);
   assert.equal(grant!.expires, WALL + t.now + 30_000);
-  // Expired one second (the margin) after its end, by the server's clock.
-  const end = t.now + 30_000 + 1_000;
+  // Expired a heartbeat and a second (the margin) after its end, by the
+  // server's clock, if the builder did not yield it (ours does): a
+  // builder frozen across the end is noticed silent before that.
+  const end = t.now + 30_000 + 10_000 + 1_000;
+  keepAlive(t, end - 1);
   assert.equal(t.wakeAt! <= end, true, "a wake-up no later than the end");
-  t.advanceTo(end - 1);
   assert.equal(t.allocated(), 1);
   t.advanceTo(end);
   assert.deepEqual(t.received("c1").filter((m) => m.expired), [{
@@ -372,14 +374,23 @@ Deno.test("ServerCore.shutdown() writes a clean state only with nothing held, cl
   assert.deepEqual(t.received("c1"), []);
 });
 
+/** Advances to `to`, the builder on "c1" pinging every 4 s meanwhile. */
+function keepAlive(t: ReturnType<typeof harness>, to: number): void {
+  let n = 100;
+  while (t.now + 4_000 < to) {
+    t.advance(4_000);
+    t.send("c1", { ping: n++ });
+  }
+  t.advanceTo(to);
+}
+
 /** A builder whose lease `k` expired and whose cookie was granted again. */
 function staleYield(mutant?: Mutant) {
   const t = harness(mutant ? { mutant } : {});
   t.hello("c1", "alpha", SESSION_A);
   t.send("c1", request("k", 1, 5));
   const first = t.received("c1").find((m) => m.cookie === "k")!;
-  t.send("c1", { ping: 1 });
-  t.advance(6_000);
+  keepAlive(t, t.now + 5_000 + 11_000);
   t.send("c1", request("k", 1, 30));
   t.received("c1");
   assert.equal(t.allocated(), 1);
@@ -454,4 +465,46 @@ Deno.test("ServerCore after a crash, on what its last run wrote: the state file 
   );
   next.send("c9", request("new"));
   assert.equal(next.allocated(), 0, "alpha may still hold its lease");
+});
+
+Deno.test("ServerCore keeps a lost builder's lease past its end until the grace: it may be frozen", () => {
+  // Found by the simulator (seed 12): a builder frozen across its lease's
+  // end could not tell its holder, and the server expired the lease (and
+  // granted it again) a second after the end.
+  const t = harness({ heartbeat: 1, builderGrace: 4 });
+  t.hello("c1", "alpha", SESSION_A);
+  t.send("c1", request("k", 1, 2));
+  const heard = t.now;
+  // Silent from now on: dropped after a heartbeat, its lease kept.
+  t.advanceTo(heard + 1_500);
+  assert.equal(t.closes("c1").length, 1);
+  t.closed("c1");
+  // Past the lease's end and its margin: still counted.
+  t.advanceTo(heard + 2_000 + 2_000 + 100);
+  assert.equal(t.allocated(), 1, "not expired while its builder is away");
+  // Dropped at last heard + grace + heartbeat.
+  t.advanceTo(heard + 5_000);
+  assert.equal(t.allocated(), 0);
+  assert.equal(t.core.status(t.tick()).stats.drops, 1);
+});
+
+Deno.test("ServerCore drops a lease its builder re-sends as waiting, and queues the request anew", () => {
+  // Found by the simulator (seeds 53, 561, 2028, 136): a grant lost with a
+  // dropped link was re-sent, on the builder's restore of the request, as
+  // the old grant with its time rounded up (or with another amount).
+  const t = harness({ heartbeat: 3600 });
+  t.hello("c1", "alpha", SESSION_A);
+  t.send("c1", request("k", 1, 5));
+  const lost = t.received("c1").find((m) => m.cookie === "k")!;
+  assert.equal(lost.amount, 1);
+  // The builder never saw it: it re-sends the request, now for 2.
+  t.send("c1", { ...request("k", 2, 30), restore: "queued" });
+  const [again] = t.received("c1").filter((m) => m.cookie === "k");
+  assert.equal(again!.amount, 2, "the re-sent request, not the old grant");
+  assert.equal(again!.lease, 30);
+  assert.notEqual(again!.id, lost.id);
+  const s = t.core.status(t.tick());
+  assert.equal(s.stats.drops, 1);
+  assert.equal(s.resources[0]!.allocated, 2);
+  assert.equal(s.stats.grants + s.stats.restores - s.stats.drops, 1);
 });

@@ -151,6 +151,13 @@ export const MAX_QUEUED_CHARS = 16 * 1024 * 1024;
  */
 export const MAX_PENDING_HELLOS = 64;
 
+/**
+ * Most cookies a connection remembers as granted on it before its
+ * `restored` marker (ours sends it at once; one that never does stops
+ * remembering, and is then never answered with a dropped grant's).
+ */
+const MAX_GRANTED_HERE = 10_000;
+
 /** The one `changed` action: it carries nothing, so it is shared. */
 const CHANGED: ChangedAction = Object.freeze({ type: "changed" });
 
@@ -265,7 +272,14 @@ export class ServerCore {
       waits: this.#waits,
       log: this.#log,
       progress: this.#progress,
-      send: (owner, msg) => this.#send(this.#sessions.get(owner), msg),
+      send: (owner, msg) => {
+        const c = this.#sessions.get(owner);
+        if (c?.grantedHere && "amount" in msg) {
+          if (c.grantedHere.size >= MAX_GRANTED_HERE) c.grantedHere = undefined;
+          else c.grantedHere.add(msg.cookie);
+        }
+        this.#send(c, msg);
+      },
       pid: (owner) => this.#pid(owner),
       now: () => this.#now,
       wall: (at) => this.#wall(at),
@@ -791,6 +805,7 @@ export class ServerCore {
       return;
     }
     if (isRestored(msg)) {
+      c.grantedHere = undefined;
       this.#dropUnconfirmed(c, owner);
       this.#guard.restored(c, c.digest);
       return;
@@ -803,13 +818,19 @@ export class ServerCore {
     // running out, or whose amount was another).
     if (isRequest(msg) && msg.restore) {
       const known = this.#allocator.lookup(owner, msg.cookie);
-      if (
-        known?.state === "leased" &&
-        (msg.restore === "queued" ||
-          (msg.id !== undefined && msg.id !== known.id &&
-            this.#mutant !== "stale-yield"))
+      if (known?.state === "leased" && msg.restore === "queued") {
+        // Granted on this connection: the grant is on its way, and crossed
+        // the re-sent request.  Nothing to do but take it as re-sent.
+        if (c.grantedHere?.has(msg.cookie) ?? true) {
+          c.unconfirmed?.delete(msg.cookie);
+          return;
+        }
+        this.#dropLease(c, owner, msg.cookie, "re-sent as waiting");
+      } else if (
+        known?.state === "leased" && msg.id !== undefined &&
+        msg.id !== known.id && this.#mutant !== "stale-yield"
       ) {
-        this.#dropLease(c, owner, msg.cookie, `re-sent as ${msg.restore}`);
+        this.#dropLease(c, owner, msg.cookie, "re-sent under another grant");
       }
     }
     // Only a re-sent restore confirms a cookie: a new request refused as a
@@ -919,8 +940,10 @@ export class ServerCore {
   #dropUnconfirmed(c: Conn, owner: string): void {
     const stale = c.unconfirmed;
     c.unconfirmed = undefined;
-    for (const cookie of stale ?? []) {
+    for (const [cookie, id] of stale ?? []) {
       const held = this.#allocator.lookup(owner, cookie);
+      // Ended since (an expiry, say), and the cookie is a new request's.
+      if (held === undefined || held.id !== id) continue;
       for (const name of held?.resnames ?? []) this.#progress.touch(name);
       const { found, outcomes } = this.#allocator.release(owner, cookie);
       if (found === "lease") this.#stats.drops++;
@@ -1073,13 +1096,19 @@ export class ServerCore {
     }
     c.publicId = publicId;
     this.#sessions.set(owner, c);
+    c.grantedHere = new Set();
     this.#grace.resume(owner);
     if (previous || detached) {
       // The same builder process is back (perhaps before its old
       // connection was seen to drop): keep its leases and queue places,
       // close the old, and drop at its `restored` marker whatever it does
       // not re-send (a yield lost with the old link, a lease it fenced).
-      c.unconfirmed = new Set(this.#allocator.cookiesOf(owner));
+      c.unconfirmed = new Map(
+        this.#allocator.cookiesOf(owner).map((cookie) => [
+          cookie,
+          this.#allocator.lookup(owner, cookie)?.id ?? "",
+        ]),
+      );
       if (previous) this.#close(previous, 1000, "replaced by a new connection");
     }
     this.#guard.restoring(c, digest);

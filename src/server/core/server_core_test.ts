@@ -488,7 +488,7 @@ Deno.test("ServerCore keeps a lost builder's lease past its end until the grace:
   assert.equal(t.core.status(t.tick()).stats.drops, 1);
 });
 
-Deno.test("ServerCore drops a lease its builder re-sends as waiting, and queues the request anew", () => {
+Deno.test("ServerCore drops a lease its builder re-sends as waiting after a reconnect, and queues the request anew", () => {
   // Found by the simulator (seeds 53, 561, 2028, 136): a grant lost with a
   // dropped link was re-sent, on the builder's restore of the request, as
   // the old grant with its time rounded up (or with another amount).
@@ -497,9 +497,12 @@ Deno.test("ServerCore drops a lease its builder re-sends as waiting, and queues 
   t.send("c1", request("k", 1, 5));
   const lost = t.received("c1").find((m) => m.cookie === "k")!;
   assert.equal(lost.amount, 1);
-  // The builder never saw it: it re-sends the request, now for 2.
-  t.send("c1", { ...request("k", 2, 30), restore: "queued" });
-  const [again] = t.received("c1").filter((m) => m.cookie === "k");
+  // The link drops with the grant: the builder never saw it.  Back on a
+  // new connection it re-sends the request, now for 2.
+  t.closed("c1");
+  t.hello("c2", "alpha", SESSION_A);
+  t.send("c2", { ...request("k", 2, 30), restore: "queued" });
+  const [again] = t.received("c2").filter((m) => m.cookie === "k");
   assert.equal(again!.amount, 2, "the re-sent request, not the old grant");
   assert.equal(again!.lease, 30);
   assert.notEqual(again!.id, lost.id);
@@ -507,4 +510,22 @@ Deno.test("ServerCore drops a lease its builder re-sends as waiting, and queues 
   assert.equal(s.stats.drops, 1);
   assert.equal(s.resources[0]!.allocated, 2);
   assert.equal(s.stats.grants + s.stats.restores - s.stats.drops, 1);
+});
+
+Deno.test("ServerCore lets a request re-sent as waiting cross its grant on the same connection", () => {
+  // Found by the simulator (seed 223): after a server freeze, a grant sent
+  // on the builder's new connection crossed the builder's re-sent request.
+  const t = harness({ heartbeat: 3600 });
+  t.hello("c1", "alpha", SESSION_A);
+  t.send("c1", request("k", 1, 30));
+  const grant = t.received("c1").find((m) => m.cookie === "k")!;
+  t.send("c1", { ...request("k", 1, 30), restore: "queued" });
+  assert.deepEqual(
+    t.received("c1"),
+    [],
+    "nothing more: the grant is on its way",
+  );
+  t.send("c1", { restored: true });
+  assert.equal(t.allocated(), 1);
+  assert.equal(t.core.status(t.tick()).resources[0]!.leases[0]!.id, grant.id);
 });

@@ -34,10 +34,18 @@ export interface Conn {
   name: string | undefined;
   /**
    * After a reconnect of a known session: the cookies the server still had
-   * for it, until the builder re-sends them; the rest are dropped at its
-   * `restored` marker.
+   * for it, with their grant ids ("" while queued), until the builder
+   * re-sends them; the rest are dropped at its `restored` marker, unless
+   * the cookie is another request's by then (the old one ended meanwhile).
    */
-  unconfirmed: Set<string> | undefined;
+  unconfirmed: Map<string, string> | undefined;
+  /**
+   * From its welcome until its `restored` marker: the cookies granted on
+   * this connection.  A request the builder re-sends as waiting while its
+   * grant is on the way here crossed it; one granted before this
+   * connection may have been lost with the old.
+   */
+  grantedHere?: Set<string> | undefined;
   /** The peer's address (`HOST:PORT`), for logs and a name clash. */
   readonly peer: string;
   /** When it opened (monotonic ms). */

@@ -1,21 +1,16 @@
 /**
- * Many deadlines on one timer: the builder ends each lease at its own end,
- * and a timer per grant (armed, then cleared at almost every release) cost
- * it about 5 % of its time under load.  Here a grant is a heap push, a
- * release is nothing (its entry goes stale), and one timer is armed for the
- * earliest deadline.
+ * Many deadlines on one timer: a {@linkcode DeadlineHeap} (a grant is a
+ * heap push, a release is nothing) and one timer armed for the earliest
+ * deadline.
  *
  * @module
  */
 
-import { MinHeap } from "../shared/min_heap.ts";
+import { DeadlineHeap } from "./core/deadline_heap.ts";
 import { monotonic } from "../shared/clock.ts";
 
 /** The longest delay `setTimeout` takes: longer ones fire at once. */
 const MAX_DELAY_MS = 2 ** 31 - 1;
-
-/** Stale entries tolerated beyond the live ones before compacting. */
-const SLACK = 64;
 
 /** Options for {@linkcode Deadlines}. */
 export interface DeadlinesOptions<T> {
@@ -32,17 +27,16 @@ export interface DeadlinesOptions<T> {
 
 /** Deadlines (monotonic ms) of many items, one timer for all. */
 export class Deadlines<T> {
-  #heap = new MinHeap<T>();
+  #heap: DeadlineHeap<T>;
   #opts: DeadlinesOptions<T>;
   #now: () => number;
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** When the armed timer fires (monotonic ms); Infinity when none is. */
   #armedAt = Infinity;
-  /** How many entries were live at the last compaction. */
-  #live = 0;
 
   constructor(options: DeadlinesOptions<T>) {
     this.#opts = options;
+    this.#heap = new DeadlineHeap(options.isLive);
     this.#now = options.now ?? monotonic;
   }
 
@@ -53,8 +47,7 @@ export class Deadlines<T> {
 
   /** Calls `onDue(item)` at `at` unless `isLive(item, at)` is false by then. */
   add(at: number, item: T): void {
-    this.#heap.push(at, item);
-    if (this.#heap.size > 2 * this.#live + SLACK) this.#compact();
+    this.#heap.add(at, item);
     if (at < this.#armedAt) this.#arm();
   }
 
@@ -65,19 +58,13 @@ export class Deadlines<T> {
     this.#armedAt = -Infinity;
   }
 
-  #compact(): void {
-    const isLive = this.#opts.isLive;
-    this.#heap.retain((at, item) => isLive(item, at));
-    this.#live = this.#heap.size;
-  }
-
   #arm(): void {
     if (this.#armedAt === -Infinity) return;
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#armedAt = Infinity;
-    const at = this.#heap.peekKey();
-    if (at === undefined) return;
+    const at = this.#heap.next();
+    if (at === Infinity) return;
     const delay = Math.min(MAX_DELAY_MS, Math.max(0, at - this.#now()));
     this.#armedAt = this.#now() + delay;
     this.#timer = setTimeout(() => this.#fire(), delay);
@@ -86,13 +73,12 @@ export class Deadlines<T> {
   #fire(): void {
     this.#timer = undefined;
     this.#armedAt = Infinity;
-    const { isLive, onDue } = this.#opts;
+    const onDue = this.#opts.onDue;
     const now = this.#now();
     for (;;) {
-      const at = this.#heap.peekKey();
-      if (at === undefined || at > now) break;
-      const item = this.#heap.pop()!;
-      if (isLive(item, at)) onDue(item);
+      const item = this.#heap.popDue(now);
+      if (item === undefined) break;
+      onDue(item);
       // onDue may have closed us.
       if (this.#armedAt === -Infinity) return;
     }

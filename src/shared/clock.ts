@@ -11,6 +11,8 @@
  * @module
  */
 
+import type { Tick } from "./core_io.ts";
+
 /** Milliseconds on the monotonic clock: only differences mean anything. */
 export function monotonic(): number {
   return performance.now();
@@ -29,4 +31,9 @@ export function wallClock(): number {
 export function toWallClock(now: number = monotonic()): (at: number) => number {
   const offset = Date.now() - now;
   return (at) => Math.round(at + offset);
+}
+
+/** Both clocks, read now: what a shell hands a sans-I/O core with an event. */
+export function tick(): Tick {
+  return { mono: performance.now(), wall: Date.now() };
 }

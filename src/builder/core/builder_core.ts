@@ -363,6 +363,11 @@ export class BuilderCore {
     if (!this.#begin(tick)) return NONE;
     this.#armedAt = Infinity;
     const now = tick.mono;
+    // First of all, as on every event from the server: a builder waking
+    // from SIGSTOP ends the leases whose fence ran out before it does
+    // anything else.  (A client's event cannot extend what the server may
+    // have given away: it is not checked there.)
+    this.#link.fenceIfStale(tick);
     this.#link.wake(tick);
     for (let conn; (conn = this.#leaseEnds.popDue(now)) !== undefined;) {
       this.#endLease(conn, "expired");
@@ -389,16 +394,10 @@ export class BuilderCore {
 
   // --- the machinery of events and actions -----------------------------
 
-  /**
-   * Starts handling an event; false when the core has stopped.  The fence
-   * is checked first of all: a builder waking from SIGSTOP ends the leases
-   * whose fence ran out before anything else happens.
-   */
+  /** Starts handling an event; false when the core has stopped. */
   #begin(tick: Tick): boolean {
     this.#tick = tick;
-    if (this.#stopped) return false;
-    this.#link.fenceIfStale(tick);
-    return true;
+    return !this.#stopped;
   }
 
   /** Ends an event: the wake-up it needs, then its actions. */

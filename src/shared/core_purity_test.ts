@@ -95,6 +95,10 @@ Deno.test("the cores and what they import do no I/O, read no clock and arm no ti
     problems.push(...check(path, await Deno.readTextFile(url)));
   }
   assert.ok(checked.some((p) => p.startsWith("src/allocator/")), "checked");
+  assert.ok(
+    checked.includes("src/builder/core/builder_core.ts"),
+    "the builder's core is checked",
+  );
   assert.deepEqual(problems, []);
 });
 

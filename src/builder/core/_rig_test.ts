@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { Tick } from "../../shared/core_io.ts";
+import type { Mutant, Tick } from "../../shared/core_io.ts";
 import { SCHEMA } from "../../protocol/protocol.ts";
 import type { BuilderAction, ClientId } from "./actions.ts";
 import { BuilderCore, type BuilderCoreOptions } from "./builder_core.ts";
@@ -21,6 +21,7 @@ export interface Sent {
 export interface RigOptions extends Partial<BuilderCoreOptions> {
   mono?: number;
   wall?: number;
+  mutant?: Mutant;
 }
 
 export class Rig {

@@ -17,7 +17,7 @@
  * @module
  */
 
-import type { Tick } from "../../shared/core_io.ts";
+import type { Mutant, Tick } from "../../shared/core_io.ts";
 import type { Fields, Level } from "../../shared/log.ts";
 import {
   type BuilderReply,
@@ -78,6 +78,13 @@ export interface BuilderCoreOptions {
    * shell, a seeded generator in a simulator that replays a run.
    */
   random: () => number;
+  /**
+   * A deliberately wrong behaviour, for the simulator only:
+   * `wall-clock-fence` (the fence measured on `tick.wall`) or `fence-late`
+   * (fencing at twice the announced fence plus a heartbeat: after the
+   * server's builder grace).  Others leave the builder as it is.
+   */
+  mutant?: Mutant | undefined;
 }
 
 /** A lease the builder holds for a client (see {@linkcode BuilderCore.leases}). */
@@ -201,6 +208,7 @@ export class BuilderCore {
       maxBackoffMs: options.maxBackoffMs ?? 5_000,
       connectTimeoutMs: options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
       random: options.random,
+      mutant: options.mutant,
     }, {
       emit: (action) => this.#emit(action),
       log: (level, msg, fields) => this.#log(level, msg, fields),

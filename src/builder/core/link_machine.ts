@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { Tick } from "../../shared/core_io.ts";
+import type { Mutant, Tick } from "../../shared/core_io.ts";
 import type { Fields, Level } from "../../shared/log.ts";
 import {
   encode,
@@ -73,6 +73,8 @@ export interface LinkMachineOptions {
   connectTimeoutMs: number;
   /** Uniform in [0, 1): the reconnect jitter. */
   random: () => number;
+  /** A deliberately wrong behaviour, for the simulator only. */
+  mutant?: Mutant | undefined;
 }
 
 /** What the link needs from the builder it serves. */
@@ -316,9 +318,12 @@ export class LinkMachine {
     return true;
   }
 
-  /** The fence's clock: the monotonic one, which no one can step. */
+  /**
+   * The fence's clock: the monotonic one, which no one can step; or, as
+   * the mutant `wall-clock-fence`, the wall clock, which a step moves.
+   */
   #fenceClock(tick: Tick): number {
-    return tick.mono;
+    return this.#opts.mutant === "wall-clock-fence" ? tick.wall : tick.mono;
   }
 
   #connect(tick: Tick): void {
@@ -479,7 +484,13 @@ export class LinkMachine {
     this.#pingSentAt.clear();
     if (welcome.fence !== undefined) this.#fenceMs = welcome.fence * 1000;
     const heartbeatMs = (welcome.heartbeat ?? Infinity) * 1000;
-    this.#fenceAfterMs = this.#fenceMs;
+    this.#fenceAfterMs = this.#opts.mutant === "fence-late"
+      // The mutant `fence-late`: fence only once the server's builder
+      // grace (twice the fence) and a heartbeat have passed, when the
+      // server may have given our leases away already.
+      ? 2 * this.#fenceMs +
+        (Number.isFinite(heartbeatMs) ? heartbeatMs : this.#opts.heartbeatMs)
+      : this.#fenceMs;
     // Ping often enough that a healthy link never nears the fence, and
     // at least every half of the server's heartbeat: the server drops a
     // lost builder's leases a builder grace and a heartbeat after it last

@@ -140,12 +140,12 @@ const MAX_EXPIRED_REMEMBERED = 4096;
 
 const RANKS: Record<Level, number> = { error: 0, warn: 1, info: 2, debug: 3 };
 
-const NONE: readonly BuilderAction[] = Object.freeze([]);
-
 /**
  * The builder, as a state machine.  Every event method takes the clocks'
- * reading and returns the actions it caused, in order (a shared empty
- * array when there are none: never modify what is returned).
+ * reading and returns the actions it caused, in order, in an array the
+ * core empties and fills again at its next event: carry them out (or copy
+ * them) before calling it again.  One array for all saves two allocations
+ * per event on the hot path; the actions themselves are new each time.
  *
  * The shell's side of the contract:
  * - `start()` once, first; after `shutdown()` every event is ignored.
@@ -159,14 +159,18 @@ const NONE: readonly BuilderAction[] = Object.freeze([]);
  *   `clientClosed()` when it closes or a read fails; `clientWritten()` for
  *   each `clientSend` that had a `seq`, once written or failed.
  * - Time: call `wake()` at the time of the last `wake` action, or soon
- *   after; a call that finds nothing due does no harm.
+ *   after; a call that finds nothing due does no harm.  A tick is read
+ *   only during its event: the core keeps none.
+ * - Never call the core while carrying out its actions (a write that fails
+ *   at once, say): report it once they are all carried out.
  */
 export class BuilderCore {
   #opts: BuilderCoreOptions;
   #link: LinkMachine;
   /** The reading of the event being handled. */
   #tick: Tick = { mono: 0, wall: 0 };
-  #out: BuilderAction[] | undefined;
+  /** This event's actions: one array for every event, emptied at each. */
+  #out: BuilderAction[] = [];
   #stopped = false;
   /** The wake-up last asked for (monotonic ms); Infinity when none is. */
   #armedAt = Infinity;
@@ -249,7 +253,7 @@ export class BuilderCore {
 
   /** Starts: the first connection attempt and the heartbeat. */
   start(tick: Tick): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     if (this.#opts.abstractSocket) {
       // No file, so no modes: the cost of upstream's convention, said once.
       this.#log(
@@ -268,35 +272,35 @@ export class BuilderCore {
 
   /** The connection to the server asked for is open. */
   linkOpened(tick: Tick): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     this.#link.opened(tick);
     return this.#end();
   }
 
   /** A text message from the server. */
   linkMessage(tick: Tick, text: string): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     this.#link.message(tick, text);
     return this.#end();
   }
 
   /** The connection to the server closed, or could not open. */
   linkClosed(tick: Tick, close: LinkClose): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     this.#link.closed(tick, close);
     return this.#end();
   }
 
   /** The connection attempt asked for could not start (`error` says why). */
   linkFailed(tick: Tick, error: string): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     this.#link.failed(tick, error);
     return this.#end();
   }
 
   /** A client connected; `id` names its connection from now on. */
   clientOpened(tick: Tick, id: ClientId): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     const conn = new Conn(id);
     this.#conns.set(id, conn);
     // In insertion order, which is deadline order: the timeout is fixed.
@@ -316,7 +320,7 @@ export class BuilderCore {
     id: ClientId,
     text: string,
   ): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     const conn = this.#conns.get(id);
     if (conn !== undefined) {
       this.#awaiting.delete(conn);
@@ -331,7 +335,7 @@ export class BuilderCore {
     id: ClientId,
     message: string,
   ): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     const conn = this.#conns.get(id);
     if (conn !== undefined) {
       this.#refuseAndClose(
@@ -348,7 +352,7 @@ export class BuilderCore {
    * back, or its request withdrawn.
    */
   clientClosed(tick: Tick, id: ClientId): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     const conn = this.#conns.get(id);
     if (conn !== undefined) {
       this.#drop(conn);
@@ -361,14 +365,14 @@ export class BuilderCore {
 
   /** The write of a `clientSend` with this `seq` is done, or failed. */
   clientWritten(tick: Tick, seq: number): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     this.#yieldNow(seq);
     return this.#end();
   }
 
   /** The time of a `wake` action came: does what is due. */
   wake(tick: Tick): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     this.#armedAt = Infinity;
     const now = tick.mono;
     // First of all, as on every event from the server: a builder waking
@@ -394,7 +398,7 @@ export class BuilderCore {
    * the client connections itself.
    */
   shutdown(tick: Tick): readonly BuilderAction[] {
-    if (!this.#begin(tick)) return NONE;
+    if (!this.#begin(tick)) return this.#out;
     this.#link.stop();
     this.#stopped = true;
     return this.#end();
@@ -405,6 +409,7 @@ export class BuilderCore {
   /** Starts handling an event; false when the core has stopped. */
   #begin(tick: Tick): boolean {
     this.#tick = tick;
+    this.#out.length = 0;
     return !this.#stopped;
   }
 
@@ -418,13 +423,11 @@ export class BuilderCore {
       this.#armedAt = at;
       this.#emit({ type: "wake", at });
     }
-    const out = this.#out;
-    this.#out = undefined;
-    return out ?? NONE;
+    return this.#out;
   }
 
   #emit(action: BuilderAction): void {
-    (this.#out ??= []).push(action);
+    this.#out.push(action);
   }
 
   #want(at: number): void {

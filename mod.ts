@@ -64,6 +64,7 @@ export type {
 } from "./src/server/status_document.ts";
 export {
   type BuilderOptions,
+  NameInUseError,
   type SaiBuilder,
   startBuilder,
 } from "./src/builder/builder_app.ts";
@@ -71,7 +72,7 @@ export {
   defaultSocketPath,
   UnsafeSocketDirError,
 } from "./src/builder/socket_listen.ts";
-export { NameInUseError } from "./src/builder/server_link.ts";
+
 export {
   type Fields,
   type Level,

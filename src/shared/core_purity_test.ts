@@ -96,6 +96,10 @@ Deno.test("the cores and what they import do no I/O, read no clock and arm no ti
   }
   assert.ok(checked.some((p) => p.startsWith("src/allocator/")), "checked");
   assert.ok(checked.includes(SERVER_CORE), "the server's core is checked");
+  assert.ok(
+    checked.includes("src/builder/core/builder_core.ts"),
+    "the builder's core is checked",
+  );
   assert.deepEqual(problems, []);
 });
 

@@ -485,11 +485,12 @@ export class LinkMachine {
     if (welcome.fence !== undefined) this.#fenceMs = welcome.fence * 1000;
     const heartbeatMs = (welcome.heartbeat ?? Infinity) * 1000;
     this.#fenceAfterMs = this.#opts.mutant === "fence-late"
-      // The mutant `fence-late`: fence only once the server's builder
-      // grace (twice the fence) and a heartbeat have passed, when the
-      // server may have given our leases away already.
+      // The mutant `fence-late`: fence only after the server's builder
+      // grace (twice the fence) and a heartbeat have passed, and a
+      // heartbeat more: the server has given our leases away by then.
       ? 2 * this.#fenceMs +
-        (Number.isFinite(heartbeatMs) ? heartbeatMs : this.#opts.heartbeatMs)
+        2 *
+          (Number.isFinite(heartbeatMs) ? heartbeatMs : this.#opts.heartbeatMs)
       : this.#fenceMs;
     // Ping often enough that a healthy link never nears the fence, and
     // at least every half of the server's heartbeat: the server drops a

@@ -191,7 +191,10 @@ export class SimClient implements ClientEnd {
     this.#timers.push(this.#world.sched.after(ms, fn));
   }
 
-  onMessage(text: string): void {
+  onMessage(id: ClientId, text: string): void {
+    // Each connection is its own socket: what arrives on an old one (this
+    // client has moved on) is not read.
+    if (id !== this.#id) return;
     if (this.#world.tracing) {
       this.#world.trace(this.name, `reads ${text.slice(0, 120)}`);
     }
@@ -226,7 +229,8 @@ export class SimClient implements ClientEnd {
     }
   }
 
-  onClosed(): void {
+  onClosed(id: ClientId): void {
+    if (id !== this.#id) return;
     if (this.#world.tracing) {
       this.#world.trace(this.name, `sees client ${this.#id} closed`);
     }

@@ -376,10 +376,10 @@ function fields(f: Record<string, unknown>): string {
 
 /** What a simulated client is told, through its connection to a builder. */
 export interface ClientEnd {
-  /** A message (one line of JSON) from the builder. */
-  onMessage(text: string): void;
-  /** The builder closed the connection, or died. */
-  onClosed(): void;
+  /** A message (one line of JSON) from the builder, on connection `id`. */
+  onMessage(id: ClientId, text: string): void;
+  /** The builder closed connection `id`, or died. */
+  onClosed(id: ClientId): void;
   /** Whether it reads what arrives (one that does not fills its socket). */
   reading: boolean;
   /** Messages its socket holds unread before writes to it block. */
@@ -464,7 +464,7 @@ export class SimBuilder {
     for (const conn of this.clients.values()) {
       conn.open = false;
       w.sched.after(0.05, () => {
-        if (!conn.clientGone) conn.end.onClosed();
+        if (!conn.clientGone) conn.end.onClosed(conn.id);
       });
     }
     this.clients.clear();
@@ -570,7 +570,7 @@ export class SimBuilder {
     if (!conn.end.reading) conn.unread++;
     const end = conn.end;
     this.#world.sched.after(0.05, () => {
-      if (!conn.clientGone) end.onMessage(text);
+      if (!conn.clientGone) end.onMessage(conn.id, text);
     });
     this.#written(seq);
   }
@@ -585,7 +585,7 @@ export class SimBuilder {
     // (its next connection is another).
     if (!conn.clientGone) {
       this.#world.sched.after(0.1, () => {
-        if (!conn.clientGone) end.onClosed();
+        if (!conn.clientGone) end.onClosed(id);
       });
     }
     // The shell's read loop then ends, and says so.
